@@ -1,0 +1,813 @@
+//! Layered configuration: built-in defaults < TOML file < `SIGNALBOX_*` environment < flags.
+//!
+//! Every setting is one key with the same name in all layers (`turn_listen` in TOML,
+//! `SIGNALBOX_TURN_LISTEN` in the environment, `--turn-listen` on the command line). Layers are
+//! merged as raw strings with their source remembered, then parsed once into a typed [`Config`],
+//! so a bad value is reported with its key and where it came from. Nothing here reads the process
+//! environment or the clock: callers pass them in, which keeps the merge testable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Where the effective value of a key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "environment {v}"),
+            Source::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// One documented configuration key.
+pub struct KeySpec {
+    pub name: &'static str,
+    /// The default as it would be written in TOML; lists are comma-separated here.
+    pub default: &'static str,
+    pub list: bool,
+    pub secret: bool,
+    pub doc: &'static str,
+}
+
+const fn key(name: &'static str, default: &'static str, doc: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        default,
+        list: false,
+        secret: false,
+        doc,
+    }
+}
+
+const fn list(name: &'static str, doc: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        default: "",
+        list: true,
+        secret: false,
+        doc,
+    }
+}
+
+/// Every key signalbox understands, in the order `config check` and the packaged config show them.
+pub const KEYS: &[KeySpec] = &[
+    key("listen", "0.0.0.0:8080", "HTTP, WebSocket (/rtc) and Socket.IO listen address."),
+    key("data_dir", "./signalbox-data", "Directory for the SQLite database and generated secrets."),
+    key("public_host", "", "Host name or IP put in STUN/TURN URIs and links. Empty: the Host header of each request."),
+    key("tls_cert", "", "PEM certificate chain: serve HTTPS on `listen` and TURN over TLS (needs tls_key)."),
+    key("tls_key", "", "PEM private key matching tls_cert."),
+    key("log_format", "text", "Log format on stderr: text or json."),
+    key("log_level", "info", "Log filter (tracing EnvFilter syntax, e.g. info or signalbox=debug)."),
+    list("cors_origins", "Origins allowed to call the API from a browser (e.g. https://app.example.com). Empty: same-origin only."),
+    key("max_body_bytes", "262144", "Largest accepted REST request body, in bytes (larger: 413)."),
+    key("ring_timeout", "45s", "How long a call rings before it becomes missed."),
+    key("reconnect_grace", "20s", "How long a dropped connection keeps its calls before they end with reason disconnect."),
+    KeySpec { name: "jwt_secret", default: "", list: false, secret: true, doc: "HS256 secret for bearer tokens (at least 32 characters). Empty: generated into data_dir/jwt-secret on first start." },
+    key("token_ttl", "24h", "Lifetime of tokens from POST /api/auth/login and `signalbox token` (unless --ttl)."),
+    key("login_rate_per_minute", "10", "Login attempts allowed per client IP per minute (then 429)."),
+    key("no_turn", "false", "true: do not run the embedded STUN/TURN relay (use turn_external_urls)."),
+    key("turn_listen", "0.0.0.0:3478", "STUN/TURN listen address, UDP and TCP."),
+    key("turn_tls_listen", "0.0.0.0:5349", "TURN over TLS listen address (only with tls_cert/tls_key)."),
+    key("relay_ports", "49152-65535", "UDP port range for TURN relay sockets, MIN-MAX."),
+    list("turn_allow_peer", "CIDRs the relay may send to although they are private or loopback (e.g. 10.0.0.0/8)."),
+    KeySpec { name: "turn_secret", default: "", list: true, secret: true, doc: "TURN REST API shared secrets (coturn use-auth-secret); the first signs, all verify. Empty: generated into data_dir/turn-secret." },
+    key("turn_realm", "signalbox", "TURN realm."),
+    key("turn_credential_ttl", "6h", "Lifetime of TURN credentials handed out by /ice-config."),
+    key("turn_external_ip", "", "Public IP advertised for relay addresses when the server is behind NAT."),
+    key("turn_user_quota", "10", "Most simultaneous TURN allocations per user (then 486)."),
+    key("turn_total_quota", "1000", "Most simultaneous TURN allocations in total (then 508)."),
+    key("turn_max_bitrate", "0", "Per-allocation relay bandwidth cap in bits per second; 0 means none."),
+    list("turn_external_urls", "Extra TURN URIs sharing turn_secret (e.g. turn:turn2.example.com:3478), listed in /ice-config."),
+];
+
+/// Environment variables that are not keys but are still ours.
+const EXTRA_ENV: &[&str] = &["SIGNALBOX_CONFIG"];
+
+fn spec(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The environment variable that sets a key.
+pub fn env_name(key: &str) -> String {
+    format!("SIGNALBOX_{}", key.to_ascii_uppercase())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Raw {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A configuration problem: exits with code 2 and names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: Source,
+        message: String,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// The merged raw layers, before typing.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    values: BTreeMap<&'static str, (Raw, Source)>,
+    /// Unknown keys and variables, reported but not fatal.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        let values = KEYS
+            .iter()
+            .map(|k| {
+                let raw = if k.list {
+                    Raw::Many(split_list(k.default))
+                } else {
+                    Raw::One(k.default.to_string())
+                };
+                (k.name, (raw, Source::Default))
+            })
+            .collect();
+        Layers {
+            values,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Layers {
+    /// Reads a TOML file layer.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        self.apply_toml(&text, path)
+    }
+
+    /// Applies TOML text as the file layer; `path` only labels the source.
+    pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        for (name, value) in table {
+            let Some(spec) = spec(&name) else {
+                self.warnings.push(format!(
+                    "unknown key `{name}` in {} (ignored)",
+                    path.display()
+                ));
+                continue;
+            };
+            let source = Source::File(path.to_path_buf());
+            let bad = |message: String| ConfigError::Invalid {
+                key: name.clone(),
+                origin: source.clone(),
+                message,
+            };
+            let raw = match (spec.list, value) {
+                (true, toml::Value::Array(items)) => Raw::Many(
+                    items
+                        .into_iter()
+                        .map(|v| {
+                            scalar_to_string(v)
+                                .ok_or_else(|| bad("list items must be strings or numbers".into()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                (true, toml::Value::String(s)) => Raw::Many(split_list(&s)),
+                (true, _) => return Err(bad("expected a list of strings".into())),
+                (false, v) => Raw::One(
+                    scalar_to_string(v)
+                        .ok_or_else(|| bad("expected a string, number or boolean".into()))?,
+                ),
+            };
+            self.values.insert(spec.name, (raw, source));
+        }
+        Ok(())
+    }
+
+    /// Applies `SIGNALBOX_*` variables from the given environment.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) {
+        for (var, value) in vars {
+            let Some(rest) = var.strip_prefix("SIGNALBOX_") else {
+                continue;
+            };
+            if EXTRA_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let name = rest.to_ascii_lowercase();
+            match spec(&name) {
+                Some(spec) => {
+                    let raw = if spec.list {
+                        Raw::Many(split_list(&value))
+                    } else {
+                        Raw::One(value)
+                    };
+                    self.values.insert(spec.name, (raw, Source::Env(var)));
+                }
+                None => self
+                    .warnings
+                    .push(format!("unknown environment variable {var} (ignored)")),
+            }
+        }
+    }
+
+    /// Applies a command-line flag value. Panics in debug builds on a key that does not exist,
+    /// which is a programming error in the CLI table, never user input.
+    pub fn apply_flag(&mut self, key: &str, flag: &str, value: String) {
+        let Some(spec) = spec(key) else {
+            debug_assert!(false, "flag for unknown key {key}");
+            return;
+        };
+        self.values
+            .insert(spec.name, (Raw::One(value), Source::Flag(flag.to_string())));
+    }
+
+    /// Applies a repeatable flag (a list key).
+    pub fn apply_flag_list(&mut self, key: &str, flag: &str, values: Vec<String>) {
+        let Some(spec) = spec(key) else {
+            debug_assert!(false, "flag for unknown key {key}");
+            return;
+        };
+        self.values.insert(
+            spec.name,
+            (Raw::Many(values), Source::Flag(flag.to_string())),
+        );
+    }
+
+    fn one(&self, key: &'static str) -> (&str, &Source) {
+        match self.values.get(key) {
+            Some((Raw::One(s), src)) => (s.as_str(), src),
+            Some((Raw::Many(v), src)) => (v.first().map(String::as_str).unwrap_or(""), src),
+            None => ("", &Source::Default),
+        }
+    }
+
+    fn many(&self, key: &'static str) -> (Vec<String>, &Source) {
+        match self.values.get(key) {
+            Some((Raw::Many(v), src)) => (v.clone(), src),
+            Some((Raw::One(s), src)) => (split_list(s), src),
+            None => (Vec::new(), &Source::Default),
+        }
+    }
+
+    /// Parses one scalar key, naming it on failure.
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (value, source) = self.one(key);
+        f(value.trim()).map_err(|message| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: source.clone(),
+            message,
+        })
+    }
+
+    fn parse_list<T>(
+        &self,
+        key: &'static str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let (values, source) = self.many(key);
+        values
+            .iter()
+            .map(|v| f(v.trim()))
+            .collect::<Result<_, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                key: key.to_string(),
+                origin: source.clone(),
+                message,
+            })
+    }
+
+    /// An error for `key` at its current source.
+    fn invalid(&self, key: &'static str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            origin: self.one(key).1.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Lines of `key = value  # source` for `config check`, secrets masked.
+    pub fn describe(&self) -> Vec<String> {
+        KEYS.iter()
+            .map(|k| {
+                let (value, source) = match self.values.get(k.name) {
+                    Some((Raw::One(s), src)) => (toml_quote(s), src.clone()),
+                    Some((Raw::Many(v), src)) => (
+                        format!(
+                            "[{}]",
+                            v.iter()
+                                .map(|s| toml_quote(s))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        src.clone(),
+                    ),
+                    None => (String::new(), Source::Default),
+                };
+                let is_set = !matches!(value.as_str(), "\"\"" | "[]");
+                let value = if k.secret && is_set {
+                    "\"********\"".to_string()
+                } else {
+                    value
+                };
+                format!("{} = {}  # {}", k.name, value, source)
+            })
+            .collect()
+    }
+}
+
+fn toml_quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn scalar_to_string(v: toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Certificate and key for HTTPS and TURN over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Settings of the embedded STUN/TURN relay and of `/ice-config`.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
+    pub relay_ports: (u16, u16),
+    pub allow_peers: Vec<IpNet>,
+    /// Configured secrets; empty means "use the generated one".
+    pub secrets: Vec<String>,
+    pub realm: String,
+    pub credential_ttl: Duration,
+    pub external_ip: Option<IpAddr>,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    pub max_bitrate: Option<u64>,
+    pub external_urls: Vec<String>,
+}
+
+/// The typed, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_host: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub ring_timeout: Duration,
+    pub reconnect_grace: Duration,
+    /// Configured JWT secret; `None` means "use the generated one".
+    pub jwt_secret: Option<String>,
+    pub token_ttl: Duration,
+    pub login_rate_per_minute: u32,
+    pub turn: TurnSettings,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address like 0.0.0.0:8080 or [::]:8080"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 45s, 10m or 24h ({e})"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("`{s}` is not a boolean (true or false)")),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(s: &str, min: T, max: T) -> Result<T, String>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    let n: T = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not a range like 49152-65535"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{lo}` is not a port"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{hi}` is not a port"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("`{s}` must be MIN-MAX with 1 <= MIN <= MAX"));
+    }
+    Ok((lo, hi))
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && !s.trim_end_matches('/').contains(['?', '#', ' '])
+        && s.split("://").nth(1).is_some_and(|h| !h.is_empty());
+    if ok {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not an origin like https://app.example.com"
+        ))
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+}
+
+fn parse_turn_url(s: &str) -> Result<String, String> {
+    if ["turn:", "turns:", "stun:"]
+        .iter()
+        .any(|p| s.starts_with(p))
+        && s.len() > 6
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a TURN URI like turn:turn.example.com:3478"
+        ))
+    }
+}
+
+impl Config {
+    /// Types and validates merged layers.
+    pub fn from_layers(l: &Layers) -> Result<Config, ConfigError> {
+        let tls_cert = l.parse("tls_cert", |s| Ok(non_empty(s)))?;
+        let tls_key = l.parse("tls_key", |s| Ok(non_empty(s)))?;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(l.invalid("tls_key", "tls_cert is set but tls_key is not"))
+            }
+            (None, Some(_)) => {
+                return Err(l.invalid("tls_cert", "tls_key is set but tls_cert is not"))
+            }
+        };
+        let jwt_secret = l.parse("jwt_secret", |s| match s {
+            "" => Ok(None),
+            s if s.len() < 32 => Err(format!(
+                "must be at least 32 characters (got {}); leave empty to generate one",
+                s.len()
+            )),
+            s => Ok(Some(s.to_string())),
+        })?;
+        let secrets = l.parse_list("turn_secret", |s| {
+            if s.len() < 16 {
+                Err("each TURN secret must be at least 16 characters".into())
+            } else {
+                Ok(s.to_string())
+            }
+        })?;
+        Ok(Config {
+            listen: l.parse("listen", parse_addr)?,
+            data_dir: l.parse("data_dir", |s| {
+                non_empty(s)
+                    .map(PathBuf::from)
+                    .ok_or_else(|| "must not be empty".to_string())
+            })?,
+            public_host: l.parse("public_host", |s| {
+                if s.contains(['/', ' ', '?', '#']) {
+                    Err(format!("`{s}` is not a host name or IP address"))
+                } else {
+                    Ok(non_empty(s))
+                }
+            })?,
+            tls,
+            log_format: l.parse("log_format", |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("`{s}` must be text or json")),
+            })?,
+            log_level: l.parse("log_level", |s| {
+                tracing_subscriber::EnvFilter::try_new(s)
+                    .map(|_| s.to_string())
+                    .map_err(|e| format!("`{s}` is not a log filter: {e}"))
+            })?,
+            cors_origins: l.parse_list("cors_origins", parse_origin)?,
+            max_body_bytes: l.parse("max_body_bytes", |s| parse_number(s, 1024, 64 << 20))?,
+            ring_timeout: l.parse("ring_timeout", parse_duration)?,
+            reconnect_grace: l.parse("reconnect_grace", parse_duration)?,
+            jwt_secret,
+            token_ttl: l.parse("token_ttl", parse_duration)?,
+            login_rate_per_minute: l
+                .parse("login_rate_per_minute", |s| parse_number(s, 1, 10_000))?,
+            turn: TurnSettings {
+                enabled: !l.parse("no_turn", parse_bool)?,
+                listen: l.parse("turn_listen", parse_addr)?,
+                tls_listen: l.parse("turn_tls_listen", parse_addr)?,
+                relay_ports: l.parse("relay_ports", parse_port_range)?,
+                allow_peers: l.parse_list("turn_allow_peer", parse_cidr)?,
+                secrets,
+                realm: l.parse("turn_realm", |s| {
+                    if s.is_empty() || s.len() > 127 || !s.is_ascii() {
+                        Err("must be 1 to 127 ASCII characters".into())
+                    } else {
+                        Ok(s.to_string())
+                    }
+                })?,
+                credential_ttl: l.parse("turn_credential_ttl", parse_duration)?,
+                external_ip: l.parse("turn_external_ip", |s| {
+                    if s.is_empty() {
+                        return Ok(None);
+                    }
+                    s.parse()
+                        .map(Some)
+                        .map_err(|_| format!("`{s}` is not an IP address"))
+                })?,
+                user_quota: l.parse("turn_user_quota", |s| parse_number(s, 1, 100_000))?,
+                total_quota: l.parse("turn_total_quota", |s| parse_number(s, 1, 10_000_000))?,
+                max_bitrate: l.parse("turn_max_bitrate", |s| {
+                    parse_number::<u64>(s, 0, u64::MAX).map(|n| (n > 0).then_some(n))
+                })?,
+                external_urls: l.parse_list("turn_external_urls", parse_turn_url)?,
+            },
+        })
+    }
+}
+
+/// The commented TOML file documenting every key with its default (packaged as
+/// `/etc/signalbox/signalbox.toml`).
+pub fn template() -> String {
+    let mut out = String::from(
+        "# signalbox configuration. Every key is shown with its built-in default, commented out.\n\
+         # Precedence: built-in defaults < this file < SIGNALBOX_* environment < command-line flags.\n\
+         # `signalbox config check --config FILE` validates a file and prints the effective values.\n",
+    );
+    for k in KEYS {
+        out.push('\n');
+        out.push_str(&format!("# {}\n", k.doc));
+        out.push_str(&format!("# Environment: {}\n", env_name(k.name)));
+        let value = if k.list {
+            format!(
+                "[{}]",
+                split_list(k.default)
+                    .iter()
+                    .map(|s| toml_quote(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if matches!(k.default, "true" | "false") || k.default.parse::<u64>().is_ok() {
+            k.default.to_string()
+        } else {
+            toml_quote(k.default)
+        };
+        out.push_str(&format!("#{} = {}\n", k.name, value));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_design() {
+        let c = Config::from_layers(&Layers::default()).expect("defaults parse");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.turn.listen.port(), 3478);
+        assert_eq!(c.turn.tls_listen.port(), 5349);
+        assert_eq!(c.turn.relay_ports, (49152, 65535));
+        assert_eq!(c.data_dir, PathBuf::from("./signalbox-data"));
+        assert_eq!(c.ring_timeout, Duration::from_secs(45));
+        assert_eq!(c.reconnect_grace, Duration::from_secs(20));
+        assert!(c.turn.enabled);
+        assert!(c.tls.is_none());
+        assert!(c.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flag() {
+        let mut l = Layers::default();
+        l.apply_toml(
+            "listen = \"127.0.0.1:1\"\nring_timeout = \"10s\"\nturn_user_quota = 3",
+            Path::new("a.toml"),
+        )
+        .expect("toml");
+        l.apply_env(env(&[
+            ("SIGNALBOX_LISTEN", "127.0.0.1:2"),
+            ("PATH", "/bin"),
+        ]));
+        let c = Config::from_layers(&l).expect("valid");
+        assert_eq!(c.listen.port(), 2, "env beats file");
+        assert_eq!(
+            c.ring_timeout,
+            Duration::from_secs(10),
+            "file beats default"
+        );
+        assert_eq!(c.turn.user_quota, 3);
+        l.apply_flag("listen", "listen", "127.0.0.1:3".into());
+        assert_eq!(
+            Config::from_layers(&l).expect("valid").listen.port(),
+            3,
+            "flag beats env"
+        );
+        assert!(l.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_reported() {
+        let mut l = Layers::default();
+        l.apply_toml("lisen = \"x\"", Path::new("a.toml"))
+            .expect("toml");
+        l.apply_env(env(&[
+            ("SIGNALBOX_TRUN_LISTEN", "x"),
+            ("SIGNALBOX_CONFIG", "/x"),
+        ]));
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("lisen"));
+        assert!(l.warnings[1].contains("SIGNALBOX_TRUN_LISTEN"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_source() {
+        let mut l = Layers::default();
+        l.apply_env(env(&[("SIGNALBOX_RELAY_PORTS", "9000-8000")]));
+        let err = Config::from_layers(&l).expect_err("bad range").to_string();
+        assert!(
+            err.contains("relay_ports") && err.contains("SIGNALBOX_RELAY_PORTS"),
+            "{err}"
+        );
+
+        let mut l = Layers::default();
+        l.apply_toml("ring_timeout = \"soon\"", Path::new("c.toml"))
+            .expect("toml");
+        let err = Config::from_layers(&l)
+            .expect_err("bad duration")
+            .to_string();
+        assert!(
+            err.contains("ring_timeout") && err.contains("c.toml"),
+            "{err}"
+        );
+
+        let mut l = Layers::default();
+        l.apply_flag_list(
+            "turn_allow_peer",
+            "turn-allow-peer",
+            vec!["300.0.0.0/8".into()],
+        );
+        let err = Config::from_layers(&l).expect_err("bad cidr").to_string();
+        assert!(err.contains("turn_allow_peer"), "{err}");
+
+        let mut l = Layers::default();
+        l.apply_flag("tls_cert", "tls-cert", "/x.pem".into());
+        let err = Config::from_layers(&l)
+            .expect_err("cert without key")
+            .to_string();
+        assert!(err.contains("tls_key"), "{err}");
+
+        let mut l = Layers::default();
+        l.apply_env(env(&[("SIGNALBOX_JWT_SECRET", "short")]));
+        let err = Config::from_layers(&l)
+            .expect_err("short secret")
+            .to_string();
+        assert!(
+            err.contains("jwt_secret") && !err.contains("short`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lists_come_from_arrays_commas_and_repeated_flags() {
+        let mut l = Layers::default();
+        l.apply_toml(
+            "turn_allow_peer = [\"127.0.0.0/8\", \"10.1.2.3\"]",
+            Path::new("a.toml"),
+        )
+        .expect("toml");
+        let c = Config::from_layers(&l).expect("valid");
+        assert_eq!(c.turn.allow_peers.len(), 2);
+        l.apply_env(env(&[(
+            "SIGNALBOX_CORS_ORIGINS",
+            "https://a.example, http://b.example:3000/",
+        )]));
+        let c = Config::from_layers(&l).expect("valid");
+        assert_eq!(
+            c.cors_origins,
+            vec!["https://a.example", "http://b.example:3000"]
+        );
+    }
+
+    #[test]
+    fn describe_masks_secrets() {
+        let mut l = Layers::default();
+        l.apply_env(env(&[(
+            "SIGNALBOX_JWT_SECRET",
+            "0123456789abcdef0123456789abcdef-secret",
+        )]));
+        let lines = l.describe().join("\n");
+        assert!(lines.contains("jwt_secret = \"********\""), "{lines}");
+        assert!(!lines.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn template_documents_every_key_and_parses_as_defaults() {
+        let t = template();
+        for k in KEYS {
+            assert!(t.contains(&format!("#{} = ", k.name)), "{} missing", k.name);
+        }
+        // Uncommenting every line yields a valid file equal to the defaults.
+        let uncommented: String = t
+            .lines()
+            .filter(|l| l.starts_with('#') && l.contains(" = ") && !l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let mut l = Layers::default();
+        l.apply_toml(&uncommented, Path::new("t.toml"))
+            .expect("template parses");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        Config::from_layers(&l).expect("template defaults valid");
+    }
+}

@@ -1,0 +1,92 @@
+//! Sign-in for built-in accounts (`POST /api/auth/login`, rate-limited per client IP) and
+//! `GET /api/me`, who the token speaks for.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::{self, Principal};
+use crate::error::Error;
+use crate::http::extract::{ApiJson, Auth};
+use crate::http::AppState;
+use crate::store::users;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+/// Exchange a built-in account's username and password for a bearer token.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, description = "`{token, user}`"), (status = 400), (status = 401), (status = 429)))]
+pub async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Json<Value>, Error> {
+    if let Err(not_until) = app.login_limiter.check_key(&peer.ip()) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(Error::RateLimited(wait.as_secs().max(1)));
+    }
+    if body.username.len() > 64 || body.password.len() > 1024 {
+        return Err(Error::Unauthorized {
+            code: "invalid_credentials",
+            message: "wrong username or password".into(),
+        });
+    }
+    let username = body.username.clone();
+    let found = app
+        .store
+        .run(move |c| users::find_with_hash(c, &username))
+        .await?;
+    let password = body.password;
+    // Verify on the blocking pool: argon2 is deliberately slow. Unknown users verify a dummy
+    // hash so the answer takes as long either way.
+    let (user, ok) = tokio::task::spawn_blocking(move || match found {
+        Some((user, hash)) => {
+            let ok = auth::verify_password(&password, &hash);
+            (Some(user), ok)
+        }
+        None => {
+            auth::verify_password(&password, auth::dummy_hash());
+            (None, false)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("password check failed: {e}")))?;
+    let user = match (user, ok) {
+        (Some(u), true) => u,
+        _ => {
+            return Err(Error::Unauthorized {
+                code: "invalid_credentials",
+                message: "wrong username or password".into(),
+            })
+        }
+    };
+    let principal = Principal {
+        id: user.id.clone(),
+        name: user.name.clone(),
+        admin: user.admin,
+    };
+    let now = crate::clock::now_ms() / 1000;
+    let ttl = i64::try_from(app.config.token_ttl.as_secs()).unwrap_or(i64::MAX);
+    let token = app.tokens.mint(&principal, now, ttl)?;
+    Ok(Json(
+        json!({ "token": token, "user": principal, "expiresIn": ttl }),
+    ))
+}
+
+/// Who the bearer token speaks for.
+#[utoipa::path(get, path = "/api/me", tag = "auth",
+    responses((status = 200, description = "`{user}`"), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn me(Auth(me): Auth) -> Json<Value> {
+    Json(json!({ "user": me }))
+}

@@ -1,0 +1,431 @@
+//! Seed 001's call endpoints: create, accept, reject, hang up, mute, switch camera, get,
+//! history, analytics, and stats reports.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
+use crate::http::{views, AppState};
+use crate::signaling::call::{Action, CallStatus, CallType};
+use crate::store::calls::{self, CallKind, CallRecord, HistoryFilter, MediaChange, NewCall};
+use crate::store::{analytics, rooms};
+
+/// Largest page of `GET /calls/history`.
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+const DEFAULT_HISTORY_LIMIT: u32 = 20;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCall {
+    /// Must be the token's user (admins may create calls for others). Defaults to it.
+    caller_id: Option<String>,
+    callee_id: String,
+    /// `audio` or `video` (default `video`).
+    #[schema(value_type = Option<String>)]
+    call_type: Option<CallType>,
+    room_name: Option<String>,
+}
+
+fn room_name(name: Option<String>, field: &str) -> Result<Option<String>, Error> {
+    match name {
+        Some(n) if n.chars().count() > 100 => Err(Error::invalid(
+            "invalid_field",
+            format!("{field}: at most 100 characters"),
+        )),
+        Some(n) if n.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Start a call to a user; it rings until accepted, rejected, cancelled or timed out.
+#[utoipa::path(post, path = "/calls", tag = "calls", request_body = CreateCall,
+    responses((status = 201, description = "`{callSession, roomId}`"), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn create_call(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    ApiJson(body): ApiJson<CreateCall>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let caller = match body.caller_id {
+        Some(id) => user_id_field(&id, "callerId")?,
+        None => me.id.clone(),
+    };
+    if caller != me.id && !me.admin {
+        return Err(Error::forbidden("callerId must be your own user id"));
+    }
+    let new = NewCall {
+        id: Uuid::new_v4().to_string(),
+        call_type: body.call_type.unwrap_or(CallType::Video),
+        caller_id: caller,
+        callee_id: Some(user_id_field(&body.callee_id, "calleeId")?),
+        room_name: room_name(body.room_name, "roomName")?,
+        now: now_ms(),
+    };
+    let call = app
+        .store
+        .run(move |c| calls::create_direct(c, &new))
+        .await?;
+    let body =
+        json!({ "callSession": views::call_session(&call, now_ms()), "roomId": call.room_id });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn act(
+    app: &AppState,
+    me: crate::auth::Principal,
+    raw_id: &str,
+    action: Action,
+) -> Result<CallRecord, Error> {
+    let id = parse_id(raw_id, "callId")?;
+    let now = now_ms();
+    app.store
+        .run(move |c| {
+            let call = calls::get_visible(c, &id, &me)?;
+            // In a room call, hanging up means leaving the room; the room call ends with the last.
+            if call.kind == CallKind::Room
+                && action == Action::Hangup
+                && call.role_of(&me.id).is_some()
+            {
+                let room_id = call.room_id.clone().ok_or(Error::NotFound("room"))?;
+                rooms::leave(c, &room_id, &me, now)?;
+                return calls::get(c, &id)?.ok_or(Error::NotFound("call"));
+            }
+            calls::apply_action(c, &id, Some(&me), action, now).map(|(call, _)| call)
+        })
+        .await
+}
+
+/// Accept a ringing call (callee only).
+#[utoipa::path(put, path = "/calls/{callId}/accept", tag = "calls",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{callSession}`"), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn accept_call(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let call = act(&app, me, &id, Action::Accept).await?;
+    Ok(Json(
+        json!({ "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+/// Reject a ringing call (callee only).
+#[utoipa::path(put, path = "/calls/{callId}/reject", tag = "calls",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{message: \"Call rejected\"}`"), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn reject_call(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let call = act(&app, me, &id, Action::Reject).await?;
+    Ok(Json(
+        json!({ "message": "Call rejected", "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+/// End a call: cancels it while ringing (caller), rejects it (callee), or ends it when active.
+#[utoipa::path(put, path = "/calls/{callId}/hangup", tag = "calls",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{message: \"Call ended\"}`"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn hangup_call(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let call = act(&app, me, &id, Action::Hangup).await?;
+    Ok(Json(
+        json!({ "message": "Call ended", "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Mute {
+    /// true to mute, false to unmute.
+    mute: bool,
+}
+
+async fn media(
+    app: &AppState,
+    me: crate::auth::Principal,
+    raw_id: &str,
+    change: MediaChange,
+    kind: &'static str,
+) -> Result<CallRecord, Error> {
+    let id = parse_id(raw_id, "callId")?;
+    let now = now_ms();
+    app.store
+        .run(move |c| calls::set_media(c, &id, &me, &change, kind, now))
+        .await
+}
+
+/// Mute or unmute your microphone in a call.
+#[utoipa::path(put, path = "/calls/{callId}/mute-audio", tag = "calls", request_body = Mute,
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{message: \"Audio muted\"}`"), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn mute_audio(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Mute>,
+) -> Result<Json<Value>, Error> {
+    let change = MediaChange {
+        audio: Some(!body.mute),
+        ..Default::default()
+    };
+    let call = media(&app, me, &id, change, "media").await?;
+    let message = if body.mute {
+        "Audio muted"
+    } else {
+        "Audio unmuted"
+    };
+    Ok(Json(
+        json!({ "message": message, "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+/// Turn your camera off or on in a call.
+#[utoipa::path(put, path = "/calls/{callId}/mute-video", tag = "calls", request_body = Mute,
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{message: \"Video muted\"}`"), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn mute_video(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Mute>,
+) -> Result<Json<Value>, Error> {
+    let change = MediaChange {
+        video: Some(!body.mute),
+        ..Default::default()
+    };
+    let call = media(&app, me, &id, change, "media").await?;
+    let message = if body.mute {
+        "Video muted"
+    } else {
+        "Video unmuted"
+    };
+    Ok(Json(
+        json!({ "message": message, "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SwitchCamera {
+    /// The camera now in use (e.g. `front`, `back`, or a device label); optional.
+    camera: Option<String>,
+}
+
+/// Record a camera switch during a call.
+#[utoipa::path(put, path = "/calls/{callId}/switch-camera", tag = "calls", request_body = SwitchCamera,
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{message: \"Camera switched\"}`"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn switch_camera(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SwitchCamera>,
+) -> Result<Json<Value>, Error> {
+    let camera = match body.camera {
+        Some(c) if c.chars().count() > 200 => {
+            return Err(Error::invalid(
+                "invalid_field",
+                "camera: at most 200 characters",
+            ))
+        }
+        Some(c) => c,
+        None => "switched".to_string(),
+    };
+    let change = MediaChange {
+        camera: Some(camera),
+        ..Default::default()
+    };
+    let call = media(&app, me, &id, change, "camera-switched").await?;
+    Ok(Json(
+        json!({ "message": "Camera switched", "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+/// A call you take part in (admins: any call).
+#[utoipa::path(get, path = "/calls/{callId}", tag = "calls",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{callSession}`"), (status = 400), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get_call(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "callId")?;
+    let call = app
+        .store
+        .run(move |c| calls::get_visible(c, &id, &me))
+        .await?;
+    Ok(Json(
+        json!({ "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
+fn query_number(q: &HashMap<String, String>, name: &str, default: u32) -> Result<u32, Error> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<u32>().map_err(|_| {
+            Error::invalid(
+                "invalid_query",
+                format!("{name}: `{v}` is not a non-negative whole number"),
+            )
+        }),
+    }
+}
+
+/// Your calls, newest first (admins: every call, or `userId=`'s).
+#[utoipa::path(get, path = "/calls/history", tag = "calls",
+    params(
+        ("limit" = Option<u32>, Query, description = "page size, 1..=100 (default 20; larger values are capped)"),
+        ("offset" = Option<u32>, Query, description = "calls to skip"),
+        ("type" = Option<String>, Query, description = "audio or video"),
+        ("status" = Option<String>, Query, description = "ringing, active, ended, rejected, missed or cancelled"),
+        ("userId" = Option<String>, Query, description = "admins only: another user's history"),
+    ),
+    responses((status = 200, description = "`{calls, total, limit, offset}`"), (status = 400)),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Error> {
+    let Query(q) = query.map_err(|e| Error::invalid("invalid_query", e.body_text()))?;
+    let limit = query_number(&q, "limit", DEFAULT_HISTORY_LIMIT)?;
+    if limit == 0 {
+        return Err(Error::invalid("invalid_query", "limit: must be at least 1"));
+    }
+    let limit = limit.min(MAX_HISTORY_LIMIT);
+    let offset = query_number(&q, "offset", 0)?;
+    let call_type = match q.get("type") {
+        Some(t) => Some(CallType::parse(t).ok_or_else(|| {
+            Error::invalid(
+                "invalid_query",
+                format!("type: `{t}` is not audio or video"),
+            )
+        })?),
+        None => None,
+    };
+    let status = match q.get("status") {
+        Some(s) => Some(CallStatus::parse(s).ok_or_else(|| {
+            let all: Vec<_> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+            Error::invalid(
+                "invalid_query",
+                format!("status: `{s}` is not one of {}", all.join(", ")),
+            )
+        })?),
+        None => None,
+    };
+    let user_id = match (q.get("userId"), me.admin) {
+        (Some(u), true) => Some(user_id_field(u, "userId")?),
+        (None, true) => None,
+        (Some(u), false) if *u != me.id => {
+            return Err(Error::forbidden(
+                "only admins can read another user's history",
+            ))
+        }
+        (_, false) => Some(me.id.clone()),
+    };
+    let filter = HistoryFilter {
+        user_id,
+        call_type,
+        status,
+        limit,
+        offset,
+    };
+    let (calls, total) = app.store.run(move |c| calls::history(c, &filter)).await?;
+    let now = now_ms();
+    Ok(Json(json!({
+        "calls": calls.iter().map(|c| views::call_session(c, now)).collect::<Vec<_>>(),
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    })))
+}
+
+/// Duration, setup time, participants, media timeline, quality and relay usage of a call.
+#[utoipa::path(get, path = "/calls/{callId}/analytics", tag = "calls",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "`{analytics}`"), (status = 400), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn call_analytics(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "callId")?;
+    let now = now_ms();
+    let body = app
+        .store
+        .run(move |c| {
+            let call = calls::get_visible(c, &id, &me)?;
+            let events = calls::events(c, &id)?;
+            let quality = analytics::quality(c, &id)?;
+            let users: Vec<String> = call
+                .participants
+                .iter()
+                .map(|p| p.user_id.clone())
+                .collect();
+            let window_end = call.ended_at.unwrap_or(now);
+            let relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
+            Ok(views::analytics(&call, &events, &quality, &relay, now))
+        })
+        .await?;
+    Ok(Json(json!({ "analytics": body })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StatsReport {
+    /// A client getStats summary: `rttMs`, `jitterMs`, `packetLoss`, `bitrateKbps`, anything else.
+    #[schema(value_type = Object)]
+    stats: Value,
+}
+
+/// Store a quality report for a call you take part in (what `call-stats` does on sockets).
+#[utoipa::path(post, path = "/calls/{callId}/stats", tag = "calls", request_body = StatsReport,
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 202, description = "stored"), (status = 400), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn post_stats(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StatsReport>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let id = parse_id(&id, "callId")?;
+    if !body.stats.is_object() {
+        return Err(Error::invalid("invalid_field", "stats: must be an object"));
+    }
+    let now = now_ms();
+    app.store
+        .run(move |c| {
+            let call = calls::get_visible(c, &id, &me)?;
+            if call.role_of(&me.id).is_none() {
+                return Err(Error::forbidden("only participants report stats"));
+            }
+            analytics::add_report(c, &id, &me.id, now, &body.stats)
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "message": "Report stored" })),
+    ))
+}

@@ -1,0 +1,197 @@
+//! `GET /ice-config`: STUN and TURN URIs for the public host and time-limited TURN REST API
+//! credentials (coturn `use-auth-secret` compatible), in both the WebRTC `iceServers` shape and
+//! the draft's `{username, password, ttl, uris}`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::clock::rfc3339;
+use crate::config::TurnSettings;
+use crate::error::Error;
+use crate::http::extract::Auth;
+use crate::http::AppState;
+
+/// The host clients should use: the configured public host, else the request's Host header.
+pub fn public_host(configured: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(h) = configured {
+        return h.to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']')
+            .next()
+            .map(|h| format!("[{h}]"))
+            .unwrap_or_default()
+    } else {
+        host.rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host)
+            .to_string()
+    };
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if valid {
+        host
+    } else {
+        "localhost".to_string()
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Builds the response for `user` at `now_secs`.
+pub fn ice_config(
+    turn: &TurnSettings,
+    tls: bool,
+    secret: &[u8],
+    user: &str,
+    host: &str,
+    now_secs: u64,
+) -> Value {
+    let ttl = turn.credential_ttl.as_secs();
+    let cred = signalbox_turn::credentials::mint(secret, user, now_secs, ttl);
+    let host = bracket(host);
+    let mut stun = Vec::new();
+    let mut turn_uris = Vec::new();
+    if turn.enabled {
+        let port = turn.listen.port();
+        stun.push(format!("stun:{host}:{port}"));
+        turn_uris.push(format!("turn:{host}:{port}?transport=udp"));
+        turn_uris.push(format!("turn:{host}:{port}?transport=tcp"));
+        if tls {
+            turn_uris.push(format!(
+                "turns:{host}:{}?transport=tcp",
+                turn.tls_listen.port()
+            ));
+        }
+    }
+    turn_uris.extend(turn.external_urls.iter().cloned());
+    let mut servers = Vec::new();
+    if !stun.is_empty() {
+        servers.push(json!({ "urls": stun }));
+    }
+    if !turn_uris.is_empty() {
+        servers.push(
+            json!({ "urls": turn_uris, "username": cred.username, "credential": cred.password }),
+        );
+    }
+    let expires_ms = i64::try_from(cred.expires_at)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    json!({
+        "iceServers": servers,
+        "ttl": ttl,
+        "expiresAt": rfc3339(expires_ms),
+        "username": cred.username,
+        "password": cred.password,
+        "uris": turn_uris,
+    })
+}
+
+/// ICE servers and TURN credentials for the caller.
+#[utoipa::path(get, path = "/ice-config", tag = "ice",
+    responses((status = 200, description = "`{iceServers, ttl, expiresAt, username, password, uris}`"), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn get_ice_config(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let host = public_host(app.config.public_host.as_deref(), &headers);
+    let secret = app
+        .secrets
+        .turn
+        .first()
+        .ok_or_else(|| Error::Internal("no TURN secret".into()))?;
+    let now = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
+    Ok(Json(ice_config(
+        &app.config.turn,
+        app.config.tls.is_some(),
+        secret,
+        &me.id,
+        &host,
+        now,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Layers};
+
+    fn turn() -> TurnSettings {
+        Config::from_layers(&Layers::default())
+            .expect("defaults")
+            .turn
+    }
+
+    #[test]
+    fn lists_stun_turn_and_credentials() {
+        let v = ice_config(
+            &turn(),
+            true,
+            b"secret",
+            "alice",
+            "calls.example.com",
+            1_000,
+        );
+        let servers = v["iceServers"].as_array().expect("array");
+        assert_eq!(servers[0]["urls"][0], "stun:calls.example.com:3478");
+        assert_eq!(
+            servers[1]["urls"][2],
+            "turns:calls.example.com:5349?transport=tcp"
+        );
+        assert_eq!(v["username"], format!("{}:alice", 1_000 + 6 * 3600));
+        assert_eq!(
+            v["password"],
+            signalbox_turn::credentials::password_for(
+                b"secret",
+                v["username"].as_str().expect("str")
+            )
+        );
+        assert_eq!(servers[1]["credential"], v["password"]);
+        assert_eq!(v["ttl"], 6 * 3600);
+    }
+
+    #[test]
+    fn no_turn_lists_only_external_servers() {
+        let mut t = turn();
+        t.enabled = false;
+        assert_eq!(
+            ice_config(&t, false, b"s", "a", "h", 0)["iceServers"],
+            json!([])
+        );
+        t.external_urls = vec!["turn:relay.example.net:3478".into()];
+        let v = ice_config(&t, false, b"s", "a", "h", 0);
+        assert_eq!(
+            v["iceServers"][0]["urls"],
+            json!(["turn:relay.example.net:3478"])
+        );
+    }
+
+    #[test]
+    fn host_comes_from_config_or_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "example.org:8080".parse().expect("hv"));
+        assert_eq!(public_host(None, &h), "example.org");
+        assert_eq!(public_host(Some("pub.example"), &h), "pub.example");
+        h.insert(header::HOST, "[::1]:8080".parse().expect("hv"));
+        assert_eq!(public_host(None, &h), "[::1]");
+        h.insert(header::HOST, "evil/<x>".parse().expect("hv"));
+        assert_eq!(public_host(None, &h), "localhost");
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP surface: shared application state, the router with every REST route (documented in
+//! OpenAPI by construction: a route exists only through its `#[utoipa::path]`), and the layers
+//! around it (CORS, body limit, metrics, JSON errors for everything).
+
+pub mod account;
+pub mod calls;
+pub mod error;
+pub mod extract;
+pub mod ice;
+pub mod ops;
+pub mod rooms;
+pub mod video;
+pub mod views;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::{Extension, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+/// Everything handlers share.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub secrets: Secrets,
+    pub metrics: Metrics,
+    pub login_limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(config: Config, store: Store, secrets: Secrets, metrics: Metrics) -> App {
+        let per_minute = std::num::NonZeroU32::new(config.login_rate_per_minute)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        App {
+            tokens: Tokens::new(&secrets.jwt),
+            login_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            config,
+            store,
+            secrets,
+            metrics,
+        }
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "signalbox", description = "Self-hosted video calls: REST API of seeds 000 and 001"),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// The REST routes and their OpenAPI description, built from the same declarations.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(calls::create_call))
+        .routes(routes!(calls::history))
+        .routes(routes!(calls::get_call))
+        .routes(routes!(calls::accept_call))
+        .routes(routes!(calls::reject_call))
+        .routes(routes!(calls::hangup_call))
+        .routes(routes!(calls::mute_audio))
+        .routes(routes!(calls::mute_video))
+        .routes(routes!(calls::switch_camera))
+        .routes(routes!(calls::call_analytics))
+        .routes(routes!(calls::post_stats))
+        .routes(routes!(rooms::create_room))
+        .routes(routes!(rooms::get_room, rooms::delete_room))
+        .routes(routes!(rooms::join_room))
+        .routes(routes!(rooms::leave_room))
+        .routes(routes!(video::create))
+        .routes(routes!(video::get))
+        .routes(routes!(video::join))
+        .routes(routes!(video::end))
+        .routes(routes!(ice::get_ice_config))
+        .routes(routes!(account::login))
+        .routes(routes!(account::me))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts()
+}
+
+/// The complete router with its layers.
+pub fn router(app: AppState) -> Router {
+    let (routes, doc) = api();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    let mut router = routes
+        .fallback(|req: Request| async move {
+            Err::<(), _>(Error::NotFound(if req.uri().path().starts_with("/calls") {
+                "call"
+            } else {
+                "route"
+            }))
+        })
+        .layer(middleware::from_fn(video::envelope))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(Extension(doc))
+        .with_state(app.clone());
+    if !app.config.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = app
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    router
+}
+
+/// Counts requests by method, route template and status.
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    app.metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Gives bodiless error responses (e.g. axum's 405) our JSON error shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let code = match status.as_u16() {
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        _ => "error",
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_string();
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,0 +1,158 @@
+//! Seed 001's room endpoints: create, get, join (→ `{room, peerId}`), leave, delete.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
+use crate::http::{views, AppState};
+use crate::store::rooms::{self, NewRoom};
+
+/// Bounds of `maxParticipants` (a mesh call beyond a dozen peers is not usable anyway).
+pub const MAX_PARTICIPANTS: u32 = 16;
+const DEFAULT_PARTICIPANTS: u32 = 8;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRoom {
+    name: String,
+    /// 2..=16, default 8.
+    max_participants: Option<u32>,
+    /// Private rooms admit only the owner, `members` and admins.
+    is_private: Option<bool>,
+    /// User ids admitted to a private room.
+    members: Option<Vec<String>>,
+}
+
+/// Create a group room.
+#[utoipa::path(post, path = "/rooms", tag = "rooms", request_body = CreateRoom,
+    responses((status = 201, description = "`{room}`"), (status = 400), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn create_room(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    ApiJson(body): ApiJson<CreateRoom>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::invalid(
+            "invalid_field",
+            "name: must be 1 to 100 characters",
+        ));
+    }
+    let max = body.max_participants.unwrap_or(DEFAULT_PARTICIPANTS);
+    if !(2..=MAX_PARTICIPANTS).contains(&max) {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!("maxParticipants: must be between 2 and {MAX_PARTICIPANTS}"),
+        ));
+    }
+    let members = body.members.unwrap_or_default();
+    if members.len() > 100 {
+        return Err(Error::invalid(
+            "invalid_field",
+            "members: at most 100 users",
+        ));
+    }
+    let members = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| user_id_field(m, &format!("members[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let new = NewRoom {
+        id: Uuid::new_v4().to_string(),
+        name,
+        owner_id: me.id,
+        max_participants: max,
+        is_private: body.is_private.unwrap_or(false),
+        members,
+        now: now_ms(),
+    };
+    let room = app.store.run(move |c| rooms::create(c, &new)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "room": views::room(&room) })),
+    ))
+}
+
+/// A room (private rooms: owner, members and admins only).
+#[utoipa::path(get, path = "/rooms/{roomId}", tag = "rooms",
+    params(("roomId" = String, Path, description = "room id (UUID)")),
+    responses((status = 200, description = "`{room}`"), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get_room(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "roomId")?;
+    let room = app
+        .store
+        .run(move |c| rooms::get_visible(c, &id, &me))
+        .await?;
+    Ok(Json(json!({ "room": views::room(&room) })))
+}
+
+/// Enter a room; answers your peer id (409 when full, 403 for a private room you are not in).
+#[utoipa::path(post, path = "/rooms/{roomId}/join", tag = "rooms",
+    params(("roomId" = String, Path, description = "room id (UUID)")),
+    responses((status = 200, description = "`{room, peerId, callId}`"), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn join_room(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "roomId")?;
+    let (peer, call) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let now = now_ms();
+    let joined = app
+        .store
+        .run(move |c| rooms::join(c, &id, &me, &peer, &call, now))
+        .await?;
+    Ok(Json(
+        json!({ "room": views::room(&joined.room), "peerId": joined.peer_id, "callId": joined.call_id }),
+    ))
+}
+
+/// Leave a room.
+#[utoipa::path(post, path = "/rooms/{roomId}/leave", tag = "rooms",
+    params(("roomId" = String, Path, description = "room id (UUID)")),
+    responses((status = 200, description = "`{message: \"Left room\"}`"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn leave_room(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "roomId")?;
+    let now = now_ms();
+    app.store
+        .run(move |c| rooms::leave(c, &id, &me, now))
+        .await?;
+    Ok(Json(json!({ "message": "Left room" })))
+}
+
+/// Delete a room (owner or admin); a call in it ends.
+#[utoipa::path(delete, path = "/rooms/{roomId}", tag = "rooms",
+    params(("roomId" = String, Path, description = "room id (UUID)")),
+    responses((status = 200, description = "`{message: \"Room deleted\"}`"), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn delete_room(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "roomId")?;
+    let now = now_ms();
+    app.store
+        .run(move |c| rooms::delete(c, &id, &me, now))
+        .await?;
+    Ok(Json(json!({ "message": "Room deleted" })))
+}

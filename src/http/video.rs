@@ -1,0 +1,146 @@
+//! Seed 000's REST endpoints under `/api/video/calls`, with the `{success, data}` envelope.
+//! Errors get `{"success":false,"error":{…}}` from [`envelope`], applied to these paths.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::http::extract::{parse_id, ApiJson, Auth};
+use crate::http::{views, AppState};
+use crate::signaling::call::{Action, CallType};
+use crate::store::calls::{self, NewCall};
+
+pub const PREFIX: &str = "/api/video/";
+
+fn ok(call: &calls::CallRecord) -> Json<Value> {
+    Json(json!({ "success": true, "data": views::video_call(call) }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateVideoCall {
+    room_name: Option<String>,
+    /// `audio` or `video` (default `video`).
+    #[schema(value_type = Option<String>)]
+    call_type: Option<CallType>,
+}
+
+/// Create a call as its host; a guest joins it later.
+#[utoipa::path(post, path = "/api/video/calls", tag = "video (seed 000)", request_body = CreateVideoCall,
+    responses((status = 201, description = "`{success: true, data: {id, host_id, guest_id, status, room_name}}`"), (status = 400), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    ApiJson(body): ApiJson<CreateVideoCall>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let room_name = match body.room_name {
+        Some(n) if n.chars().count() > 100 => {
+            return Err(Error::invalid(
+                "invalid_field",
+                "room_name: at most 100 characters",
+            ))
+        }
+        Some(n) if n.trim().is_empty() => None,
+        other => other,
+    };
+    let new = NewCall {
+        id: Uuid::new_v4().to_string(),
+        call_type: body.call_type.unwrap_or(CallType::Video),
+        caller_id: me.id,
+        callee_id: None,
+        room_name,
+        now: now_ms(),
+    };
+    let call = app
+        .store
+        .run(move |c| calls::create_direct(c, &new))
+        .await?;
+    Ok((StatusCode::CREATED, ok(&call)))
+}
+
+/// Join a call as its guest; the call becomes active.
+#[utoipa::path(post, path = "/api/video/calls/{callId}/join", tag = "video (seed 000)",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "the call, status `active`"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn join(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "callId")?;
+    let now = now_ms();
+    let call = app
+        .store
+        .run(move |c| calls::join_as_guest(c, &id, &me, now))
+        .await?;
+    Ok(ok(&call))
+}
+
+/// End a call you take part in; status becomes `ended`.
+#[utoipa::path(post, path = "/api/video/calls/{callId}/end", tag = "video (seed 000)",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "the call, status `ended`"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn end(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "callId")?;
+    let now = now_ms();
+    let (call, _) = app
+        .store
+        .run(move |c| calls::apply_action(c, &id, Some(&me), Action::Hangup, now))
+        .await?;
+    Ok(ok(&call))
+}
+
+/// A call you take part in.
+#[utoipa::path(get, path = "/api/video/calls/{callId}", tag = "video (seed 000)",
+    params(("callId" = String, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "the call"), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(app): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = parse_id(&id, "callId")?;
+    let call = app
+        .store
+        .run(move |c| calls::get_visible(c, &id, &me))
+        .await?;
+    Ok(ok(&call))
+}
+
+/// Wraps error bodies on seed 000 paths as `{"success":false,"error":{…}}`.
+pub async fn envelope(req: Request, next: Next) -> Response {
+    let wrap = req.uri().path().starts_with(PREFIX);
+    let response = next.run(req).await;
+    if !wrap || response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let error = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+        .unwrap_or_else(|| json!({ "code": "error", "message": String::from_utf8_lossy(&bytes) }));
+    let body = json!({ "success": false, "error": error }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}

@@ -1,0 +1,16 @@
+//! signalbox: self-hosted video calls in one binary. The library holds every part; the
+//! `signalbox` binary (main.rs) is the command line around it.
+//!
+//! Dependency direction: transports (`http`) → call core (`signaling`) → `store`.
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod server;
+pub mod signaling;
+pub mod store;

@@ -1,0 +1,67 @@
+//! Prometheus metrics: HTTP requests, calls by status, database latency (and, once the relay
+//! runs, TURN counters). One registry per server, no global state, so tests can run many servers.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub calls: Family<StatusLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new(db_latency: Histogram) -> Self {
+        let mut registry = Registry::with_prefix("signalbox");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        let calls = Family::<StatusLabels, Gauge>::default();
+        registry.register("calls", "Calls in the database by status", calls.clone());
+        registry.register(
+            "db_operation_seconds",
+            "Time spent per database operation, including waiting for a connection",
+            db_latency,
+        );
+        Metrics {
+            registry,
+            http_requests,
+            calls,
+        }
+    }
+
+    /// Lets other parts (the TURN relay) add their own metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

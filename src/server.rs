@@ -1,0 +1,116 @@
+//! `signalbox serve`: opens the store, resolves secrets, binds the listeners, runs the HTTP
+//! server and background sweepers, and shuts down gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::http::{self, App, AppState};
+use crate::metrics::Metrics;
+use crate::signaling::call::Action;
+use crate::store::{calls, Store};
+
+/// Resolves when the process is asked to stop.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Builds the application state from a validated config (store, secrets, metrics).
+pub fn build_app(config: Config) -> anyhow::Result<AppState> {
+    let secrets = crate::secrets::resolve(
+        &config.data_dir,
+        config.jwt_secret.as_deref(),
+        &config.turn.secrets,
+    )
+    .with_context(|| format!("preparing data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let metrics = Metrics::new(store.latency_histogram());
+    Ok(Arc::new(App::new(config, store, secrets, metrics)))
+}
+
+/// Ends calls that rang longer than the ring timeout (status `missed`, reason `timeout`).
+async fn ring_timeouts(app: AppState, mut stop: watch::Receiver<bool>) {
+    let timeout_ms = i64::try_from(app.config.ring_timeout.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = now_ms();
+        let result = app
+            .store
+            .run(move |c| {
+                let mut ended = Vec::new();
+                for id in calls::ringing_before(c, now - timeout_ms)? {
+                    // A call answered meanwhile refuses the timeout; that is fine.
+                    if let Ok((call, _)) = calls::apply_action(c, &id, None, Action::Timeout, now) {
+                        ended.push(call);
+                    }
+                }
+                Ok(ended)
+            })
+            .await;
+        match result {
+            Ok(ended) => {
+                for call in ended {
+                    tracing::info!(call = %call.id, "call missed: ring timeout");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ring timeout sweep failed"),
+        }
+    }
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = build_app(config)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {listen}"))?;
+    let local: SocketAddr = listener.local_addr()?;
+    // A stable line on stdout that scripts and tests wait for.
+    println!(
+        "signalbox {} listening on http://{local}",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(ring_timeouts(app.clone(), stop_rx));
+    let router = http::router(app.clone());
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    tracing::info!("signalbox stopped");
+    Ok(())
+}

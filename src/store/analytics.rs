@@ -1,0 +1,212 @@
+//! Quality reports (client `getStats` summaries) and TURN relay usage, and the per-call
+//! aggregates `GET /calls/:id/analytics` shows.
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// The numbers pulled out of a client stats summary; the raw JSON is kept too.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualitySample {
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    /// Fraction 0..=1 of packets lost.
+    pub packet_loss: Option<f64>,
+    pub bitrate_kbps: Option<f64>,
+}
+
+fn number(v: &Value, keys: &[&str]) -> Option<f64> {
+    keys.iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_f64))
+        .filter(|n| n.is_finite() && *n >= 0.0)
+}
+
+impl QualitySample {
+    /// Reads the summary a client sends with `call-stats`: `rttMs` (or `roundTripTime` in
+    /// seconds), `jitterMs` (or `jitter` in seconds), `packetLoss` (fraction, or percent when
+    /// above 1), `bitrateKbps`. Unknown fields are kept in the raw JSON only.
+    pub fn from_stats(stats: &Value) -> QualitySample {
+        let secs_to_ms = |v: f64| v * 1000.0;
+        let loss = number(stats, &["packetLoss", "packetLossFraction"]).map(|l| {
+            if l > 1.0 {
+                l / 100.0
+            } else {
+                l
+            }
+        });
+        QualitySample {
+            rtt_ms: number(stats, &["rttMs"]).or_else(|| {
+                number(stats, &["roundTripTime", "currentRoundTripTime"]).map(secs_to_ms)
+            }),
+            jitter_ms: number(stats, &["jitterMs"])
+                .or_else(|| number(stats, &["jitter"]).map(secs_to_ms)),
+            packet_loss: loss.map(|l| l.min(1.0)),
+            bitrate_kbps: number(stats, &["bitrateKbps"])
+                .or_else(|| number(stats, &["bitrate"]).map(|b| b / 1000.0)),
+        }
+    }
+}
+
+/// Stores one report.
+pub fn add_report(
+    conn: &Connection,
+    call_id: &str,
+    user_id: &str,
+    at: i64,
+    raw: &Value,
+) -> Result<(), Error> {
+    let q = QualitySample::from_stats(raw);
+    conn.execute(
+        "INSERT INTO call_reports (call_id, user_id, at, rtt_ms, jitter_ms, packet_loss, bitrate_kbps, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![call_id, user_id, at, q.rtt_ms, q.jitter_ms, q.packet_loss, q.bitrate_kbps, raw.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Aggregates of a call's reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualitySummary {
+    pub reports: u64,
+    pub avg_rtt_ms: Option<f64>,
+    pub max_rtt_ms: Option<f64>,
+    pub avg_jitter_ms: Option<f64>,
+    pub avg_packet_loss: Option<f64>,
+    pub avg_bitrate_kbps: Option<f64>,
+}
+
+pub fn quality(conn: &Connection, call_id: &str) -> Result<QualitySummary, Error> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), AVG(rtt_ms), MAX(rtt_ms), AVG(jitter_ms), AVG(packet_loss), AVG(bitrate_kbps)
+         FROM call_reports WHERE call_id = ?1",
+        [call_id],
+        |r| {
+            Ok(QualitySummary {
+                reports: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                avg_rtt_ms: r.get(1)?,
+                max_rtt_ms: r.get(2)?,
+                avg_jitter_ms: r.get(3)?,
+                avg_packet_loss: r.get(4)?,
+                avg_bitrate_kbps: r.get(5)?,
+            })
+        },
+    )?)
+}
+
+/// One TURN allocation's usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelaySession {
+    pub user_id: String,
+    pub username: String,
+    pub transport: String,
+    pub client_addr: String,
+    pub relay_addr: String,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+    pub bytes_to_peer: u64,
+    pub bytes_from_peer: u64,
+    pub packets_to_peer: u64,
+    pub packets_from_peer: u64,
+}
+
+/// Records an allocation when it opens; returns its row id for the close.
+pub fn relay_opened(conn: &Connection, s: &RelaySession) -> Result<i64, Error> {
+    conn.execute(
+        "INSERT INTO relay_usage (user_id, username, transport, client_addr, relay_addr, opened_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            s.user_id,
+            s.username,
+            s.transport,
+            s.client_addr,
+            s.relay_addr,
+            s.opened_at
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Completes an allocation's row with its totals (inserting it if the open was never seen).
+pub fn relay_closed(conn: &Connection, s: &RelaySession) -> Result<(), Error> {
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let updated = conn.execute(
+        "UPDATE relay_usage SET closed_at = ?1, bytes_to_peer = ?2, bytes_from_peer = ?3,
+             packets_to_peer = ?4, packets_from_peer = ?5
+         WHERE id = (SELECT id FROM relay_usage WHERE relay_addr = ?6 AND client_addr = ?7
+                     AND username = ?8 AND closed_at IS NULL ORDER BY id DESC LIMIT 1)",
+        params![
+            s.closed_at,
+            to_i64(s.bytes_to_peer),
+            to_i64(s.bytes_from_peer),
+            to_i64(s.packets_to_peer),
+            to_i64(s.packets_from_peer),
+            s.relay_addr,
+            s.client_addr,
+            s.username
+        ],
+    )?;
+    if updated == 0 {
+        relay_opened(conn, s)?;
+        return relay_closed(conn, s);
+    }
+    Ok(())
+}
+
+/// Allocations of `users` that overlap the window `[from, to]`.
+pub fn relay_sessions(
+    conn: &Connection,
+    users: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<RelaySession>, Error> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, username, transport, client_addr, relay_addr, opened_at, closed_at,
+                bytes_to_peer, bytes_from_peer, packets_to_peer, packets_from_peer
+         FROM relay_usage WHERE user_id = ?1 AND opened_at <= ?3 AND COALESCE(closed_at, ?3) >= ?2
+         ORDER BY opened_at",
+    )?;
+    for user in users {
+        let rows = stmt.query_map(params![user, from, to], |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+            Ok(RelaySession {
+                user_id: r.get(0)?,
+                username: r.get(1)?,
+                transport: r.get(2)?,
+                client_addr: r.get(3)?,
+                relay_addr: r.get(4)?,
+                opened_at: r.get(5)?,
+                closed_at: r.get(6)?,
+                bytes_to_peer: n(7)?,
+                bytes_from_peer: n(8)?,
+                packets_to_peer: n(9)?,
+                packets_from_peer: n(10)?,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    out.sort_by_key(|s| s.opened_at);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stats_summary_units_are_normalised() {
+        let q = QualitySample::from_stats(
+            &json!({"roundTripTime": 0.05, "jitter": 0.002, "packetLoss": 3, "bitrate": 800000}),
+        );
+        assert_eq!(q.rtt_ms, Some(50.0));
+        assert_eq!(q.jitter_ms, Some(2.0));
+        assert_eq!(q.packet_loss, Some(0.03));
+        assert_eq!(q.bitrate_kbps, Some(800.0));
+        let q = QualitySample::from_stats(&json!({"rttMs": "fast", "packetLoss": -1}));
+        assert_eq!(q, QualitySample::default());
+    }
+}

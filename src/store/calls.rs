@@ -1,0 +1,568 @@
+//! Calls, their participants (with media state) and their event timeline. Every change runs in
+//! one IMMEDIATE transaction that re-reads the call, applies the pure transition rules of
+//! [`crate::signaling::call`], and writes status, timestamps and an event together, so a refused
+//! change writes nothing and a crash never leaves half a change.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::signaling::call::{
+    self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
+};
+
+/// Direct (1:1) or group (room) call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Direct,
+    Room,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Direct => "direct",
+            CallKind::Room => "room",
+        }
+    }
+}
+
+/// One participant of a call and their current media state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub user_id: String,
+    pub role: Role,
+    pub joined_at: Option<i64>,
+    pub left_at: Option<i64>,
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+    pub camera: Option<String>,
+}
+
+/// A call as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub id: String,
+    pub kind: CallKind,
+    pub call_type: CallType,
+    pub caller_id: String,
+    pub callee_id: Option<String>,
+    pub room_id: Option<String>,
+    pub room_name: Option<String>,
+    pub status: CallStatus,
+    pub end_reason: Option<EndReason>,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub participants: Vec<Participant>,
+}
+
+impl CallRecord {
+    /// The requester's role, if they take part.
+    pub fn role_of(&self, user_id: &str) -> Option<Role> {
+        self.participants
+            .iter()
+            .find(|p| p.user_id == user_id)
+            .map(|p| p.role)
+    }
+
+    /// Whole seconds between answer and end (or `now` while active).
+    pub fn duration_secs(&self, now: i64) -> Option<i64> {
+        let start = self.answered_at?;
+        let end = self.ended_at.unwrap_or(now);
+        Some((end - start).max(0) / 1000)
+    }
+
+    /// Who `principal` is on this call; `NotFound` if they may not see it.
+    pub fn actor(&self, principal: &Principal) -> Result<Actor, Error> {
+        match self.role_of(&principal.id) {
+            Some(role) => Ok(Actor::Participant(role)),
+            None if principal.admin => Ok(Actor::Admin),
+            None => Err(Error::NotFound("call")),
+        }
+    }
+}
+
+/// A new direct call.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub id: String,
+    pub call_type: CallType,
+    pub caller_id: String,
+    pub callee_id: Option<String>,
+    pub room_name: Option<String>,
+    pub now: i64,
+}
+
+/// One entry of a call's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEvent {
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub kind: String,
+    pub data: Option<Value>,
+}
+
+/// A requested change of media state; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaChange {
+    pub audio: Option<bool>,
+    pub video: Option<bool>,
+    pub screen: Option<bool>,
+    pub camera: Option<String>,
+}
+
+impl MediaChange {
+    pub fn is_empty(&self) -> bool {
+        self.audio.is_none()
+            && self.video.is_none()
+            && self.screen.is_none()
+            && self.camera.is_none()
+    }
+
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        if let Some(v) = self.audio {
+            m.insert("audio".into(), v.into());
+        }
+        if let Some(v) = self.video {
+            m.insert("video".into(), v.into());
+        }
+        if let Some(v) = self.screen {
+            m.insert("screen".into(), v.into());
+        }
+        if let Some(v) = &self.camera {
+            m.insert("camera".into(), v.clone().into());
+        }
+        Value::Object(m)
+    }
+}
+
+/// Filters of `GET /calls/history`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only calls this user took part in; `None` for every call (admins).
+    pub user_id: Option<String>,
+    pub call_type: Option<CallType>,
+    pub status: Option<CallStatus>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+const CALL_COLUMNS: &str =
+    "id, kind, call_type, caller_id, callee_id, room_id, room_name, status, \
+                            end_reason, created_at, answered_at, ended_at";
+
+fn corrupt(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unexpected {what} `{value}` in database").into(),
+    )
+}
+
+fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
+    let kind: String = r.get("kind")?;
+    let call_type: String = r.get("call_type")?;
+    let status: String = r.get("status")?;
+    let end_reason: Option<String> = r.get("end_reason")?;
+    Ok(CallRecord {
+        id: r.get("id")?,
+        kind: match kind.as_str() {
+            "direct" => CallKind::Direct,
+            "room" => CallKind::Room,
+            other => return Err(corrupt("call kind", other)),
+        },
+        call_type: CallType::parse(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+        caller_id: r.get("caller_id")?,
+        callee_id: r.get("callee_id")?,
+        room_id: r.get("room_id")?,
+        room_name: r.get("room_name")?,
+        status: CallStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        end_reason: match end_reason {
+            Some(s) => Some(EndReason::parse(&s).ok_or_else(|| corrupt("end reason", &s))?),
+            None => None,
+        },
+        created_at: r.get("created_at")?,
+        answered_at: r.get("answered_at")?,
+        ended_at: r.get("ended_at")?,
+        participants: Vec::new(),
+    })
+}
+
+fn participants(conn: &Connection, call_id: &str) -> rusqlite::Result<Vec<Participant>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, role, joined_at, left_at, audio, video, screen, camera
+         FROM call_participants WHERE call_id = ?1
+         ORDER BY CASE role WHEN 'caller' THEN 0 WHEN 'callee' THEN 1 ELSE 2 END, joined_at, user_id",
+    )?;
+    let rows = stmt.query_map([call_id], |r| {
+        let role: String = r.get(1)?;
+        Ok(Participant {
+            user_id: r.get(0)?,
+            role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+            joined_at: r.get(2)?,
+            left_at: r.get(3)?,
+            audio: r.get(4)?,
+            video: r.get(5)?,
+            screen: r.get(6)?,
+            camera: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Loads a call with its participants.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<CallRecord>, Error> {
+    let call = conn
+        .query_row(
+            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
+            [id],
+            row_to_call,
+        )
+        .optional()?;
+    match call {
+        Some(mut call) => {
+            call.participants = participants(conn, id)?;
+            Ok(Some(call))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Loads a call `principal` may see; unknown and invisible calls are both `NotFound`.
+pub fn get_visible(
+    conn: &Connection,
+    id: &str,
+    principal: &Principal,
+) -> Result<CallRecord, Error> {
+    let call = get(conn, id)?.ok_or(Error::NotFound("call"))?;
+    call.actor(principal)?;
+    Ok(call)
+}
+
+/// Appends to a call's timeline.
+pub fn add_event(
+    tx: &Connection,
+    call_id: &str,
+    at: i64,
+    user_id: Option<&str>,
+    kind: &str,
+    data: Option<&Value>,
+) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO call_events (call_id, at, user_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![call_id, at, user_id, kind, data.map(Value::to_string)],
+    )?;
+    Ok(())
+}
+
+fn insert_participant(
+    tx: &Connection,
+    call_id: &str,
+    user_id: &str,
+    role: Role,
+    joined_at: Option<i64>,
+    video: bool,
+) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO call_participants (call_id, user_id, role, joined_at, video)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(call_id, user_id) DO UPDATE SET joined_at = excluded.joined_at, left_at = NULL",
+        params![call_id, user_id, role.as_str(), joined_at, video],
+    )?;
+    Ok(())
+}
+
+/// Creates a ringing direct call (callee may be unknown yet: seed 000's host-only call).
+pub fn create_direct(conn: &mut Connection, new: &NewCall) -> Result<CallRecord, Error> {
+    if new.callee_id.as_deref() == Some(new.caller_id.as_str()) {
+        return Err(Error::invalid(
+            "invalid_callee",
+            "calleeId: you cannot call yourself",
+        ));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let video = new.call_type == CallType::Video;
+    let inserted = tx.execute(
+        "INSERT INTO calls (id, kind, call_type, caller_id, callee_id, room_id, room_name, status, created_at)
+         VALUES (?1, 'direct', ?2, ?3, ?4, ?1, ?5, 'ringing', ?6) ON CONFLICT(id) DO NOTHING",
+        params![new.id, new.call_type.as_str(), new.caller_id, new.callee_id, new.room_name, new.now],
+    )?;
+    if inserted == 0 {
+        return Err(Error::conflict(
+            "call_exists",
+            "a call with this id already exists",
+        ));
+    }
+    insert_participant(
+        &tx,
+        &new.id,
+        &new.caller_id,
+        Role::Caller,
+        Some(new.now),
+        video,
+    )?;
+    if let Some(callee) = &new.callee_id {
+        insert_participant(&tx, &new.id, callee, Role::Callee, None, video)?;
+    }
+    let data = serde_json::json!({ "callType": new.call_type.as_str(), "calleeId": new.callee_id });
+    add_event(
+        &tx,
+        &new.id,
+        new.now,
+        Some(&new.caller_id),
+        "created",
+        Some(&data),
+    )?;
+    let call = get(&tx, &new.id)?.ok_or(Error::NotFound("call"))?;
+    tx.commit()?;
+    Ok(call)
+}
+
+/// Writes an allowed transition: status, timestamps, participants' join/leave, an event.
+fn write_transition(
+    tx: &Transaction<'_>,
+    call: &CallRecord,
+    actor_id: Option<&str>,
+    t: Transition,
+    now: i64,
+) -> Result<(), Error> {
+    let reason = t.reason.map(EndReason::as_str);
+    if t.to == CallStatus::Active {
+        tx.execute(
+            "UPDATE calls SET status = 'active', answered_at = ?2 WHERE id = ?1",
+            params![call.id, now],
+        )?;
+        if let Some(user) = actor_id {
+            tx.execute(
+                "UPDATE call_participants SET joined_at = COALESCE(joined_at, ?3)
+                 WHERE call_id = ?1 AND user_id = ?2",
+                params![call.id, user, now],
+            )?;
+        }
+        add_event(tx, &call.id, now, actor_id, "accepted", None)?;
+    } else {
+        tx.execute(
+            "UPDATE calls SET status = ?2, end_reason = ?3, ended_at = ?4 WHERE id = ?1",
+            params![call.id, t.to.as_str(), reason, now],
+        )?;
+        tx.execute(
+            "UPDATE call_participants SET left_at = ?2
+             WHERE call_id = ?1 AND joined_at IS NOT NULL AND left_at IS NULL",
+            params![call.id, now],
+        )?;
+        let data = serde_json::json!({ "status": t.to.as_str(), "reason": reason });
+        add_event(tx, &call.id, now, actor_id, "ended", Some(&data))?;
+    }
+    Ok(())
+}
+
+/// Applies `action` by `principal` (or by the server when `principal` is `None`).
+pub fn apply_action(
+    conn: &mut Connection,
+    id: &str,
+    principal: Option<&Principal>,
+    action: Action,
+    now: i64,
+) -> Result<(CallRecord, Transition), Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    let actor = match principal {
+        Some(p) => call.actor(p)?,
+        None => Actor::System,
+    };
+    let t = call::transition(call.status, actor, action)?;
+    write_transition(&tx, &call, principal.map(|p| p.id.as_str()), t, now)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    tx.commit()?;
+    Ok((call, t))
+}
+
+/// Seed 000's guest join: the first other user to join a host-only call becomes its callee and
+/// the call turns active. Joining again as the same guest returns the call unchanged.
+pub fn join_as_guest(
+    conn: &mut Connection,
+    id: &str,
+    principal: &Principal,
+    now: i64,
+) -> Result<CallRecord, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    if call.kind != CallKind::Direct {
+        return Err(Error::conflict(
+            "not_direct",
+            "room calls are joined through their room",
+        ));
+    }
+    if call.caller_id == principal.id {
+        return Err(Error::conflict(
+            "host_cannot_join",
+            "the host cannot join their own call as guest",
+        ));
+    }
+    match call.callee_id.as_deref() {
+        Some(guest) if guest == principal.id => {
+            if call.status == CallStatus::Active {
+                return Ok(call);
+            }
+        }
+        Some(_) => {
+            // Someone else is the guest: this user may not even see the call.
+            if !principal.admin {
+                return Err(Error::NotFound("call"));
+            }
+            return Err(Error::conflict("call_full", "the call already has a guest"));
+        }
+        None => {
+            call::check_media_change(call.status)?;
+            let video = call.call_type == CallType::Video;
+            tx.execute(
+                "UPDATE calls SET callee_id = ?2 WHERE id = ?1",
+                params![id, principal.id],
+            )?;
+            insert_participant(&tx, id, &principal.id, Role::Callee, None, video)?;
+        }
+    }
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    let t = call::transition(
+        call.status,
+        Actor::Participant(Role::Callee),
+        Action::Accept,
+    )?;
+    write_transition(&tx, &call, Some(&principal.id), t, now)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    tx.commit()?;
+    Ok(call)
+}
+
+/// Changes a participant's media state and records it on the timeline.
+pub fn set_media(
+    conn: &mut Connection,
+    id: &str,
+    principal: &Principal,
+    change: &MediaChange,
+    kind: &str,
+    now: i64,
+) -> Result<CallRecord, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    if let Actor::Admin = call.actor(principal)? {
+        return Err(Error::forbidden(
+            "only participants can change their media state",
+        ));
+    }
+    call::check_media_change(call.status)?;
+    tx.execute(
+        "UPDATE call_participants SET
+            audio = COALESCE(?3, audio), video = COALESCE(?4, video),
+            screen = COALESCE(?5, screen), camera = COALESCE(?6, camera)
+         WHERE call_id = ?1 AND user_id = ?2",
+        params![
+            id,
+            principal.id,
+            change.audio,
+            change.video,
+            change.screen,
+            change.camera
+        ],
+    )?;
+    add_event(
+        &tx,
+        id,
+        now,
+        Some(&principal.id),
+        kind,
+        Some(&change.to_json()),
+    )?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    tx.commit()?;
+    Ok(call)
+}
+
+/// A page of calls, newest first, and the total matching the filter.
+pub fn history(conn: &Connection, f: &HistoryFilter) -> Result<(Vec<CallRecord>, u64), Error> {
+    let mut clauses = Vec::new();
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(user) = &f.user_id {
+        args.push(Box::new(user.clone()));
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM call_participants p WHERE p.call_id = calls.id AND p.user_id = ?{})",
+            args.len()
+        ));
+    }
+    if let Some(t) = f.call_type {
+        args.push(Box::new(t.as_str()));
+        clauses.push(format!("call_type = ?{}", args.len()));
+    }
+    if let Some(s) = f.status {
+        args.push(Box::new(s.as_str()));
+        clauses.push(format!("status = ?{}", args.len()));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let params = rusqlite::params_from_iter(args.iter().map(|b| b.as_ref()));
+    let total: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM calls {filter}"),
+        params,
+        |r| r.get(0),
+    )?;
+    let sql = format!(
+        "SELECT {CALL_COLUMNS} FROM calls {filter} ORDER BY created_at DESC, rowid DESC LIMIT {} OFFSET {}",
+        f.limit, f.offset
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let params = rusqlite::params_from_iter(args.iter().map(|b| b.as_ref()));
+    let mut calls = stmt
+        .query_map(params, row_to_call)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for call in &mut calls {
+        call.participants = participants(conn, &call.id)?;
+    }
+    Ok((calls, u64::try_from(total).unwrap_or(0)))
+}
+
+/// A call's timeline, oldest first.
+pub fn events(conn: &Connection, call_id: &str) -> Result<Vec<CallEvent>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, user_id, kind, data FROM call_events WHERE call_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([call_id], |r| {
+        let data: Option<String> = r.get(3)?;
+        Ok(CallEvent {
+            at: r.get(0)?,
+            user_id: r.get(1)?,
+            kind: r.get(2)?,
+            data: data.and_then(|d| serde_json::from_str(&d).ok()),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many calls are in each status (for `/metrics`).
+pub fn count_by_status(conn: &Connection) -> Result<Vec<(CallStatus, u64)>, Error> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM calls GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (status, n) = row?;
+        if let Some(s) = CallStatus::parse(&status) {
+            out.push((s, u64::try_from(n).unwrap_or(0)));
+        }
+    }
+    Ok(out)
+}
+
+/// Ringing calls created before `cutoff` (for the ring-timeout sweeper).
+pub fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= ?1",
+    )?;
+    let rows = stmt.query_map([cutoff], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

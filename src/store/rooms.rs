@@ -1,0 +1,311 @@
+//! Group rooms: the room itself, its invited members and who is in it now (each with a peer id).
+//! A room's live session is a call of kind `room`: created by the first join, ended when the last
+//! participant leaves, so group calls show in history and analytics like 1:1 calls.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
+use crate::store::calls;
+
+/// Someone currently in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPeer {
+    pub peer_id: String,
+    pub user_id: String,
+    pub joined_at: i64,
+}
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub max_participants: u32,
+    pub is_private: bool,
+    /// The live group call, while anyone is in the room.
+    pub call_id: Option<String>,
+    pub created_at: i64,
+    /// Users named at creation (admitted to a private room).
+    pub members: Vec<String>,
+    pub peers: Vec<RoomPeer>,
+}
+
+impl Room {
+    /// Owner, invited members and admins may enter a private room; anyone a public one.
+    pub fn admits(&self, p: &Principal) -> bool {
+        !self.is_private || p.admin || self.owner_id == p.id || self.members.contains(&p.id)
+    }
+
+    pub fn peer_of(&self, user_id: &str) -> Option<&RoomPeer> {
+        self.peers.iter().find(|peer| peer.user_id == user_id)
+    }
+}
+
+/// A room to create.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub max_participants: u32,
+    pub is_private: bool,
+    pub members: Vec<String>,
+    pub now: i64,
+}
+
+/// Loads a room with members and peers.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
+    let room = conn
+        .query_row(
+            "SELECT id, name, owner_id, max_participants, is_private, call_id, created_at
+             FROM rooms WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(Room {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    owner_id: r.get(2)?,
+                    max_participants: r.get(3)?,
+                    is_private: r.get(4)?,
+                    call_id: r.get(5)?,
+                    created_at: r.get(6)?,
+                    members: Vec::new(),
+                    peers: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut room) = room else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id FROM room_members WHERE room_id = ?1 AND invited = 1 ORDER BY user_id",
+    )?;
+    room.members = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT peer_id, user_id, joined_at FROM room_members
+         WHERE room_id = ?1 AND peer_id IS NOT NULL ORDER BY joined_at, user_id",
+    )?;
+    room.peers = stmt
+        .query_map([id], |r| {
+            Ok(RoomPeer {
+                peer_id: r.get(0)?,
+                user_id: r.get(1)?,
+                joined_at: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(room))
+}
+
+/// Loads a room `p` may see: unknown rooms are `NotFound`, private rooms of others `Forbidden`.
+pub fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, Error> {
+    let room = get(conn, id)?.ok_or(Error::NotFound("room"))?;
+    if !room.admits(p) {
+        return Err(Error::forbidden("this room is private"));
+    }
+    Ok(room)
+}
+
+pub fn create(conn: &mut Connection, new: &NewRoom) -> Result<Room, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO rooms (id, name, owner_id, max_participants, is_private, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            new.id,
+            new.name,
+            new.owner_id,
+            new.max_participants,
+            new.is_private,
+            new.now
+        ],
+    )?;
+    for member in &new.members {
+        tx.execute(
+            "INSERT INTO room_members (room_id, user_id, invited) VALUES (?1, ?2, 1)
+             ON CONFLICT(room_id, user_id) DO NOTHING",
+            params![new.id, member],
+        )?;
+    }
+    let room = get(&tx, &new.id)?.ok_or(Error::NotFound("room"))?;
+    tx.commit()?;
+    Ok(room)
+}
+
+/// The result of a join.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub room: Room,
+    pub peer_id: String,
+    pub call_id: String,
+    /// False when the user was already in the room (the join was a no-op).
+    pub newly_joined: bool,
+}
+
+/// Enters a room: admits, checks capacity, assigns a peer id, joins (or starts) the room call.
+pub fn join(
+    conn: &mut Connection,
+    id: &str,
+    p: &Principal,
+    new_peer_id: &str,
+    new_call_id: &str,
+    now: i64,
+) -> Result<Joined, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let room = get_visible(&tx, id, p)?;
+    if let (Some(peer), Some(call_id)) = (room.peer_of(&p.id), room.call_id.clone()) {
+        let peer_id = peer.peer_id.clone();
+        return Ok(Joined {
+            room,
+            peer_id,
+            call_id,
+            newly_joined: false,
+        });
+    }
+    if room.peers.len() >= room.max_participants as usize {
+        return Err(Error::conflict(
+            "room_full",
+            format!(
+                "the room is full ({} of {})",
+                room.peers.len(),
+                room.max_participants
+            ),
+        ));
+    }
+    tx.execute(
+        "INSERT INTO room_members (room_id, user_id, invited, peer_id, joined_at)
+         VALUES (?1, ?2, 0, ?3, ?4)
+         ON CONFLICT(room_id, user_id) DO UPDATE SET peer_id = excluded.peer_id, joined_at = excluded.joined_at",
+        params![id, p.id, new_peer_id, now],
+    )?;
+    let live_call = match &room.call_id {
+        Some(call_id) => calls::get(&tx, call_id)?.filter(|c| c.status == CallStatus::Active),
+        None => None,
+    };
+    let call_id = match live_call {
+        Some(call) => call.id,
+        None => {
+            tx.execute(
+                "INSERT INTO calls (id, kind, call_type, caller_id, room_id, room_name, status, created_at, answered_at)
+                 VALUES (?1, 'room', ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
+                params![new_call_id, CallType::Video.as_str(), p.id, id, room.name, now],
+            )?;
+            tx.execute(
+                "UPDATE rooms SET call_id = ?2 WHERE id = ?1",
+                params![id, new_call_id],
+            )?;
+            calls::add_event(&tx, new_call_id, now, Some(&p.id), "created", None)?;
+            new_call_id.to_string()
+        }
+    };
+    tx.execute(
+        "INSERT INTO call_participants (call_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(call_id, user_id) DO UPDATE SET joined_at = excluded.joined_at, left_at = NULL",
+        params![call_id, p.id, Role::Member.as_str(), now],
+    )?;
+    let data = serde_json::json!({ "peerId": new_peer_id });
+    calls::add_event(&tx, &call_id, now, Some(&p.id), "joined", Some(&data))?;
+    let room = get(&tx, id)?.ok_or(Error::NotFound("room"))?;
+    tx.commit()?;
+    Ok(Joined {
+        room,
+        peer_id: new_peer_id.to_string(),
+        call_id,
+        newly_joined: true,
+    })
+}
+
+/// What leaving changed.
+#[derive(Debug, Clone)]
+pub struct Left {
+    pub room: Room,
+    pub peer_id: String,
+    /// The room call, and whether this leave ended it (last one out).
+    pub call_id: Option<String>,
+    pub call_ended: bool,
+}
+
+fn end_room_call(
+    tx: &Connection,
+    call_id: &str,
+    reason: EndReason,
+    now: i64,
+) -> Result<bool, Error> {
+    let ended = tx.execute(
+        "UPDATE calls SET status = 'ended', end_reason = ?2, ended_at = ?3
+         WHERE id = ?1 AND status = 'active'",
+        params![call_id, reason.as_str(), now],
+    )?;
+    if ended > 0 {
+        tx.execute(
+            "UPDATE call_participants SET left_at = ?2 WHERE call_id = ?1 AND left_at IS NULL",
+            params![call_id, now],
+        )?;
+        let data = serde_json::json!({ "status": "ended", "reason": reason.as_str() });
+        calls::add_event(tx, call_id, now, None, "ended", Some(&data))?;
+    }
+    Ok(ended > 0)
+}
+
+/// Leaves a room; the last one out ends the room call.
+pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Left, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let room = get_visible(&tx, id, p)?;
+    let peer_id = room
+        .peer_of(&p.id)
+        .map(|peer| peer.peer_id.clone())
+        .ok_or_else(|| Error::conflict("not_in_room", "you are not in this room"))?;
+    tx.execute(
+        "UPDATE room_members SET peer_id = NULL, joined_at = NULL WHERE room_id = ?1 AND user_id = ?2",
+        params![id, p.id],
+    )?;
+    tx.execute(
+        "DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2 AND invited = 0",
+        params![id, p.id],
+    )?;
+    let mut call_ended = false;
+    if let Some(call_id) = &room.call_id {
+        tx.execute(
+            "UPDATE call_participants SET left_at = ?3 WHERE call_id = ?1 AND user_id = ?2",
+            params![call_id, p.id, now],
+        )?;
+        let data = serde_json::json!({ "peerId": peer_id });
+        calls::add_event(&tx, call_id, now, Some(&p.id), "left", Some(&data))?;
+        if room.peers.len() <= 1 {
+            call_ended = end_room_call(&tx, call_id, EndReason::Hangup, now)?;
+            tx.execute("UPDATE rooms SET call_id = NULL WHERE id = ?1", [id])?;
+        }
+    }
+    let call_id = room.call_id.clone();
+    let room = get(&tx, id)?.ok_or(Error::NotFound("room"))?;
+    tx.commit()?;
+    Ok(Left {
+        call_id,
+        room,
+        peer_id,
+        call_ended,
+    })
+}
+
+/// Deletes a room (owner or admin); its live call ends with reason `room-closed`.
+pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Room, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let room = get_visible(&tx, id, p)?;
+    if room.owner_id != p.id && !p.admin {
+        return Err(Error::forbidden(
+            "only the room's owner or an admin can delete it",
+        ));
+    }
+    if let Some(call_id) = &room.call_id {
+        end_room_call(&tx, call_id, EndReason::RoomClosed, now)?;
+    }
+    tx.execute("DELETE FROM rooms WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(room)
+}

@@ -1,0 +1,83 @@
+//! Built-in accounts: id, display name, argon2id password hash, admin flag.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// An account as shown to clients (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub name: Option<String>,
+    pub admin: bool,
+    #[serde(skip)]
+    pub created_at: i64,
+}
+
+fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get("id")?,
+        name: r.get("display_name")?,
+        admin: r.get("is_admin")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
+pub fn add(conn: &Connection, user: &User, password_hash: &str) -> Result<(), Error> {
+    let inserted = conn.execute(
+        "INSERT INTO users (id, display_name, password_hash, is_admin, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING",
+        params![
+            user.id,
+            user.name,
+            password_hash,
+            user.admin,
+            user.created_at
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(Error::conflict(
+            "user_exists",
+            format!("user `{}` already exists", user.id),
+        ));
+    }
+    Ok(())
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<User>, Error> {
+    let mut stmt =
+        conn.prepare("SELECT id, display_name, is_admin, created_at FROM users ORDER BY id")?;
+    let users = stmt
+        .query_map([], row_to_user)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(users)
+}
+
+pub fn remove(conn: &Connection, id: &str) -> Result<(), Error> {
+    match conn.execute("DELETE FROM users WHERE id = ?1", [id])? {
+        0 => Err(Error::NotFound("user")),
+        _ => Ok(()),
+    }
+}
+
+pub fn set_password(conn: &Connection, id: &str, password_hash: &str) -> Result<(), Error> {
+    match conn.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![id, password_hash],
+    )? {
+        0 => Err(Error::NotFound("user")),
+        _ => Ok(()),
+    }
+}
+
+/// The account and its password hash, for login.
+pub fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User, String)>, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT id, display_name, is_admin, created_at, password_hash FROM users WHERE id = ?1",
+            [id],
+            |r| Ok((row_to_user(r)?, r.get("password_hash")?)),
+        )
+        .optional()?)
+}

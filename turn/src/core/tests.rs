@@ -1,0 +1,989 @@
+//! Unit tests of the sans-IO core: every method and error path, driven with fake relay
+//! sockets and requests built with the webrtc-rs `stun` codec, as a client would.
+#![allow(clippy::unwrap_used)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use stun::attributes::*;
+use stun::error_code::ErrorCodeAttribute;
+use stun::fingerprint::FingerprintAttr;
+use stun::integrity::MessageIntegrity;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use stun::xoraddr::XorMappedAddress;
+use turn::proto::channum::ChannelNumber;
+use turn::proto::data::Data;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV6};
+use turn::proto::reqtrans::RequestedTransport;
+use turn::proto::{PROTO_TCP, PROTO_UDP};
+
+use super::*;
+use crate::credentials::{long_term_key, mint, RestCredential};
+use crate::peer_policy::PeerPolicy;
+
+const SECRET: &[u8] = b"s3cret";
+const OLD_SECRET: &[u8] = b"previous";
+const REALM: &str = "signalbox";
+const RELAY_IP: [u8; 4] = [198, 51, 100, 1];
+
+/// Hands out fake relay addresses; the handle is the port.
+struct FakeBinder {
+    next_port: u16,
+    fail: bool,
+}
+
+impl RelayBinder<u16> for FakeBinder {
+    fn bind(&mut self, _alloc: AllocRef, even_port: bool) -> io::Result<(SocketAddr, u16)> {
+        if self.fail {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "full"));
+        }
+        self.next_port += 1;
+        if even_port && self.next_port % 2 == 1 {
+            self.next_port += 1;
+        }
+        Ok((SocketAddr::from((RELAY_IP, self.next_port)), self.next_port))
+    }
+}
+
+struct Harness {
+    core: Core<u16>,
+    binder: FakeBinder,
+    now: Now,
+    stats: Arc<Stats>,
+}
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        realm: REALM.into(),
+        secrets: vec![SECRET.to_vec(), OLD_SECRET.to_vec()],
+        policy: PeerPolicy::default(),
+        user_quota: 2,
+        total_quota: 3,
+        max_bitrate_bps: None,
+        external_ip: None,
+        relay_is_v6: false,
+    }
+}
+
+fn client(port: u16) -> FiveTuple {
+    FiveTuple {
+        client: SocketAddr::from(([203, 0, 113, 7], port)),
+        server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+        transport: Transport::Udp,
+    }
+}
+
+fn peer(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A request of `method` with the given attributes and a fresh transaction id.
+fn request(method: Method, attrs: &[&dyn Setter]) -> Message {
+    let mut m = Message::new();
+    m.set_type(MessageType::new(method, CLASS_REQUEST));
+    m.new_transaction_id().unwrap();
+    m.write_header();
+    for a in attrs {
+        a.add_to(&mut m).unwrap();
+    }
+    m
+}
+
+/// Adds the long-term credential attributes and seals the message (as a TURN client does).
+fn sign(mut m: Message, username: &str, password: &str, nonce: &str) -> Vec<u8> {
+    TextAttribute::new(ATTR_USERNAME, username.into())
+        .add_to(&mut m)
+        .unwrap();
+    TextAttribute::new(ATTR_REALM, REALM.into())
+        .add_to(&mut m)
+        .unwrap();
+    TextAttribute::new(ATTR_NONCE, nonce.into())
+        .add_to(&mut m)
+        .unwrap();
+    MessageIntegrity::new_long_term_integrity(username.into(), REALM.into(), password.into())
+        .add_to(&mut m)
+        .unwrap();
+    FingerprintAttr.add_to(&mut m).unwrap();
+    m.raw
+}
+
+fn code(m: &Message) -> u16 {
+    let mut e = ErrorCodeAttribute::default();
+    e.get_from(m).unwrap();
+    e.code.0
+}
+
+fn transport_udp() -> RequestedTransport {
+    RequestedTransport {
+        protocol: PROTO_UDP,
+    }
+}
+
+fn peer_attr(p: SocketAddr) -> PeerAddress {
+    PeerAddress {
+        ip: p.ip(),
+        port: p.port(),
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(config())
+    }
+
+    fn with(cfg: CoreConfig) -> Self {
+        let stats = Arc::new(Stats::default());
+        Self {
+            core: Core::new(cfg, NonceKey::new([9; 32]), Arc::clone(&stats)),
+            binder: FakeBinder {
+                next_port: 50_000,
+                fail: false,
+            },
+            now: Now {
+                instant: Instant::now(),
+                wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            },
+            stats,
+        }
+    }
+
+    fn cred(&self, user: &str) -> RestCredential {
+        mint(SECRET, user, self.now.unix(), 3600)
+    }
+
+    fn send(&mut self, tuple: FiveTuple, bytes: &[u8]) -> ClientOutput<u16> {
+        self.core
+            .handle_client(tuple, bytes, self.now, &mut self.binder)
+    }
+
+    /// Sends and decodes the reply, which must exist.
+    fn ask(&mut self, tuple: FiveTuple, bytes: &[u8]) -> Message {
+        match self.send(tuple, bytes) {
+            ClientOutput::Reply(r) => message::decode(&r).expect("reply decodes"),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// Gets a nonce the way clients do: an unauthenticated Allocate answered with 401.
+    fn nonce(&mut self, tuple: FiveTuple) -> String {
+        let r = self.ask(tuple, &request(METHOD_ALLOCATE, &[&transport_udp()]).raw);
+        assert_eq!(code(&r), 401);
+        message::text(&r, ATTR_NONCE).expect("nonce")
+    }
+
+    /// Sends an authenticated request and returns the decoded reply.
+    fn auth(&mut self, tuple: FiveTuple, cred: &RestCredential, m: Message) -> Message {
+        let nonce = self.nonce(tuple);
+        let raw = sign(m, &cred.username, &cred.password, &nonce);
+        self.ask(tuple, &raw)
+    }
+
+    fn allocate(&mut self, tuple: FiveTuple, cred: &RestCredential) -> Message {
+        let r = self.auth(tuple, cred, request(METHOD_ALLOCATE, &[&transport_udp()]));
+        assert_eq!(
+            r.typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "allocate failed: {}",
+            code(&r)
+        );
+        r
+    }
+
+    fn relayed(r: &Message) -> SocketAddr {
+        let mut a = RelayedAddress::default();
+        a.get_from(r).unwrap();
+        SocketAddr::new(a.ip, a.port)
+    }
+
+    fn permit(&mut self, tuple: FiveTuple, cred: &RestCredential, p: SocketAddr) -> Message {
+        self.auth(
+            tuple,
+            cred,
+            request(METHOD_CREATE_PERMISSION, &[&peer_attr(p)]),
+        )
+    }
+
+    fn bind_channel(
+        &mut self,
+        tuple: FiveTuple,
+        cred: &RestCredential,
+        n: u16,
+        p: SocketAddr,
+    ) -> Message {
+        self.auth(
+            tuple,
+            cred,
+            request(METHOD_CHANNEL_BIND, &[&ChannelNumber(n), &peer_attr(p)]),
+        )
+    }
+
+    fn alloc_ref(&self, tuple: FiveTuple) -> AllocRef {
+        AllocRef {
+            tuple,
+            id: self.core.allocations[&tuple].id,
+        }
+    }
+
+    /// Entries held besides cached replies (which expire on their own after 40 s).
+    fn held(&self) -> usize {
+        let s = self.core.state_size();
+        s.total() - s.cached_replies
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now = self.now.after(Duration::from_secs(secs));
+    }
+}
+
+fn channel_data(n: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&n.to_be_bytes());
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn binding_returns_the_reflexive_address_without_auth() {
+    let mut h = Harness::new();
+    let r = h.ask(client(1000), &request(METHOD_BINDING, &[]).raw);
+    assert_eq!(r.typ, BINDING_SUCCESS);
+    let mut x = XorMappedAddress::default();
+    x.get_from(&r).unwrap();
+    assert_eq!(SocketAddr::new(x.ip, x.port), client(1000).client);
+    assert_eq!(h.core.state_size().total(), 0);
+}
+
+#[test]
+fn unauthenticated_allocate_gets_401_with_realm_and_nonce_and_no_state() {
+    let mut h = Harness::new();
+    let before = h.core.state_size();
+    for port in 0..1000 {
+        let r = h.ask(
+            client(port),
+            &request(METHOD_ALLOCATE, &[&transport_udp()]).raw,
+        );
+        assert_eq!(code(&r), 401);
+        assert_eq!(message::text(&r, ATTR_REALM).as_deref(), Some(REALM));
+        assert!(message::text(&r, ATTR_NONCE).is_some());
+        assert!(!r.contains(ATTR_MESSAGE_INTEGRITY));
+    }
+    assert_eq!(h.core.state_size(), before);
+    assert_eq!(
+        h.stats
+            .auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn allocate_succeeds_with_relayed_mapped_lifetime_and_integrity() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let r = h.allocate(client(1), &cred);
+    assert_eq!(Harness::relayed(&r).ip(), std::net::IpAddr::from(RELAY_IP));
+    let mut lt = Lifetime::default();
+    lt.get_from(&r).unwrap();
+    assert_eq!(lt.0, Duration::from_secs(600));
+    let mut x = XorMappedAddress::default();
+    x.get_from(&r).unwrap();
+    assert_eq!(x.port, 1);
+    let key = long_term_key(&cred.username, REALM, &cred.password);
+    let mut r2 = r.clone();
+    assert!(
+        message::integrity_ok(&mut r2, &key),
+        "response is integrity-protected"
+    );
+    let events = h.core.drain_events();
+    match &events[..] {
+        [CoreEvent::Opened(info)] => {
+            assert_eq!(info.user, "alice");
+            assert_eq!(info.username, cred.username);
+            assert_eq!(info.transport, Transport::Udp);
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+}
+
+#[test]
+fn external_ip_is_advertised() {
+    let mut cfg = config();
+    cfg.external_ip = Some("8.8.4.4".parse().unwrap());
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("a");
+    let r = h.allocate(client(1), &cred);
+    assert_eq!(Harness::relayed(&r).ip().to_string(), "8.8.4.4");
+}
+
+#[test]
+fn a_rotated_out_secret_still_verifies() {
+    let mut h = Harness::new();
+    let cred = mint(OLD_SECRET, "bob", h.now.unix(), 60);
+    h.allocate(client(1), &cred);
+}
+
+#[test]
+fn wrong_password_is_401_and_counted() {
+    let mut h = Harness::new();
+    let mut cred = h.cred("alice");
+    cred.password = "not-the-password".into();
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 401);
+    assert!(message::text(&r, ATTR_NONCE).is_some());
+    let cred = mint(b"unknown secret", "alice", h.now.unix(), 60);
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 401);
+    assert_eq!(h.stats.snapshot().auth_failures, 2);
+    assert_eq!(h.core.state_size().total(), 0);
+}
+
+#[test]
+fn expired_or_malformed_usernames_are_401() {
+    let mut h = Harness::new();
+    let expired = mint(SECRET, "alice", h.now.unix() - 100, 50);
+    let r = h.auth(
+        client(1),
+        &expired,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 401);
+    let mut malformed = h.cred("x");
+    malformed.username = "alice".into();
+    malformed.password = crate::credentials::password_for(SECRET, "alice");
+    let r = h.auth(
+        client(1),
+        &malformed,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 401);
+}
+
+#[test]
+fn wrong_realm_is_401() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let nonce = h.nonce(client(1));
+    let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
+    TextAttribute::new(ATTR_USERNAME, cred.username.clone())
+        .add_to(&mut m)
+        .unwrap();
+    TextAttribute::new(ATTR_REALM, "other".into())
+        .add_to(&mut m)
+        .unwrap();
+    TextAttribute::new(ATTR_NONCE, nonce)
+        .add_to(&mut m)
+        .unwrap();
+    MessageIntegrity::new_long_term_integrity(cred.username, "other".into(), cred.password)
+        .add_to(&mut m)
+        .unwrap();
+    assert_eq!(code(&h.ask(client(1), &m.raw)), 401);
+}
+
+#[test]
+fn integrity_without_username_realm_or_nonce_is_400() {
+    let mut h = Harness::new();
+    let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
+    MessageIntegrity::new_short_term_integrity("x".into())
+        .add_to(&mut m)
+        .unwrap();
+    assert_eq!(code(&h.ask(client(1), &m.raw)), 400);
+}
+
+#[test]
+fn stale_forged_or_foreign_nonces_are_438_with_a_fresh_nonce() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let nonce = h.nonce(client(1));
+    h.advance(601);
+    let cred2 = h.cred("alice");
+    let raw = sign(
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+        &cred2.username,
+        &cred2.password,
+        &nonce,
+    );
+    let r = h.ask(client(1), &raw);
+    assert_eq!(code(&r), 438);
+    let fresh = message::text(&r, ATTR_NONCE).unwrap();
+    assert_ne!(fresh, nonce);
+    // Another client's nonce.
+    let other = h.nonce(client(2));
+    let raw = sign(
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+        &cred.username,
+        &cred.password,
+        &other,
+    );
+    assert_eq!(code(&h.ask(client(1), &raw)), 438);
+    // Garbage.
+    let raw = sign(
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+        &cred.username,
+        &cred.password,
+        "garbage",
+    );
+    assert_eq!(code(&h.ask(client(1), &raw)), 438);
+    // The fresh one works.
+    let raw = sign(
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+        &cred2.username,
+        &cred2.password,
+        &fresh,
+    );
+    assert_eq!(h.ask(client(1), &raw).typ.class, CLASS_SUCCESS_RESPONSE);
+}
+
+#[test]
+fn allocate_retransmission_gets_the_same_answer_never_437() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let nonce = h.nonce(client(1));
+    let raw = sign(
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+        &cred.username,
+        &cred.password,
+        &nonce,
+    );
+    let ClientOutput::Reply(first) = h.send(client(1), &raw) else {
+        panic!("no reply")
+    };
+    let ClientOutput::Reply(again) = h.send(client(1), &raw) else {
+        panic!("no reply")
+    };
+    assert_eq!(first, again);
+    // Even once the reply cache has forgotten it (after 40 s), the allocation remembers.
+    h.advance(45);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().cached_replies, 0);
+    let ClientOutput::Reply(late) = h.send(client(1), &raw) else {
+        panic!("no reply")
+    };
+    assert_eq!(first, late);
+    assert_eq!(h.core.state_size().allocations, 1);
+}
+
+#[test]
+fn a_second_allocate_on_the_same_5_tuple_is_437() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    h.allocate(client(1), &cred);
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 437);
+}
+
+#[test]
+fn allocate_attribute_errors() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let r = h.auth(client(1), &cred, request(METHOD_ALLOCATE, &[]));
+    assert_eq!(code(&r), 400, "REQUESTED-TRANSPORT missing");
+    let tcp = RequestedTransport {
+        protocol: PROTO_TCP,
+    };
+    let r = h.auth(client(1), &cred, request(METHOD_ALLOCATE, &[&tcp]));
+    assert_eq!(code(&r), 442);
+    let token = turn::proto::rsrvtoken::ReservationToken(vec![1; 8]);
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &token]),
+    );
+    assert_eq!(code(&r), 508);
+    let v6 = RequestedAddressFamily(REQUESTED_FAMILY_IPV6.0);
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &v6]),
+    );
+    assert_eq!(code(&r), 440);
+    assert_eq!(h.core.state_size().allocations, 0);
+    let even = turn::proto::evenport::EvenPort::default();
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &even]),
+    );
+    assert_eq!(Harness::relayed(&r).port() % 2, 0);
+}
+
+#[test]
+fn lifetimes_are_defaulted_and_capped() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let long = Lifetime(Duration::from_secs(100_000));
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &long]),
+    );
+    let mut lt = Lifetime::default();
+    lt.get_from(&r).unwrap();
+    assert_eq!(lt.0, Duration::from_secs(3600));
+    h.advance(3599);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().allocations, 1);
+    h.advance(1);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().allocations, 0);
+    assert_eq!(
+        h.core.state_size().total(),
+        0,
+        "users and relay index are cleaned too"
+    );
+}
+
+#[test]
+fn user_quota_is_486_and_total_quota_508() {
+    let mut h = Harness::new();
+    let alice = h.cred("alice");
+    h.allocate(client(1), &alice);
+    h.allocate(client(2), &alice);
+    let r = h.auth(
+        client(3),
+        &alice,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 486);
+    let bob = h.cred("bob");
+    h.allocate(client(4), &bob);
+    let r = h.auth(
+        client(5),
+        &bob,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 508);
+    assert_eq!(h.stats.snapshot().quota_rejections, 2);
+}
+
+#[test]
+fn no_relay_port_is_508() {
+    let mut h = Harness::new();
+    h.binder.fail = true;
+    let cred = h.cred("alice");
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp()]),
+    );
+    assert_eq!(code(&r), 508);
+    assert_eq!(h.held(), 0);
+}
+
+#[test]
+fn refresh_extends_and_refresh_zero_deletes() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    h.allocate(client(1), &cred);
+    h.advance(500);
+    let r = h.auth(
+        client(1),
+        &cred,
+        request(METHOD_REFRESH, &[&Lifetime(Duration::from_secs(1200))]),
+    );
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    h.advance(1000);
+    h.core.sweep(h.now);
+    assert_eq!(
+        h.core.state_size().allocations,
+        1,
+        "refreshed past its first lifetime"
+    );
+    h.core.drain_events();
+
+    let nonce = h.nonce(client(1));
+    let zero = Lifetime(Duration::ZERO);
+    let raw = sign(
+        request(METHOD_REFRESH, &[&zero]),
+        &cred.username,
+        &cred.password,
+        &nonce,
+    );
+    let r = h.ask(client(1), &raw);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let mut lt = Lifetime::default();
+    lt.get_from(&r).unwrap();
+    assert_eq!(lt.0, Duration::ZERO);
+    assert_eq!(h.core.state_size().allocations, 0);
+    assert!(matches!(
+        &h.core.drain_events()[..],
+        [CoreEvent::Closed { .. }]
+    ));
+    // The retransmitted Refresh 0 gets the same success, not 437.
+    let r2 = h.ask(client(1), &raw);
+    assert_eq!(r2.typ.class, CLASS_SUCCESS_RESPONSE);
+    // A new Refresh now finds nothing.
+    let r3 = h.auth(client(1), &cred, request(METHOD_REFRESH, &[]));
+    assert_eq!(code(&r3), 437);
+}
+
+#[test]
+fn requests_without_an_allocation_are_437() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let p = peer("8.8.8.8:9");
+    assert_eq!(
+        code(&h.auth(client(1), &cred, request(METHOD_REFRESH, &[]))),
+        437
+    );
+    assert_eq!(code(&h.permit(client(1), &cred, p)), 437);
+    assert_eq!(code(&h.bind_channel(client(1), &cred, 0x4000, p)), 437);
+}
+
+#[test]
+fn another_user_on_the_same_5_tuple_is_441() {
+    let mut h = Harness::new();
+    let alice = h.cred("alice");
+    h.allocate(client(1), &alice);
+    let mallory = h.cred("mallory");
+    assert_eq!(
+        code(&h.auth(client(1), &mallory, request(METHOD_REFRESH, &[]))),
+        441
+    );
+}
+
+#[test]
+fn create_permission_refuses_special_peers_with_403() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    h.allocate(client(1), &cred);
+    for p in [
+        "127.0.0.1:5000",
+        "10.0.0.1:1",
+        "192.168.1.1:1",
+        "169.254.0.1:1",
+        "100.64.0.1:1",
+        "224.0.0.1:1",
+        "0.0.0.0:1",
+        "192.0.2.5:1",
+    ] {
+        assert_eq!(code(&h.permit(client(1), &cred, peer(p))), 403, "{p}");
+    }
+    assert_eq!(
+        code(&h.permit(client(1), &cred, peer("[::ffff:127.0.0.1]:5"))),
+        403
+    );
+    assert_eq!(
+        code(&h.permit(client(1), &cred, peer("[2001:4860::1]:5"))),
+        443
+    );
+    assert_eq!(h.stats.snapshot().denied_peers, 9);
+    assert_eq!(
+        code(&h.auth(client(1), &cred, request(METHOD_CREATE_PERMISSION, &[]))),
+        400
+    );
+    let r = h.permit(client(1), &cred, peer("8.8.8.8:53"));
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(h.core.state_size().permissions, 1);
+}
+
+#[test]
+fn allow_list_wins_and_own_relay_addresses_are_allowed() {
+    let mut cfg = config();
+    cfg.policy = PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    h.allocate(client(1), &cred);
+    let r = h.permit(client(1), &cred, peer("127.0.0.1:5000"));
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+
+    // Relay-to-relay on the same server: the other allocation's relayed address is in a
+    // documentation range, yet allowed because it is ours.
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let a = h.allocate(client(1), &cred);
+    let b = h.allocate(client(2), &cred);
+    let relay_b = Harness::relayed(&b);
+    let relay_a = Harness::relayed(&a);
+    assert_eq!(
+        h.permit(client(1), &cred, relay_b).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(
+        h.bind_channel(client(2), &cred, 0x4000, relay_a).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    // ...but not another port on that IP.
+    let other = SocketAddr::new(relay_b.ip(), 9);
+    assert_eq!(code(&h.permit(client(1), &cred, other)), 403);
+}
+
+#[test]
+fn channel_bind_validates_and_relays_channel_data_both_ways() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let p = peer("8.8.8.8:4000");
+    assert_eq!(
+        code(&h.bind_channel(t, &cred, 0x3FFF, p)),
+        400,
+        "below channel range"
+    );
+    assert_eq!(
+        code(&h.bind_channel(t, &cred, 0x8000, p)),
+        400,
+        "above channel range"
+    );
+    assert_eq!(
+        code(&h.bind_channel(t, &cred, 0x4000, peer("10.0.0.1:1"))),
+        403
+    );
+    let no_peer = h.auth(
+        t,
+        &cred,
+        request(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4000)]),
+    );
+    assert_eq!(code(&no_peer), 400);
+    let no_number = h.auth(t, &cred, request(METHOD_CHANNEL_BIND, &[&peer_attr(p)]));
+    assert_eq!(code(&no_number), 400);
+    assert_eq!(
+        h.bind_channel(t, &cred, 0x4000, p).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(
+        code(&h.bind_channel(t, &cred, 0x4000, peer("8.8.4.4:1"))),
+        400,
+        "channel taken"
+    );
+    assert_eq!(
+        code(&h.bind_channel(t, &cred, 0x4001, p)),
+        400,
+        "peer taken"
+    );
+
+    // Client → peer: a 1600-byte datagram is relayed from the input buffer, intact.
+    let payload = vec![0x5A; 1600];
+    let frame = channel_data(0x4000, &payload);
+    match h.send(t, &frame) {
+        ClientOutput::Relay {
+            relay,
+            peer: to,
+            payload: Payload::Input(r),
+        } => {
+            assert_eq!(to, p);
+            assert_eq!(relay, h.core.allocations[&t].relay);
+            assert_eq!(&frame[r], &payload[..]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Unbound channel: dropped.
+    assert_eq!(
+        h.send(t, &channel_data(0x4005, b"x")),
+        ClientOutput::Nothing
+    );
+    // Peer → client: on the channel.
+    let a = h.alloc_ref(t);
+    assert_eq!(
+        h.core.handle_peer(a, p, 1600, h.now.instant),
+        PeerOutput::Channel(0x4000)
+    );
+    // Same IP, other port: permitted, no channel → Data indication.
+    assert_eq!(
+        h.core
+            .handle_peer(a, peer("8.8.8.8:4001"), 10, h.now.instant),
+        PeerOutput::Indication
+    );
+    // Unpermitted peer: dropped.
+    assert_eq!(
+        h.core.handle_peer(a, peer("1.1.1.1:1"), 10, h.now.instant),
+        PeerOutput::Drop
+    );
+    let usage = h.core.allocations[&t].usage;
+    assert_eq!((usage.bytes_to_peer, usage.packets_to_peer), (1600, 1));
+    assert_eq!((usage.bytes_from_peer, usage.packets_from_peer), (1610, 2));
+}
+
+#[test]
+fn permissions_and_channels_expire() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let p = peer("8.8.8.8:4000");
+    h.bind_channel(t, &cred, 0x4000, p);
+    let a = h.alloc_ref(t);
+    h.advance(300);
+    assert_eq!(
+        h.core.handle_peer(a, p, 1, h.now.instant),
+        PeerOutput::Drop,
+        "permission expired"
+    );
+    assert_eq!(
+        h.send(t, &channel_data(0x4000, b"x")),
+        ClientOutput::Nothing
+    );
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().permissions, 0);
+    assert_eq!(h.core.state_size().channels, 1);
+    h.advance(300);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().channels, 0);
+}
+
+#[test]
+fn send_indication_needs_a_permission() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let p = peer("8.8.8.8:4000");
+    let send = |p: SocketAddr| {
+        let mut m = Message::new();
+        m.set_type(MessageType::new(METHOD_SEND, CLASS_INDICATION));
+        m.new_transaction_id().unwrap();
+        m.write_header();
+        peer_attr(p).add_to(&mut m).unwrap();
+        Data(b"hello".to_vec()).add_to(&mut m).unwrap();
+        m.raw
+    };
+    assert_eq!(h.send(t, &send(p)), ClientOutput::Nothing);
+    assert_eq!(h.stats.snapshot().dropped_packets, 1);
+    h.permit(t, &cred, p);
+    match h.send(t, &send(p)) {
+        ClientOutput::Relay {
+            peer: to,
+            payload: Payload::Owned(d),
+            ..
+        } => {
+            assert_eq!(to, p);
+            assert_eq!(d, b"hello");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // No allocation on that 5-tuple: dropped silently.
+    assert_eq!(h.send(client(9), &send(p)), ClientOutput::Nothing);
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_is_420_and_unknown_method_400() {
+    let mut h = Harness::new();
+    let mut m = request(METHOD_BINDING, &[]);
+    m.add(AttrType(0x0077), &[0, 0, 0, 0]);
+    let r = h.ask(client(1), &m.raw);
+    assert_eq!(code(&r), 420);
+    assert!(r.contains(ATTR_UNKNOWN_ATTRIBUTES));
+    // Comprehension-optional unknowns are ignored.
+    let mut m = request(METHOD_BINDING, &[]);
+    m.add(AttrType(0x8077), &[0, 0, 0, 0]);
+    assert_eq!(h.ask(client(1), &m.raw).typ, BINDING_SUCCESS);
+    assert_eq!(
+        code(&h.ask(client(1), &request(METHOD_CONNECT, &[]).raw)),
+        400
+    );
+}
+
+#[test]
+fn bad_datagrams_cost_a_counter() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(client(1), b"GET / HTTP/1.1\r\n"),
+        ClientOutput::Nothing
+    );
+    assert_eq!(
+        h.send(client(1), &[0x40, 0x00, 0x00, 0x10, 1]),
+        ClientOutput::Nothing
+    );
+    assert_eq!(h.send(client(1), &[]), ClientOutput::Nothing);
+    let mut resp = request(METHOD_BINDING, &[]);
+    resp.set_type(BINDING_SUCCESS);
+    assert_eq!(
+        h.send(client(1), &resp.raw),
+        ClientOutput::Nothing,
+        "responses are not accepted"
+    );
+    let mut raw = request(METHOD_BINDING, &[]);
+    FingerprintAttr.add_to(&mut raw).unwrap();
+    let mut bytes = raw.raw.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    assert_eq!(
+        h.send(client(1), &bytes),
+        ClientOutput::Nothing,
+        "bad fingerprint"
+    );
+    assert_eq!(h.stats.snapshot().bad_packets, 5);
+    assert_eq!(h.core.state_size().total(), 0);
+}
+
+#[test]
+fn bandwidth_cap_drops_excess() {
+    let mut cfg = config();
+    cfg.max_bitrate_bps = Some(64_000); // 8 kB/s, bucket 8 kB
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let p = peer("8.8.8.8:4000");
+    h.bind_channel(t, &cred, 0x4000, p);
+    let frame = channel_data(0x4000, &[0; 1000]);
+    let relayed = (0..20)
+        .filter(|_| matches!(h.send(t, &frame), ClientOutput::Relay { .. }))
+        .count();
+    assert_eq!(relayed, 8);
+    let a = h.alloc_ref(t);
+    let back = (0..20)
+        .filter(|_| h.core.handle_peer(a, p, 1000, h.now.instant) == PeerOutput::Channel(0x4000))
+        .count();
+    assert_eq!(back, 8);
+}
+
+#[test]
+fn closing_a_stream_ends_its_allocation_with_usage() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let p = peer("8.8.8.8:4000");
+    h.bind_channel(t, &cred, 0x4000, p);
+    h.send(t, &channel_data(0x4000, b"abc"));
+    let a = h.alloc_ref(t);
+    h.core.handle_peer(a, p, 7, h.now.instant);
+    h.core.drain_events();
+    h.core.close_tuple(t, h.now);
+    match &h.core.drain_events()[..] {
+        [CoreEvent::Closed { info, usage, .. }] => {
+            assert_eq!(info.user, "alice");
+            assert_eq!(usage.bytes_to_peer, 3);
+            assert_eq!(usage.bytes_from_peer, 7);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.core.handle_peer(a, p, 1, h.now.instant), PeerOutput::Gone);
+    assert_eq!(h.held(), 0);
+    assert_eq!(h.stats.snapshot().allocations_active, 0);
+    assert_eq!(h.stats.snapshot().allocations_total, 1);
+}
+
+#[test]
+fn a_stale_relay_task_does_not_see_a_newer_allocation() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let old = h.alloc_ref(t);
+    h.core.close_tuple(t, h.now);
+    h.allocate(t, &cred);
+    assert_eq!(
+        h.core.handle_peer(old, peer("8.8.8.8:1"), 1, h.now.instant),
+        PeerOutput::Gone
+    );
+}

@@ -1,0 +1,198 @@
+//! Relay sockets: binding them in the configured port range with large buffers, and the
+//! per-allocation task that carries peer datagrams back to the client (as ChannelData or a
+//! Data indication, framed in place around the received payload).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+
+use super::shared::Shared;
+use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
+use crate::core::{AllocRef, PeerOutput, RelayBinder};
+use crate::peer_policy::normalise;
+use crate::stats::Stats;
+
+/// One allocation's relay socket and the signal that stops its task.
+#[derive(Debug)]
+pub(crate) struct RelaySocket {
+    pub socket: UdpSocket,
+    stop: Notify,
+}
+
+/// What the core holds for each allocation.
+pub(crate) type RelayHandle = Arc<RelaySocket>;
+
+impl RelaySocket {
+    /// Stops the relay task (the socket closes when the last handle drops).
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+}
+
+/// Where datagrams for a client go.
+#[derive(Debug, Clone)]
+pub(crate) enum ClientSink {
+    /// Through the shared UDP listener socket.
+    Udp {
+        socket: Arc<UdpSocket>,
+        client: SocketAddr,
+    },
+    /// Through a TCP/TLS connection's writer queue (frames padded to 4 bytes).
+    Stream { tx: mpsc::Sender<Vec<u8>> },
+}
+
+/// A borrowed [`ClientSink`], turned into an owned one only when an allocation is created.
+pub(crate) enum SinkRef<'a> {
+    Udp(&'a Arc<UdpSocket>, SocketAddr),
+    Stream(&'a mpsc::Sender<Vec<u8>>),
+}
+
+/// The shell's [`RelayBinder`]: binds a socket and spawns its relay task.
+pub(crate) struct Binder<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub sink: SinkRef<'a>,
+}
+
+impl RelayBinder<RelayHandle> for Binder<'_> {
+    fn bind(&mut self, alloc: AllocRef, even_port: bool) -> io::Result<(SocketAddr, RelayHandle)> {
+        let s = &self.shared.relay;
+        let std_socket = bind_in_range(s.bind_ip, &s.ports, even_port, s.buffer)?;
+        let socket = UdpSocket::from_std(std_socket)?;
+        let local = socket.local_addr()?;
+        let handle = Arc::new(RelaySocket {
+            socket,
+            stop: Notify::new(),
+        });
+        let sink = match self.sink {
+            SinkRef::Udp(socket, client) => ClientSink::Udp {
+                socket: Arc::clone(socket),
+                client,
+            },
+            SinkRef::Stream(tx) => ClientSink::Stream { tx: tx.clone() },
+        };
+        tokio::spawn(relay_task(
+            Arc::clone(self.shared),
+            Arc::clone(&handle),
+            alloc,
+            sink,
+        ));
+        Ok((local, handle))
+    }
+}
+
+/// Binds a UDP socket on `ip` at a free port of `ports`, starting at a random one.
+pub(crate) fn bind_in_range(
+    ip: IpAddr,
+    ports: &RangeInclusive<u16>,
+    even_port: bool,
+    buffer: usize,
+) -> io::Result<std::net::UdpSocket> {
+    let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
+    if lo > hi {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty relay port range",
+        ));
+    }
+    let span = hi - lo + 1;
+    let first = rand::random_range(0..span);
+    for i in 0..span {
+        let Ok(port) = u16::try_from(lo + (first + i) % span) else {
+            continue;
+        };
+        if even_port && port % 2 == 1 {
+            continue;
+        }
+        let addr = SocketAddr::new(ip, port);
+        let socket = new_udp_socket(addr, buffer)?;
+        match socket.bind(&addr.into()) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "relay port range exhausted",
+    ))
+}
+
+/// A non-blocking UDP socket of `addr`'s family with the buffer sizes asked for.
+pub(crate) fn new_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel clamps to net.core.{r,w}mem_max (see `buffer_cap_warning`).
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    Ok(socket)
+}
+
+/// A warning when the kernel gives UDP sockets smaller buffers than asked for.
+pub(crate) fn buffer_cap_warning(ip: IpAddr, buffer: usize) -> Option<String> {
+    let socket = new_udp_socket(SocketAddr::new(ip, 0), buffer).ok()?;
+    let got = socket.recv_buffer_size().ok()?;
+    // Linux reports twice the usable size it granted.
+    (got < buffer).then(|| {
+        format!(
+            "UDP socket buffers capped at {got} bytes (asked {buffer}); raise net.core.rmem_max and \
+             net.core.wmem_max for heavy relay loads"
+        )
+    })
+}
+
+/// Largest offset a payload is received at: room for a Data indication header (IPv6 peer).
+const HEADROOM: usize = 48;
+
+/// Carries datagrams from peers to the client until the allocation ends.
+async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, sink: ClientSink) {
+    let mut buf = vec![0u8; HEADROOM + 65_536 + 4];
+    let pad = matches!(sink, ClientSink::Stream { .. });
+    let mut tid_seed: [u8; 12] = rand::random();
+    let mut counter: u32 = 0;
+    loop {
+        let (n, peer) = tokio::select! {
+            r = relay.socket.recv_from(&mut buf[HEADROOM..]) => match r {
+                Ok(x) => x,
+                // ICMP errors from earlier sends surface here on Linux; they are not fatal.
+                Err(_) => continue,
+            },
+            () = relay.stop.notified() => break,
+        };
+        let verdict = shared.core().handle_peer(alloc, peer, n, Instant::now());
+        let frame = match verdict {
+            PeerOutput::Gone => break,
+            PeerOutput::Drop => continue,
+            PeerOutput::Channel(ch) => {
+                let start = HEADROOM - 4;
+                write_channel_data(&mut buf[start..], ch, n, pad).map(|len| start..start + len)
+            }
+            PeerOutput::Indication => {
+                let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
+                let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
+                counter = counter.wrapping_add(1);
+                tid_seed[8..].copy_from_slice(&counter.to_be_bytes());
+                write_data_indication(&mut buf[start..], peer, n, tid_seed)
+                    .map(|len| start..start + len)
+            }
+        };
+        let Some(range) = frame else {
+            Stats::add(&shared.stats.dropped_packets, 1);
+            continue;
+        };
+        let sent = match &sink {
+            ClientSink::Udp { socket, client } => {
+                socket.send_to(&buf[range], *client).await.is_ok()
+            }
+            ClientSink::Stream { tx } => tx.try_send(buf[range].to_vec()).is_ok(),
+        };
+        if !sent {
+            Stats::add(&shared.stats.dropped_packets, 1);
+        }
+    }
+}

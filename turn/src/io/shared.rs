@@ -1,0 +1,86 @@
+//! State shared by every IO task: the locked core, counters, the usage-event sender, relay
+//! settings and the shutdown signal. Also turns core lifecycle events into [`UsageEvent`]s.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::relay::RelayHandle;
+use crate::core::{Core, CoreEvent};
+use crate::events::UsageEvent;
+use crate::stats::Stats;
+
+/// Relay socket settings.
+#[derive(Debug, Clone)]
+pub(crate) struct RelaySettings {
+    pub bind_ip: IpAddr,
+    pub ports: RangeInclusive<u16>,
+    pub buffer: usize,
+}
+
+pub(crate) struct Shared {
+    pub core: Mutex<Core<RelayHandle>>,
+    pub stats: Arc<Stats>,
+    pub events: mpsc::Sender<UsageEvent>,
+    pub relay: RelaySettings,
+    pub shutdown: watch::Receiver<bool>,
+    pub stream_idle_timeout: Duration,
+}
+
+impl Shared {
+    /// Locks the core. A panic while holding the lock cannot leave it half-updated in a way
+    /// that matters more than stopping the relay would, so a poisoned lock is used as is.
+    pub fn core(&self) -> MutexGuard<'_, Core<RelayHandle>> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Acts on core lifecycle events: stops relay tasks of closed allocations and reports
+    /// usage to the app without ever waiting on it.
+    pub fn dispatch(&self, events: Vec<CoreEvent<RelayHandle>>) {
+        for ev in events {
+            let usage = match ev {
+                CoreEvent::Opened(info) => {
+                    tracing::debug!(user = %info.user, client = %info.client, relay = %info.relay,
+                        transport = info.transport.as_str(), "TURN allocation opened");
+                    UsageEvent::AllocationOpened {
+                        user: info.user,
+                        username: info.username,
+                        client: info.client,
+                        relay: info.relay,
+                        transport: info.transport,
+                        at: info.opened_at,
+                    }
+                }
+                CoreEvent::Closed {
+                    info,
+                    usage,
+                    relay,
+                    at,
+                } => {
+                    relay.stop();
+                    tracing::debug!(user = %info.user, relay = %info.relay,
+                        bytes_to_peer = usage.bytes_to_peer, bytes_from_peer = usage.bytes_from_peer,
+                        "TURN allocation closed");
+                    UsageEvent::AllocationClosed {
+                        user: info.user,
+                        username: info.username,
+                        client: info.client,
+                        relay: info.relay,
+                        transport: info.transport,
+                        at,
+                        bytes_to_peer: usage.bytes_to_peer,
+                        bytes_from_peer: usage.bytes_from_peer,
+                        packets_to_peer: usage.packets_to_peer,
+                        packets_from_peer: usage.packets_from_peer,
+                    }
+                }
+            };
+            if self.events.try_send(usage).is_err() {
+                Stats::add(&self.stats.dropped_events, 1);
+            }
+        }
+    }
+}

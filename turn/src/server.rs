@@ -1,0 +1,213 @@
+//! `TurnServer`: starts the listeners, relay machinery and sweeper from a [`TurnConfig`], and
+//! offers the app its bound addresses, counters, state size and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::TurnConfig;
+use crate::core::{Core, CoreConfig, Now, StateSize};
+use crate::error::TurnError;
+use crate::events::UsageEvent;
+use crate::io::shared::{RelaySettings, Shared};
+use crate::io::{relay, tcp, tls, udp};
+use crate::nonce::NonceKey;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// How often expired allocations, permissions, channels and cached replies are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The addresses the server actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalAddrs {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+/// A running STUN/TURN server.
+pub struct TurnServer {
+    shared: Arc<Shared>,
+    local: LocalAddrs,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TurnServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnServer")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnServer {
+    /// Binds every configured listener and starts serving. Must be called inside a tokio
+    /// runtime. Usage events go to `events` with `try_send` (dropped, and counted, when full).
+    pub async fn start(
+        config: TurnConfig,
+        events: mpsc::Sender<UsageEvent>,
+    ) -> Result<TurnServer, TurnError> {
+        validate(&config)?;
+        if let Some(warning) =
+            relay::buffer_cap_warning(config.relay_bind_ip, config.relay_socket_buffer)
+        {
+            tracing::warn!("{warning}");
+        }
+        let stats = Arc::new(Stats::default());
+        let core = Core::new(
+            CoreConfig::from_turn_config(&config),
+            NonceKey::random(),
+            Arc::clone(&stats),
+        );
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            stats,
+            events,
+            relay: RelaySettings {
+                bind_ip: config.relay_bind_ip,
+                ports: config.relay_ports.clone(),
+                buffer: config.relay_socket_buffer,
+            },
+            shutdown: shutdown_rx,
+            stream_idle_timeout: config.stream_idle_timeout,
+        });
+
+        // Bind everything first so a bad address fails `start` without leaving tasks behind.
+        let udp_socket = match config.udp_listen {
+            Some(addr) => Some(Arc::new(udp::bind(addr, config.listener_socket_buffer)?)),
+            None => None,
+        };
+        let tcp_listener = match config.tcp_listen {
+            Some(addr) => Some(tcp::bind(addr).await?),
+            None => None,
+        };
+        let tls_listener = match config.tls_listen {
+            Some(addr) => {
+                let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
+                    return Err(TurnError::Config(
+                        "tls_listen needs tls_cert_path and tls_key_path".into(),
+                    ));
+                };
+                Some((tcp::bind(addr).await?, tls::acceptor(cert, key)?))
+            }
+            None => None,
+        };
+
+        let mut local = LocalAddrs::default();
+        let mut tasks = Vec::new();
+        let limit = Arc::new(Semaphore::new(config.max_stream_connections));
+        if let Some(socket) = udp_socket {
+            local.udp = Some(socket.local_addr()?);
+            tasks.push(tokio::spawn(udp::serve(Arc::clone(&shared), socket)));
+        }
+        if let Some(listener) = tcp_listener {
+            local.tcp = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(tcp::serve(
+                Arc::clone(&shared),
+                listener,
+                None,
+                Arc::clone(&limit),
+            )));
+        }
+        if let Some((listener, acceptor)) = tls_listener {
+            local.tls = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(tcp::serve(
+                Arc::clone(&shared),
+                listener,
+                Some(acceptor),
+                limit,
+            )));
+        }
+        tasks.push(tokio::spawn(sweeper(Arc::clone(&shared))));
+        tracing::info!(udp = ?local.udp, tcp = ?local.tcp, tls = ?local.tls, "TURN server listening");
+        Ok(TurnServer {
+            shared,
+            local,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.local
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// How many entries the relay holds (allocations, permissions, channels, cached replies...).
+    pub fn state_size(&self) -> StateSize {
+        self.shared.core().state_size()
+    }
+
+    /// Stops accepting, ends every allocation (emitting `AllocationClosed`), waits for the
+    /// listener tasks and closes the relay sockets.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let events = {
+            let mut core = self.shared.core();
+            core.close_all(Now::system());
+            core.drain_events()
+        };
+        self.shared.dispatch(events);
+        tracing::info!("TURN server stopped");
+    }
+}
+
+fn validate(config: &TurnConfig) -> Result<(), TurnError> {
+    if config.udp_listen.is_none() && config.tcp_listen.is_none() && config.tls_listen.is_none() {
+        return Err(TurnError::Config("no TURN listener configured".into()));
+    }
+    if config.advertised_relay_ip().is_none() {
+        return Err(TurnError::Config(
+            "relay_bind_ip is unspecified: set external_ip (the address clients reach relays on)"
+                .into(),
+        ));
+    }
+    if let Some(ext) = config.external_ip {
+        if !config.relay_bind_ip.is_unspecified() && ext.is_ipv6() != config.relay_bind_ip.is_ipv6()
+        {
+            return Err(TurnError::Config(
+                "external_ip and relay_bind_ip differ in address family".into(),
+            ));
+        }
+    }
+    if config.relay_ports.is_empty() {
+        return Err(TurnError::Config("relay port range is empty".into()));
+    }
+    if config.secrets.is_empty() {
+        tracing::warn!("no TURN secret configured: every Allocate will be refused");
+    }
+    Ok(())
+}
+
+async fn sweeper(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let events = {
+            let mut core = shared.core();
+            core.sweep(Now::system());
+            core.drain_events()
+        };
+        if !events.is_empty() {
+            shared.dispatch(events);
+        }
+    }
+}
