@@ -34,11 +34,11 @@ use stun::message::{
 use stun::xoraddr::XorMappedAddress;
 use turn::proto::channum::{ChannelNumber, MAX_CHANNEL_NUMBER, MIN_CHANNEL_NUMBER};
 use turn::proto::data::Data;
-use turn::proto::evenport::EvenPort;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV6};
 use turn::proto::reqtrans::RequestedTransport;
+use turn::proto::rsrvtoken::ReservationToken;
 use turn::proto::PROTO_UDP;
 
 use crate::config::TurnConfig;
@@ -103,11 +103,33 @@ pub struct AllocRef {
     pub id: u64,
 }
 
+/// Which relay port an Allocate asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortChoice {
+    Any,
+    /// EVEN-PORT; with `reserve_next`, port + 1 must also be in range (it is reserved).
+    Even {
+        reserve_next: bool,
+    },
+    /// The port reserved by an earlier EVEN-PORT (RESERVATION-TOKEN).
+    Exact(u16),
+}
+
 /// Binds relay sockets for new allocations (the IO shell; a fake in tests).
 pub trait RelayBinder<R> {
     /// Binds a relay socket of the server's relay family for `alloc` and returns its local
-    /// address and handle. `even_port` asks for an even port (EVEN-PORT).
-    fn bind(&mut self, alloc: AllocRef, even_port: bool) -> std::io::Result<(SocketAddr, R)>;
+    /// address and handle.
+    fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> std::io::Result<(SocketAddr, R)>;
+}
+
+/// How long a port reserved by EVEN-PORT (R bit) is held for its RESERVATION-TOKEN.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A reserved relay port (RFC 8656 §7.2), redeemed by a later Allocate with the token.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    port: u16,
+    expires: Instant,
 }
 
 /// Where the bytes to relay to a peer are.
@@ -179,6 +201,7 @@ pub struct StateSize {
     pub users: usize,
     pub cached_replies: usize,
     pub relay_addresses: usize,
+    pub reservations: usize,
 }
 
 impl StateSize {
@@ -190,6 +213,7 @@ impl StateSize {
             + self.users
             + self.cached_replies
             + self.relay_addresses
+            + self.reservations
     }
 }
 
@@ -235,6 +259,8 @@ pub struct Core<R> {
     /// Live allocations per user id (entries removed at zero).
     users: HashMap<String, u32>,
     replies: ReplyCache,
+    /// RESERVATION-TOKEN → reserved port (at most one per allocation, 30 s).
+    reservations: HashMap<[u8; 8], Reservation>,
     next_id: u64,
     events: Vec<CoreEvent<R>>,
 }
@@ -249,6 +275,7 @@ impl<R: Clone> Core<R> {
             relay_index: HashMap::new(),
             users: HashMap::new(),
             replies: ReplyCache::default(),
+            reservations: HashMap::new(),
             next_id: 1,
             events: Vec::new(),
         }
@@ -323,6 +350,7 @@ impl<R: Clone> Core<R> {
             a.channels.sweep(now.instant);
         }
         self.replies.sweep(now.instant);
+        self.reservations.retain(|_, r| r.expires > now.instant);
     }
 
     /// A stream transport closed: its allocation (if any) ends now (RFC 8656 §3.1).
@@ -357,6 +385,7 @@ impl<R: Clone> Core<R> {
             users: self.users.len(),
             cached_replies: self.replies.len(),
             relay_addresses: self.relay_index.len(),
+            reservations: self.reservations.len(),
         }
     }
 
@@ -510,11 +539,18 @@ impl<R: Clone> Core<R> {
         if transport.protocol != PROTO_UDP {
             return (error(m, 442), false);
         }
-        if m.contains(ATTR_RESERVATION_TOKEN) {
-            // We keep no reservations; with EVEN-PORT it is malformed (RFC 8656 §7.2).
-            let code = if m.contains(ATTR_EVEN_PORT) { 400 } else { 508 };
-            return (error(m, code), false);
-        }
+        let token = if m.contains(ATTR_RESERVATION_TOKEN) {
+            // Both at once is malformed (RFC 8656 §7.2).
+            if m.contains(ATTR_EVEN_PORT) {
+                return (error(m, 400), false);
+            }
+            match message::get::<ReservationToken>(m).and_then(|t| <[u8; 8]>::try_from(t.0).ok()) {
+                Some(t) => Some(t),
+                None => return (error(m, 400), false),
+            }
+        } else {
+            None
+        };
         if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
             let Some(family) = message::get::<RequestedAddressFamily>(m) else {
                 return (error(m, 400), false);
@@ -523,14 +559,17 @@ impl<R: Clone> Core<R> {
                 return (error(m, 440), false);
             }
         }
-        let even_port = if m.contains(ATTR_EVEN_PORT) {
-            match message::get::<EvenPort>(m) {
-                Some(_) => true,
-                None => return (error(m, 400), false),
+        let mut choice = PortChoice::Any;
+        if m.contains(ATTR_EVEN_PORT) {
+            match m.get(ATTR_EVEN_PORT) {
+                Ok(v) if v.len() == 1 => {
+                    choice = PortChoice::Even {
+                        reserve_next: v[0] & 0x80 != 0,
+                    }
+                }
+                _ => return (error(m, 400), false),
             }
-        } else {
-            false
-        };
+        }
         let held = self.users.get(&authed.user).copied().unwrap_or(0);
         if held >= self.cfg.user_quota {
             Stats::add(&self.stats.quota_rejections, 1);
@@ -540,9 +579,15 @@ impl<R: Clone> Core<R> {
             Stats::add(&self.stats.quota_rejections, 1);
             return (error(m, 508), false);
         }
+        if let Some(t) = token {
+            match self.reservations.remove(&t) {
+                Some(r) if r.expires > now.instant => choice = PortChoice::Exact(r.port),
+                _ => return (error(m, 508), false),
+            }
+        }
         let lifetime = grant_lifetime(message::get::<Lifetime>(m).map(|l| l.0));
         let id = self.next_id;
-        let (bound, relay) = match binder.bind(AllocRef { tuple, id }, even_port) {
+        let (bound, relay) = match binder.bind(AllocRef { tuple, id }, choice) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "no relay port available");
@@ -567,6 +612,19 @@ impl<R: Clone> Core<R> {
                 port: tuple.client.port(),
             },
         );
+        if choice == (PortChoice::Even { reserve_next: true }) {
+            if let Some(port) = bound.port().checked_add(1) {
+                let t: [u8; 8] = rand::random();
+                self.reservations.insert(
+                    t,
+                    Reservation {
+                        port,
+                        expires: now.instant + RESERVATION_LIFETIME,
+                    },
+                );
+                message::add(&mut r, &ReservationToken(t.to_vec()));
+            }
+        }
         let limit = self
             .cfg
             .max_bitrate_bps

@@ -39,12 +39,15 @@ struct FakeBinder {
 }
 
 impl RelayBinder<u16> for FakeBinder {
-    fn bind(&mut self, _alloc: AllocRef, even_port: bool) -> io::Result<(SocketAddr, u16)> {
+    fn bind(&mut self, _alloc: AllocRef, choice: PortChoice) -> io::Result<(SocketAddr, u16)> {
         if self.fail {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, "full"));
         }
+        if let PortChoice::Exact(p) = choice {
+            return Ok((SocketAddr::from((RELAY_IP, p)), p));
+        }
         self.next_port += 1;
-        if even_port && self.next_port % 2 == 1 {
+        if matches!(choice, PortChoice::Even { .. }) && self.next_port % 2 == 1 {
             self.next_port += 1;
         }
         Ok((SocketAddr::from((RELAY_IP, self.next_port)), self.next_port))
@@ -986,4 +989,42 @@ fn a_stale_relay_task_does_not_see_a_newer_allocation() {
         h.core.handle_peer(old, peer("8.8.8.8:1"), 1, h.now.instant),
         PeerOutput::Gone
     );
+}
+
+#[test]
+fn even_port_reservation_is_redeemed_once_by_its_token() {
+    let mut cfg = config();
+    cfg.user_quota = 10;
+    cfg.total_quota = 10;
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
+    m.add(ATTR_EVEN_PORT, &[0x80]);
+    let r = h.auth(client(1), &cred, m);
+    let rtp = Harness::relayed(&r);
+    assert_eq!(rtp.port() % 2, 0);
+    let mut token = turn::proto::rsrvtoken::ReservationToken::default();
+    token.get_from(&r).unwrap();
+    assert_eq!(h.core.state_size().reservations, 1);
+    let r = h.auth(
+        client(2),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &token]),
+    );
+    assert_eq!(Harness::relayed(&r).port(), rtp.port() + 1);
+    assert_eq!(h.core.state_size().reservations, 0);
+    let r = h.auth(
+        client(3),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &token]),
+    );
+    assert_eq!(code(&r), 508, "a token is good once");
+    // Unredeemed reservations expire.
+    let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
+    m.add(ATTR_EVEN_PORT, &[0x80]);
+    let bob = h.cred("bob");
+    h.auth(client(4), &bob, m);
+    h.advance(31);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().reservations, 0);
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::shared::Shared;
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
-use crate::core::{AllocRef, PeerOutput, RelayBinder};
+use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
 use crate::stats::Stats;
 
@@ -60,9 +60,9 @@ pub(crate) struct Binder<'a> {
 }
 
 impl RelayBinder<RelayHandle> for Binder<'_> {
-    fn bind(&mut self, alloc: AllocRef, even_port: bool) -> io::Result<(SocketAddr, RelayHandle)> {
+    fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
-        let std_socket = bind_in_range(s.bind_ip, &s.ports, even_port, s.buffer)?;
+        let std_socket = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
         let socket = UdpSocket::from_std(std_socket)?;
         let local = socket.local_addr()?;
         let handle = Arc::new(RelaySocket {
@@ -86,13 +86,20 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
     }
 }
 
-/// Binds a UDP socket on `ip` at a free port of `ports`, starting at a random one.
+/// Binds a UDP socket on `ip` at a free port of `ports` (starting at a random one), or at
+/// exactly the reserved port.
 pub(crate) fn bind_in_range(
     ip: IpAddr,
     ports: &RangeInclusive<u16>,
-    even_port: bool,
+    choice: PortChoice,
     buffer: usize,
 ) -> io::Result<std::net::UdpSocket> {
+    if let PortChoice::Exact(port) = choice {
+        let addr = SocketAddr::new(ip, port);
+        let socket = new_udp_socket(addr, buffer)?;
+        socket.bind(&addr.into())?;
+        return Ok(socket.into());
+    }
     let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
     if lo > hi {
         return Err(io::Error::new(
@@ -100,13 +107,17 @@ pub(crate) fn bind_in_range(
             "empty relay port range",
         ));
     }
+    let (even_port, reserve_next) = match choice {
+        PortChoice::Even { reserve_next } => (true, reserve_next),
+        _ => (false, false),
+    };
     let span = hi - lo + 1;
     let first = rand::random_range(0..span);
     for i in 0..span {
         let Ok(port) = u16::try_from(lo + (first + i) % span) else {
             continue;
         };
-        if even_port && port % 2 == 1 {
+        if even_port && (port % 2 == 1 || (reserve_next && u32::from(port) == hi)) {
             continue;
         }
         let addr = SocketAddr::new(ip, port);
