@@ -37,7 +37,7 @@ pub(crate) async fn serve<S>(
     };
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let writer = tokio::spawn(write_loop(wr, rx, transport != Transport::Tls));
     let mut shutdown = shared.shutdown.clone();
     let mut buf = vec![0u8; 2 * MAX_FRAME];
     let mut filled = 0usize;
@@ -131,16 +131,19 @@ async fn handle(
     }
 }
 
-/// Writes queued frames, flushing whenever the queue runs dry.
-async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// Writes queued frames. Over TCP, frames queued together go out in one write; over TLS each
+/// frame is its own record, since some clients (coturn's) handle one message per TLS read.
+async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Vec<u8>>, coalesce: bool) {
     let mut wr = std::pin::pin!(BufWriter::with_capacity(64 * 1024, wr));
     while let Some(frame) = rx.recv().await {
         if wr.write_all(&frame).await.is_err() {
             return;
         }
-        while let Ok(more) = rx.try_recv() {
-            if wr.write_all(&more).await.is_err() {
-                return;
+        if coalesce {
+            while let Ok(more) = rx.try_recv() {
+                if wr.write_all(&more).await.is_err() {
+                    return;
+                }
             }
         }
         if wr.flush().await.is_err() {
