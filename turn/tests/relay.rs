@@ -1,0 +1,243 @@
+//! Relaying through the real server on loopback: the webrtc-rs `turn` client as an independent
+//! client, and the peer policy (loopback refused by default, relayed once 127.0.0.0/8 is
+//! allowed), with usage events carrying the traffic totals.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{channel_data, cred, error_code, request, start, Options, UdpClient};
+use signalbox_turn::UsageEvent;
+use stun::message::*;
+use tokio::net::UdpSocket;
+use turn::client::{Client, ClientConfig};
+use turn::proto::channum::ChannelNumber;
+use turn::proto::data::Data;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::relayaddr::RelayedAddress;
+use turn::proto::reqtrans::RequestedTransport;
+use turn::proto::PROTO_UDP;
+use webrtc_util::Conn;
+
+fn allocate_request() -> Message {
+    request(
+        METHOD_ALLOCATE,
+        &[&RequestedTransport {
+            protocol: PROTO_UDP,
+        }],
+    )
+}
+
+fn peer_attr(p: SocketAddr) -> PeerAddress {
+    PeerAddress {
+        ip: p.ip(),
+        port: p.port(),
+    }
+}
+
+async fn recv(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => Some((buf[..n].to_vec(), from)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_rs_client_allocates_and_relays_to_a_udp_peer() {
+    let s = start(Options {
+        allow_loopback: true,
+        ..Options::default()
+    })
+    .await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("webrtc-rs");
+    let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = Client::new(ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: c.username.clone(),
+        password: c.password.clone(),
+        realm: common::REALM.into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await
+    .expect("client");
+    client.listen().await.expect("listen");
+    let mapped = client.send_binding_request().await.expect("binding");
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1");
+    let relay_conn = client.allocate().await.expect("allocate");
+    let relay_addr = relay_conn.local_addr().expect("relayed address");
+    assert_eq!(relay_addr.ip().to_string(), "127.0.0.1");
+
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    relay_conn
+        .send_to(b"hello peer", peer_addr)
+        .await
+        .expect("send via relay");
+    let (got, from) = recv(&peer).await.expect("peer receives the datagram");
+    assert_eq!(got, b"hello peer");
+    assert_eq!(from, relay_addr, "it comes from the relayed address");
+
+    peer.send_to(b"hello client", relay_addr).await.unwrap();
+    let mut buf = vec![0u8; 1500];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay_conn.recv_from(&mut buf))
+        .await
+        .expect("client receives within 5 s")
+        .expect("recv");
+    assert_eq!(&buf[..n], b"hello client");
+    assert_eq!(from, peer_addr);
+
+    relay_conn
+        .close()
+        .await
+        .expect("close relay conn (Refresh 0)");
+    client.close().await.expect("close client");
+    let stats = s.server.stats();
+    assert!(
+        stats.packets_to_peer >= 1 && stats.packets_from_peer >= 1,
+        "{stats:?}"
+    );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_peers_are_refused_by_default() {
+    let s = start(Options::default()).await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("alice");
+    let client = UdpClient::new(server).await;
+    let r = client.authed(&c, allocate_request()).await;
+    assert_eq!(
+        r.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "allocate: {:?}",
+        error_code(&r)
+    );
+
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let r = client
+        .authed(
+            &c,
+            request(METHOD_CREATE_PERMISSION, &[&peer_attr(peer_addr)]),
+        )
+        .await;
+    assert_eq!(error_code(&r), Some(403));
+    let r = client
+        .authed(
+            &c,
+            request(
+                METHOD_CHANNEL_BIND,
+                &[&ChannelNumber(0x4000), &peer_attr(peer_addr)],
+            ),
+        )
+        .await;
+    assert_eq!(error_code(&r), Some(403));
+    // A Send indication to it goes nowhere.
+    let mut send = Message::new();
+    send.set_type(MessageType::new(METHOD_SEND, CLASS_INDICATION));
+    send.new_transaction_id().unwrap();
+    send.write_header();
+    peer_attr(peer_addr).add_to(&mut send).unwrap();
+    Data(b"nope".to_vec()).add_to(&mut send).unwrap();
+    client.socket.send_to(&send.raw, server).await.unwrap();
+    assert!(
+        recv(&peer).await.is_none(),
+        "nothing reaches a loopback peer"
+    );
+    let stats = s.server.stats();
+    assert_eq!(stats.denied_peers, 2);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_peers_are_relayed_once_allowed_and_usage_is_reported() {
+    let mut s = start(Options {
+        allow_loopback: true,
+        ..Options::default()
+    })
+    .await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("alice");
+    let client = UdpClient::new(server).await;
+    let r = client.authed(&c, allocate_request()).await;
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(&r).unwrap();
+    let relay_addr = SocketAddr::new(relayed.ip, relayed.port);
+
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let r = client
+        .authed(
+            &c,
+            request(
+                METHOD_CHANNEL_BIND,
+                &[&ChannelNumber(0x4001), &peer_attr(peer_addr)],
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.typ.class,
+        CLASS_SUCCESS_RESPONSE,
+        "bind: {:?}",
+        error_code(&r)
+    );
+
+    // 1600 bytes each way, intact.
+    let payload: Vec<u8> = (0..1600u32).map(|i| (i % 251) as u8).collect();
+    client
+        .socket
+        .send_to(&channel_data(0x4001, &payload), server)
+        .await
+        .unwrap();
+    let (got, from) = recv(&peer).await.expect("peer receives");
+    assert_eq!(got, payload);
+    assert_eq!(from, relay_addr);
+    peer.send_to(&payload[..1000], relay_addr).await.unwrap();
+    let (frame, _) = recv(&client.socket)
+        .await
+        .expect("client receives ChannelData");
+    assert_eq!(&frame[..4], &[0x40, 0x01, 0x03, 0xE8]);
+    assert_eq!(&frame[4..1004], &payload[..1000]);
+
+    // Refresh 0 closes it and reports the totals.
+    let r = client
+        .authed(&c, request(METHOD_REFRESH, &[&Lifetime(Duration::ZERO)]))
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let mut closed = None;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await {
+        if let UsageEvent::AllocationClosed { .. } = ev {
+            closed = Some(ev);
+            break;
+        }
+    }
+    match closed.expect("AllocationClosed event") {
+        UsageEvent::AllocationClosed {
+            user,
+            relay,
+            bytes_to_peer,
+            bytes_from_peer,
+            packets_to_peer,
+            packets_from_peer,
+            ..
+        } => {
+            assert_eq!(user, "alice");
+            assert_eq!(relay, relay_addr);
+            assert_eq!((bytes_to_peer, packets_to_peer), (1600, 1));
+            assert_eq!((bytes_from_peer, packets_from_peer), (1000, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.server.state_size().allocations, 0);
+    s.server.shutdown().await;
+}
