@@ -29,7 +29,7 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
         #[command(flatten)]
-        common: CommonArgs,
+        common: UserCommonArgs,
     },
     /// Inspect the configuration.
     Config {
@@ -47,6 +47,27 @@ pub struct CommonArgs {
     /// Directory for the database and generated secrets [default: ./signalbox-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+}
+
+/// `--config`/`--data-dir` for `signalbox user …`, accepted before or after the action.
+#[derive(Debug, Args, Default, Clone)]
+pub struct UserCommonArgs {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "SIGNALBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database and generated secrets [default: ./signalbox-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+}
+
+impl UserCommonArgs {
+    pub fn layers(&self) -> Result<Layers, ConfigError> {
+        CommonArgs {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+        .layers()
+    }
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -132,7 +153,7 @@ pub enum ConfigAction {
     /// Validate the configuration and print the effective values (secrets masked).
     Check {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
     },
     /// Print a commented configuration file with every key and its default.
     Template,

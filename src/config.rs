@@ -444,9 +444,9 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(s: &str, min: T, max: T) -> Result<T, String>
+fn parse_number<T>(s: &str, min: T, max: T) -> Result<T, String>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     let n: T = s
         .parse()

@@ -81,6 +81,12 @@ where
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Error::invalid(
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
+        }
         parse(&bytes).map(ApiJson)
     }
 }

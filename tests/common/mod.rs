@@ -1,0 +1,342 @@
+//! Test harness: starts the real `signalbox` binary on 127.0.0.1 port 0 with a temporary data
+//! directory, waits for its "listening on" line, mints tokens with the server's own secret, and
+//! hands out a small JSON HTTP client. The process is killed and the directory removed on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+fn spawn(
+    data_dir: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> (Child, std::net::SocketAddr) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // Keep the developer's own SIGNALBOX_* settings out of tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SIGNALBOX_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start signalbox");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("signalbox did not report its listening address within 30 s");
+    (child, addr.parse().expect("address"))
+}
+
+impl Server {
+    /// Starts a server with extra flags and environment (TURN off unless asked for).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut server = Server::start_in(&data_dir, args, env);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    pub fn start() -> Server {
+        Server::start_with(&["--no-turn"], &[])
+    }
+
+    /// Starts a server on an existing data directory (the caller keeps it alive).
+    pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = spawn(data_dir, &args, &env);
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            env,
+            args,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn(&self.data_dir, &self.args, &self.env);
+        self.child = Some(child);
+        self.addr = addr;
+        self.base = format!("http://{addr}");
+    }
+
+    /// A token signed with the server's generated secret.
+    pub fn token_with(&self, user: &str, admin: bool, ttl_secs: i64) -> String {
+        let secret = std::fs::read_to_string(self.data_dir.join("jwt-secret")).expect("jwt-secret");
+        let tokens = signalbox::auth::Tokens::new(secret.trim().as_bytes());
+        let principal = signalbox::auth::Principal {
+            id: user.into(),
+            name: None,
+            admin,
+        };
+        let now = signalbox::clock::now_ms() / 1000;
+        tokens.mint(&principal, now, ttl_secs).expect("mint")
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.token_with(user, false, 3600)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token_with("admin", true, 3600)
+    }
+
+    pub fn client(&self, user: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: Some(self.token(user)),
+            http: self.http.clone(),
+        }
+    }
+
+    pub fn admin(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: Some(self.admin_token()),
+            http: self.http.clone(),
+        }
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: None,
+            http: self.http.clone(),
+        }
+    }
+
+    /// Opens the SQLite file directly (read-only checks).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_dir.join("signalbox.db")).expect("open db")
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.db()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP client acting as one user.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+/// A response: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.body
+    }
+
+    /// Asserts an error status and code; returns the message.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        let err = if self.body.get("error").is_some() {
+            &self.body["error"]
+        } else {
+            &Value::Null
+        };
+        assert_eq!(
+            err["code"], code,
+            "unexpected error code; body: {}",
+            self.body
+        );
+        err["message"].as_str().expect("error message").to_string()
+    }
+}
+
+impl Client {
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        Self::reply(resp).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body)).await
+    }
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.send(Method::POST, path, None).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+    pub async fn put_empty(&self, path: &str) -> Reply {
+        self.send(Method::PUT, path, None).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Creates a ringing video call to `callee` and returns its id.
+    pub async fn call(&self, callee: &str) -> String {
+        let body = self
+            .post(
+                "/calls",
+                serde_json::json!({ "calleeId": callee, "callType": "video" }),
+            )
+            .await
+            .expect(201);
+        body["callSession"]["id"]
+            .as_str()
+            .expect("call id")
+            .to_string()
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
