@@ -11,6 +11,7 @@ pub mod ops;
 pub mod rooms;
 pub mod video;
 pub mod views;
+pub mod web;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -123,11 +124,11 @@ pub fn router(app: AppState) -> Router {
     let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
     let mut router = routes
         .fallback(|req: Request| async move {
-            Err::<(), _>(Error::NotFound(if req.uri().path().starts_with("/calls") {
-                "call"
-            } else {
-                "route"
-            }))
+            match web::asset(req.method(), req.uri()) {
+                Some(file) => Ok(file),
+                None if req.uri().path().starts_with("/calls") => Err(Error::NotFound("call")),
+                None => Err(Error::NotFound("route")),
+            }
         })
         .layer(middleware::from_fn(video::envelope))
         .layer(middleware::from_fn(json_errors))
