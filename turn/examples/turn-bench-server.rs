@@ -4,6 +4,7 @@
 //! ```text
 //! turn-bench-server --listen 127.0.0.1:3478 --relay-ip 127.0.0.1 --relay-ports 50000-50999 \
 //!     --secret north --allow-peer 127.0.0.0/8 [--tls-listen ADDR --cert PEM --key PEM] [--threads N]
+//!     [--user-quota N] [--total-quota N]
 //! ```
 //! `--listen` serves UDP and TCP on the same address. Stops on SIGINT/SIGTERM (ctrl-c).
 
@@ -15,7 +16,8 @@ use signalbox_turn::{TurnConfig, TurnServer};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: turn-bench-server --listen ADDR --relay-ip IP --relay-ports MIN-MAX --secret S \
-         [--allow-peer CIDR]... [--realm R] [--tls-listen ADDR --cert PEM --key PEM] [--threads N]"
+         [--allow-peer CIDR]... [--realm R] [--tls-listen ADDR --cert PEM --key PEM] [--threads N] \
+         [--user-quota N] [--total-quota N]"
     );
     ExitCode::from(2)
 }
@@ -69,6 +71,8 @@ fn main() -> ExitCode {
                 true
             }
             "--threads" => value.parse().map(|n| threads = n).is_ok(),
+            "--user-quota" => value.parse().map(|n| config.user_quota = n).is_ok(),
+            "--total-quota" => value.parse().map(|n| config.total_quota = n).is_ok(),
             _ => false,
         };
         if !ok {

@@ -1,11 +1,37 @@
 //! signalbox-turn: the STUN/TURN relay engine and TURN REST API credentials.
 //!
-//! Nothing here knows about the signalbox application: the app computes credentials with
-//! [`credentials`], starts a [`TurnServer`] from a [`TurnConfig`], and receives
+//! Nothing here knows about the signalbox application: the app mints credentials with
+//! [`credentials::mint`], starts a [`TurnServer`] from a [`TurnConfig`], and receives
 //! [`UsageEvent`]s. No webrtc-rs type appears in this public API.
 //!
-//! Layout: [`core`] is the sans-IO state machine (time passed in); `io` and `server` are the
-//! tokio shell around it (UDP, TCP, TLS listeners, relay sockets, sweeping, shutdown).
+//! ```no_run
+//! # async fn run() -> Result<(), signalbox_turn::TurnError> {
+//! use signalbox_turn::{credentials, TurnConfig, TurnServer};
+//!
+//! let config = TurnConfig {
+//!     external_ip: Some("203.0.113.10".parse().unwrap()),
+//!     secrets: vec![b"shared secret".to_vec()],
+//!     ..TurnConfig::default()
+//! };
+//! let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
+//! let server = TurnServer::start(config, events_tx).await?;
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.recv().await {
+//!         println!("{event:?}"); // store for analytics, update metrics
+//!     }
+//! });
+//! // For /ice-config: a credential valid for a day.
+//! let cred = credentials::mint(b"shared secret", "alice", 1_700_000_000, 86_400);
+//! println!("{} {}", cred.username, cred.password);
+//! println!("{:?} {:?}", server.local_addrs(), server.stats());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: `core` is the sans-IO state machine (bytes and time in, answers and relay decisions
+//! out); `io` and `server` are the tokio shell around it (UDP, TCP and TLS listeners, relay
+//! sockets, sweeping, shutdown). [`peer_policy`] and [`nonce`] are pure helpers used by the
+//! core.
 
 pub mod config;
 pub(crate) mod core;
@@ -19,9 +45,10 @@ mod server;
 mod stats;
 
 pub use config::TurnConfig;
+pub use core::allocation::{DEFAULT_LIFETIME, MAX_LIFETIME};
+pub use core::permissions::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use core::StateSize;
 pub use error::TurnError;
 pub use events::{Transport, Usage, UsageEvent};
-pub use server::LocalAddrs;
-pub use server::TurnServer;
+pub use server::{LocalAddrs, TurnServer};
 pub use stats::StatsSnapshot;
