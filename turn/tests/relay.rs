@@ -241,3 +241,20 @@ async fn loopback_peers_are_relayed_once_allowed_and_usage_is_reported() {
     assert_eq!(s.server.state_size().allocations, 0);
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_live_allocations_and_reports_them() {
+    let mut s = start(Options::default()).await;
+    let client = UdpClient::new(s.server.local_addrs().udp.unwrap()).await;
+    let r = client.authed(&cred("bob"), allocate_request()).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert!(matches!(
+        s.events.recv().await,
+        Some(UsageEvent::AllocationOpened { .. })
+    ));
+    s.server.shutdown().await;
+    match s.events.recv().await {
+        Some(UsageEvent::AllocationClosed { user, .. }) => assert_eq!(user, "bob"),
+        other => panic!("expected AllocationClosed, got {other:?}"),
+    }
+}

@@ -207,3 +207,38 @@ async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, si
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_ports_come_from_the_range_even_and_exact_on_request() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let range = 43100..=43110;
+        let mut held = Vec::new();
+        for _ in 0..11 {
+            let s = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect("a free port");
+            let port = s.local_addr().expect("addr").port();
+            assert!(range.contains(&port));
+            held.push(s);
+        }
+        let err = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect_err("range exhausted");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(held);
+        let even = bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+            .expect("even port");
+        let port = even.local_addr().expect("addr").port();
+        assert_eq!(port % 2, 0);
+        assert_ne!(
+            port,
+            43109 - 1 + 1,
+            "never the last port when reserving the next"
+        );
+        let next =
+            bind_in_range(ip, &range, PortChoice::Exact(port + 1), 1 << 16).expect("reserved port");
+        assert_eq!(next.local_addr().expect("addr").port(), port + 1);
+        let (lo, hi) = (5, 4);
+        assert!(bind_in_range(ip, &(lo..=hi), PortChoice::Any, 1 << 16).is_err());
+    }
+}
