@@ -3,18 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::http::{self, App, AppState};
 use crate::metrics::Metrics;
-use crate::signaling::call::Action;
-use crate::store::{calls, Store};
+use crate::store::Store;
 
 /// Resolves when the process is asked to stop.
 async fn shutdown_signal() {
@@ -50,40 +47,6 @@ pub fn build_app(config: Config) -> anyhow::Result<AppState> {
     Ok(Arc::new(App::new(config, store, secrets, metrics)))
 }
 
-/// Ends calls that rang longer than the ring timeout (status `missed`, reason `timeout`).
-async fn ring_timeouts(app: AppState, mut stop: watch::Receiver<bool>) {
-    let timeout_ms = i64::try_from(app.config.ring_timeout.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let now = now_ms();
-        let result = app
-            .store
-            .run(move |c| {
-                let mut ended = Vec::new();
-                for id in calls::ringing_before(c, now - timeout_ms)? {
-                    // A call answered meanwhile refuses the timeout; that is fine.
-                    if let Ok((call, _)) = calls::apply_action(c, &id, None, Action::Timeout, now) {
-                        ended.push(call);
-                    }
-                }
-                Ok(ended)
-            })
-            .await;
-        match result {
-            Ok(ended) => {
-                for call in ended {
-                    tracing::info!(call = %call.id, "call missed: ring timeout");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "ring timeout sweep failed"),
-        }
-    }
-}
-
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -100,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sweeper = tokio::spawn(ring_timeouts(app.clone(), stop_rx));
+    let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
     let router = http::router(app.clone());
     axum::serve(
         listener,
@@ -110,7 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("HTTP server failed")?;
     let _ = stop_tx.send(true);
-    let _ = sweeper.await;
+    let _ = timers.await;
     tracing::info!("signalbox stopped");
     Ok(())
 }

@@ -13,10 +13,12 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
-use crate::http::{views, AppState};
+use crate::http::AppState;
 use crate::signaling::call::{Action, CallStatus, CallType};
+use crate::signaling::service::RestChange;
 use crate::store::calls::{self, CallKind, CallRecord, HistoryFilter, MediaChange, NewCall};
 use crate::store::{analytics, rooms};
+use crate::views;
 
 /// Largest page of `GET /calls/history`.
 pub const MAX_HISTORY_LIMIT: u32 = 100;
@@ -86,7 +88,9 @@ async fn act(
 ) -> Result<CallRecord, Error> {
     let id = parse_id(raw_id, "callId")?;
     let now = now_ms();
-    app.store
+    let actor = me.id.clone();
+    let (call, left) = app
+        .store
         .run(move |c| {
             let call = calls::get_visible(c, &id, &me)?;
             // In a room call, hanging up means leaving the room; the room call ends with the last.
@@ -95,12 +99,36 @@ async fn act(
                 && call.role_of(&me.id).is_some()
             {
                 let room_id = call.room_id.clone().ok_or(Error::NotFound("room"))?;
-                rooms::leave(c, &room_id, &me, now)?;
-                return calls::get(c, &id)?.ok_or(Error::NotFound("call"));
+                let left = rooms::leave(c, &room_id, &me, now)?;
+                let call = calls::get(c, &id)?.ok_or(Error::NotFound("call"))?;
+                return Ok((call, Some((left.room.id, left.peer_id))));
             }
-            calls::apply_action(c, &id, Some(&me), action, now).map(|(call, _)| call)
+            calls::apply_action(c, &id, Some(&me), action, now).map(|(call, _)| (call, None))
         })
-        .await
+        .await?;
+    let change = match (&left, action) {
+        (Some((room_id, peer_id)), _) => RestChange::RoomLeft { room_id, peer_id },
+        (None, Action::Accept) => RestChange::Accepted,
+        (None, Action::Reject) => RestChange::Ended {
+            actor: &actor,
+            notice: "call-reject",
+        },
+        (None, _) => RestChange::Ended {
+            actor: &actor,
+            notice: "call-hangup",
+        },
+    };
+    app.signaling.rest_changed(&call, change);
+    if left.is_some() && call.status.is_final() {
+        app.signaling.rest_changed(
+            &call,
+            RestChange::Ended {
+                actor: &actor,
+                notice: "call-hangup",
+            },
+        );
+    }
+    Ok(call)
 }
 
 /// Accept a ringing call (callee only).
@@ -166,9 +194,14 @@ async fn media(
 ) -> Result<CallRecord, Error> {
     let id = parse_id(raw_id, "callId")?;
     let now = now_ms();
-    app.store
+    let actor = me.id.clone();
+    let call = app
+        .store
         .run(move |c| calls::set_media(c, &id, &me, &change, kind, now))
-        .await
+        .await?;
+    app.signaling
+        .rest_changed(&call, RestChange::Media { actor: &actor });
+    Ok(call)
 }
 
 /// Mute or unmute your microphone in a call.

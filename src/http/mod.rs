@@ -9,8 +9,9 @@ pub mod extract;
 pub mod ice;
 pub mod ops;
 pub mod rooms;
+pub mod rtc;
+pub mod socketio;
 pub mod video;
-pub mod views;
 pub mod web;
 
 use std::net::IpAddr;
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::secrets::Secrets;
+use crate::signaling::service::Signaling;
 use crate::store::Store;
 
 /// Everything handlers share.
@@ -44,6 +46,7 @@ pub struct App {
     pub secrets: Secrets,
     pub metrics: Metrics,
     pub login_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub signaling: Arc<Signaling>,
 }
 
 pub type AppState = Arc<App>;
@@ -53,6 +56,7 @@ impl App {
         let per_minute = std::num::NonZeroU32::new(config.login_rate_per_minute)
             .unwrap_or(std::num::NonZeroU32::MIN);
         App {
+            signaling: Signaling::new(store.clone(), config.ring_timeout, config.reconnect_grace),
             tokens: Tokens::new(&secrets.jwt),
             login_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             config,
@@ -115,6 +119,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
+        .routes(routes!(rtc::rtc))
         .split_for_parts()
 }
 
@@ -135,6 +140,7 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(Extension(doc))
+        .layer(socketio::layer(app.clone()))
         .with_state(app.clone());
     if !app.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = app

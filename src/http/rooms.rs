@@ -11,8 +11,11 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
-use crate::http::{views, AppState};
+use crate::http::AppState;
+use crate::signaling::service::RestChange;
+use crate::store::calls;
 use crate::store::rooms::{self, NewRoom};
+use crate::views;
 
 /// Bounds of `maxParticipants` (a mesh call beyond a dozen peers is not usable anyway).
 pub const MAX_PARTICIPANTS: u32 = 16;
@@ -133,9 +136,27 @@ pub async fn leave_room(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
     let now = now_ms();
-    app.store
+    let actor = me.id.clone();
+    let left = app
+        .store
         .run(move |c| rooms::leave(c, &id, &me, now))
         .await?;
+    if let Some(call_id) = left.call_id.clone() {
+        if let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? {
+            let (room_id, peer_id) = (left.room.id.as_str(), left.peer_id.as_str());
+            app.signaling
+                .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
+            if left.call_ended {
+                app.signaling.rest_changed(
+                    &call,
+                    RestChange::Ended {
+                        actor: &actor,
+                        notice: "call-hangup",
+                    },
+                );
+            }
+        }
+    }
     Ok(Json(json!({ "message": "Left room" })))
 }
 
@@ -151,8 +172,26 @@ pub async fn delete_room(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
     let now = now_ms();
-    app.store
+    let actor = me.id.clone();
+    let room = app
+        .store
         .run(move |c| rooms::delete(c, &id, &me, now))
         .await?;
+    if let Some(call_id) = room.call_id.clone() {
+        if let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? {
+            for peer in &room.peers {
+                let (room_id, peer_id) = (room.id.as_str(), peer.peer_id.as_str());
+                app.signaling
+                    .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
+            }
+            app.signaling.rest_changed(
+                &call,
+                RestChange::Ended {
+                    actor: &actor,
+                    notice: "call-hangup",
+                },
+            );
+        }
+    }
     Ok(Json(json!({ "message": "Room deleted" })))
 }

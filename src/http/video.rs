@@ -15,9 +15,11 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, ApiJson, Auth};
-use crate::http::{views, AppState};
-use crate::signaling::call::{Action, CallType};
+use crate::http::AppState;
+use crate::signaling::call::{Action, CallStatus, CallType};
+use crate::signaling::service::RestChange;
 use crate::store::calls::{self, NewCall};
+use crate::views;
 
 pub const PREFIX: &str = "/api/video/";
 
@@ -79,10 +81,25 @@ pub async fn join(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
     let now = now_ms();
+    let was_active = {
+        let (id, me) = (id.clone(), me.clone());
+        app.store
+            .run(move |c| {
+                let call = calls::get(c, &id)?;
+                Ok(call.is_some_and(|call| {
+                    call.status == CallStatus::Active
+                        && call.callee_id.as_deref() == Some(me.id.as_str())
+                }))
+            })
+            .await?
+    };
     let call = app
         .store
         .run(move |c| calls::join_as_guest(c, &id, &me, now))
         .await?;
+    if !was_active {
+        app.signaling.rest_changed(&call, RestChange::Accepted);
+    }
     Ok(ok(&call))
 }
 
@@ -98,10 +115,18 @@ pub async fn end(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
     let now = now_ms();
+    let actor = me.id.clone();
     let (call, _) = app
         .store
         .run(move |c| calls::apply_action(c, &id, Some(&me), Action::Hangup, now))
         .await?;
+    app.signaling.rest_changed(
+        &call,
+        RestChange::Ended {
+            actor: &actor,
+            notice: "call-hangup",
+        },
+    );
     Ok(ok(&call))
 }
 

@@ -566,3 +566,62 @@ pub fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Err
     let rows = stmt.query_map([cutoff], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Ringing and active calls `user` takes part in, newest first (for `welcome`).
+pub fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE status IN ('ringing', 'active') AND EXISTS
+           (SELECT 1 FROM call_participants p WHERE p.call_id = calls.id AND p.user_id = ?1 AND p.left_at IS NULL)
+         ORDER BY created_at DESC LIMIT 50"
+    ))?;
+    let mut calls = stmt
+        .query_map([user], row_to_call)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for call in &mut calls {
+        call.participants = participants(conn, &call.id)?;
+    }
+    Ok(calls)
+}
+
+/// Makes an existing call (created over REST) ready to ring `callee`: the caller must be
+/// `caller`, the call ringing and direct; a host-only call (seed 000) gets `callee` as guest.
+pub fn prepare_to_ring(
+    conn: &mut Connection,
+    id: &str,
+    caller: &Principal,
+    callee: &str,
+) -> Result<CallRecord, Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let call = get_visible(&tx, id, caller)?;
+    if call.caller_id != caller.id || call.kind != CallKind::Direct {
+        return Err(Error::forbidden(
+            "only the caller of a direct call can ring it",
+        ));
+    }
+    if call.status != CallStatus::Ringing {
+        return Err(Error::conflict(
+            "call_ended",
+            format!("the call is already {}", call.status),
+        ));
+    }
+    match call.callee_id.as_deref() {
+        Some(c) if c == callee => {}
+        Some(_) => {
+            return Err(Error::conflict(
+                "callee_mismatch",
+                "the call was created for another callee",
+            ))
+        }
+        None => {
+            let video = call.call_type == CallType::Video;
+            tx.execute(
+                "UPDATE calls SET callee_id = ?2 WHERE id = ?1",
+                params![id, callee],
+            )?;
+            insert_participant(&tx, id, callee, Role::Callee, None, video)?;
+        }
+    }
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    tx.commit()?;
+    Ok(call)
+}

@@ -1,4 +1,4 @@
-//! The JSON shapes of calls and rooms: seed 001's camelCase `callSession` and `room`, and seed
+//! The JSON shapes of calls and rooms, shared by REST and the sockets: seed 001's camelCase `callSession` and `room`, and seed
 //! 000's snake_case call object. One place, so every endpoint shows the same fields.
 
 use serde_json::{json, Value};

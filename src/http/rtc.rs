@@ -1,0 +1,181 @@
+//! `GET /rtc`: seed 001's native WebSocket. Authenticates before the upgrade (401 otherwise),
+//! sends `welcome`, then turns JSON text frames into [`ClientMessage`]s for the signaling
+//! service and writes its events back. Heartbeat: a WebSocket ping every 15 s; a connection
+//! silent for 45 s is closed and handled as a drop. Per-connection size and rate limits answer
+//! with `error` frames and keep the connection.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use serde_json::{json, Value};
+
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::http::extract::bearer;
+use crate::http::AppState;
+use crate::signaling::wire;
+
+/// Largest JSON message accepted (an SDP with many candidates fits easily).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Frames above this are a protocol violation: the connection is closed with 1009.
+const MAX_TRANSPORT_BYTES: usize = 1024 * 1024;
+const PING_EVERY: Duration = Duration::from_secs(15);
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// Sustained messages per second per connection, and the burst allowed above it.
+const RATE_PER_SECOND: u32 = 100;
+const RATE_BURST: u32 = 300;
+
+/// Upgrade to the signaling WebSocket (`?token=` or `Authorization: Bearer`).
+#[utoipa::path(get, path = "/rtc", tag = "signaling",
+    params(("token" = Option<String>, Query, description = "bearer token (or the Authorization header)")),
+    responses((status = 101, description = "WebSocket: see README, /rtc protocol"), (status = 401)))]
+pub async fn rtc(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Error> {
+    let token = match query.get("token") {
+        Some(t) => t.as_str(),
+        None => bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )?,
+    };
+    let me = app.tokens.verify(token)?;
+    let ws = ws.map_err(|e| {
+        Error::invalid(
+            "websocket_required",
+            format!("/rtc is a WebSocket endpoint: {e}"),
+        )
+    })?;
+    Ok(ws
+        .max_message_size(MAX_TRANSPORT_BYTES)
+        .max_frame_size(MAX_TRANSPORT_BYTES)
+        .on_upgrade(move |socket| connection(app, socket, me)))
+}
+
+fn error_frame(id: Option<&Value>, e: &Error) -> Message {
+    if let Error::Internal(detail) = e {
+        tracing::error!(%detail, "internal error in /rtc");
+    }
+    let mut v = json!({ "type": "error", "code": e.code(), "message": e.to_string() });
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+async fn connection(app: AppState, socket: WebSocket, me: Principal) {
+    let signaling = app.signaling.clone();
+    let (session, mut outbox) = signaling.open_session(&me.id);
+    let (mut sink, mut stream) = socket.split();
+    let limiter = RateLimiter::direct(
+        Quota::per_second(NonZeroU32::new(RATE_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(RATE_BURST).unwrap_or(NonZeroU32::MIN)),
+    );
+    let mut last_heard = Instant::now();
+    let mut last_rate_error: Option<Instant> = None;
+    let mut heartbeat = tokio::time::interval(PING_EVERY);
+    heartbeat.reset();
+
+    let welcome = match signaling.welcome(session, &me).await {
+        Ok(w) => text(w.to_rtc_json()),
+        Err(e) => error_frame(None, &e),
+    };
+    let mut open = sink.send(welcome).await.is_ok();
+
+    while open {
+        tokio::select! {
+            incoming = stream.next() => {
+                let Some(Ok(msg)) = incoming else {
+                    // Closed, reset, or a frame over the transport limit.
+                    if let Some(Err(e)) = incoming {
+                        tracing::debug!(error = %e, session, "rtc connection error");
+                        if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
+                            let _ = sink.send(Message::Close(Some(CloseFrame { code: 1009, reason: "message too big".into() }))).await;
+                        }
+                    }
+                    break;
+                };
+                last_heard = Instant::now();
+                let frame = match msg {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        let e = Error::invalid("invalid_message", "binary frames are not supported; send JSON text");
+                        open = sink.send(error_frame(None, &e)).await.is_ok();
+                        continue;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if frame.len() > MAX_MESSAGE_BYTES {
+                    let e = Error::invalid("message_too_large", format!("messages are limited to {MAX_MESSAGE_BYTES} bytes"));
+                    open = sink.send(error_frame(None, &e)).await.is_ok();
+                    continue;
+                }
+                if limiter.check().is_err() {
+                    // One error per second at most: a flood must not make us flood back.
+                    if last_rate_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_rate_error = Some(Instant::now());
+                        let e = Error::RateLimited(1);
+                        open = sink.send(error_frame(None, &e)).await.is_ok();
+                    }
+                    continue;
+                }
+                let parsed = wire::parse(frame.as_str());
+                let id = parsed.id;
+                let result = match parsed.message {
+                    Ok(msg) => signaling.handle(session, &me, msg).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(reply) => {
+                        let mut body = reply.body;
+                        if !body.is_object() {
+                            body = json!({});
+                        }
+                        body["type"] = Value::String(reply.kind.into());
+                        if let Some(id) = &id {
+                            body["id"] = id.clone();
+                        }
+                        open = sink.send(text(body.to_string())).await.is_ok();
+                        signaling.dispatch(reply.then);
+                    }
+                    Err(e) => open = sink.send(error_frame(id.as_ref(), &e)).await.is_ok(),
+                }
+            }
+            event = outbox.recv() => {
+                match event {
+                    Some(event) => open = sink.send(text(event.to_rtc_json())).await.is_ok(),
+                    None => {
+                        // The service closed our outbox: we were not reading fast enough.
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: events were dropped".into() }))).await;
+                        break;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() >= SILENCE_LIMIT {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "heartbeat timeout".into() }))).await;
+                    break;
+                }
+                open = sink.send(Message::Ping(Default::default())).await.is_ok();
+            }
+        }
+    }
+    signaling.close_session(session).await;
+}

@@ -1,0 +1,924 @@
+//! The live side of calls, sans-IO: who is connected on which sessions, which session speaks
+//! for each side of a live call, who is in which room under which peer id, ring deadlines and
+//! disconnect grace. Inputs are method calls with `now` passed in; outputs are [`Output`]s
+//! (deliver this event to that session; this call must end for this reason) that the shell
+//! carries out. Call *status* lives in the database and changes only through
+//! [`crate::signaling::call::transition`]; this type only routes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::signaling::call::Action;
+use crate::signaling::event::Event;
+
+/// A connection (a `/rtc` WebSocket or a Socket.IO socket).
+pub type SessionId = u64;
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `event` to `to`.
+    Deliver { to: SessionId, event: Arc<Event> },
+    /// End the call for a server reason (timeout, disconnect); the shell persists the
+    /// transition and then reports it with [`Switchboard::ended`].
+    Expire { call_id: String, action: Action },
+    /// A dropped connection's peer left a room; the shell persists the leave.
+    RoomLeft { room_id: String, user: String },
+}
+
+#[derive(Debug)]
+struct Session {
+    user: String,
+    /// Set when the connection dropped; the session lingers for the grace period.
+    dropped_at: Option<Instant>,
+    /// Rooms this session is in, as (room id, peer id).
+    rooms: Vec<(String, String)>,
+}
+
+/// A 1:1 call being rung or in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    pub id: String,
+    pub caller: String,
+    pub callee: String,
+    pub active: bool,
+    ring_deadline: Option<Instant>,
+    caller_session: Option<SessionId>,
+    callee_session: Option<SessionId>,
+}
+
+#[derive(Debug, Default)]
+struct LiveRoom {
+    call_id: String,
+    /// peer id → (session, user)
+    peers: BTreeMap<String, (SessionId, String)>,
+}
+
+/// The routing state.
+#[derive(Debug)]
+pub struct Switchboard {
+    ring_timeout: Duration,
+    grace: Duration,
+    sessions: HashMap<SessionId, Session>,
+    by_user: HashMap<String, Vec<SessionId>>,
+    calls: HashMap<String, LiveCall>,
+    rooms: HashMap<String, LiveRoom>,
+}
+
+fn deliver(out: &mut Vec<Output>, to: SessionId, event: &Arc<Event>) {
+    out.push(Output::Deliver {
+        to,
+        event: event.clone(),
+    });
+}
+
+impl Switchboard {
+    pub fn new(ring_timeout: Duration, grace: Duration) -> Self {
+        Switchboard {
+            ring_timeout,
+            grace,
+            sessions: HashMap::new(),
+            by_user: HashMap::new(),
+            calls: HashMap::new(),
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// A new connection for `user`.
+    pub fn connect(&mut self, session: SessionId, user: &str) {
+        self.sessions.insert(
+            session,
+            Session {
+                user: user.to_string(),
+                dropped_at: None,
+                rooms: Vec::new(),
+            },
+        );
+        self.by_user
+            .entry(user.to_string())
+            .or_default()
+            .push(session);
+    }
+
+    /// Connected (not dropped) sessions of a user.
+    pub fn sessions_of(&self, user: &str) -> Vec<SessionId> {
+        self.by_user
+            .get(user)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| {
+                        self.sessions
+                            .get(id)
+                            .is_some_and(|s| s.dropped_at.is_none())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// True while the user has any session, connected or within its grace period.
+    pub fn reachable(&self, user: &str) -> bool {
+        self.by_user.get(user).is_some_and(|ids| !ids.is_empty())
+    }
+
+    pub fn user_of(&self, session: SessionId) -> Option<&str> {
+        self.sessions.get(&session).map(|s| s.user.as_str())
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn call(&self, call_id: &str) -> Option<&LiveCall> {
+        self.calls.get(call_id)
+    }
+
+    /// A connection dropped: its rooms are left at once (mesh peers cannot use a dead peer);
+    /// its calls wait for the grace period (see [`Switchboard::tick`]).
+    pub fn disconnect(&mut self, session: SessionId, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return out;
+        };
+        s.dropped_at = Some(now);
+        let user = s.user.clone();
+        let rooms = std::mem::take(&mut s.rooms);
+        for (room_id, peer_id) in rooms {
+            out.extend(self.remove_peer(&room_id, &peer_id));
+            out.push(Output::RoomLeft {
+                room_id,
+                user: user.clone(),
+            });
+        }
+        let has_calls = self
+            .calls
+            .values()
+            .any(|c| c.caller_session == Some(session) || c.callee_session == Some(session));
+        if !has_calls {
+            self.forget(session);
+        }
+        out
+    }
+
+    fn forget(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            if let Some(ids) = self.by_user.get_mut(&s.user) {
+                ids.retain(|id| *id != session);
+                if ids.is_empty() {
+                    self.by_user.remove(&s.user);
+                }
+            }
+        }
+    }
+
+    /// A ringing call between `a` (as callee) and `b` (as caller), for glare detection.
+    pub fn ringing_from(&self, caller: &str, callee: &str) -> Option<&LiveCall> {
+        self.calls
+            .values()
+            .find(|c| !c.active && c.caller == caller && c.callee == callee)
+    }
+
+    /// The live call between two users, newest wins when there are several.
+    pub fn call_between(&self, a: &str, b: &str) -> Option<&LiveCall> {
+        self.calls
+            .values()
+            .find(|c| (c.caller == a && c.callee == b) || (c.caller == b && c.callee == a))
+    }
+
+    /// Starts ringing: `invite` goes to every connected session of the callee.
+    pub fn ring(
+        &mut self,
+        call_id: &str,
+        caller: &str,
+        callee: &str,
+        caller_session: Option<SessionId>,
+        invite: Event,
+        now: Instant,
+    ) -> Vec<Output> {
+        self.calls.insert(
+            call_id.to_string(),
+            LiveCall {
+                id: call_id.to_string(),
+                caller: caller.to_string(),
+                callee: callee.to_string(),
+                active: false,
+                ring_deadline: Some(now + self.ring_timeout),
+                caller_session,
+                callee_session: None,
+            },
+        );
+        let invite = Arc::new(invite);
+        let mut out = Vec::new();
+        for s in self.sessions_of(callee) {
+            deliver(&mut out, s, &invite);
+        }
+        out
+    }
+
+    /// Registers a call known only to the database (created over REST, or before a restart).
+    pub fn adopt(&mut self, call_id: &str, caller: &str, callee: &str, active: bool) {
+        self.calls
+            .entry(call_id.to_string())
+            .or_insert_with(|| LiveCall {
+                id: call_id.to_string(),
+                caller: caller.to_string(),
+                callee: callee.to_string(),
+                active,
+                ring_deadline: None,
+                caller_session: None,
+                callee_session: None,
+            });
+    }
+
+    /// Sessions that should receive what `user`'s side of a call is sent: the session bound to
+    /// that side, or every connected session of the user while none is bound.
+    fn side_sessions(&self, call: &LiveCall, user: &str) -> Vec<SessionId> {
+        let bound = if user == call.caller {
+            call.caller_session
+        } else {
+            call.callee_session
+        };
+        match bound {
+            Some(s)
+                if self
+                    .sessions
+                    .get(&s)
+                    .is_some_and(|x| x.dropped_at.is_none()) =>
+            {
+                vec![s]
+            }
+            _ => self.sessions_of(user),
+        }
+    }
+
+    /// The callee accepted (on `session`, or over REST when `None`): the caller is told, the
+    /// callee's other devices stop ringing with `call-accepted-elsewhere`.
+    pub fn accepted(&mut self, call_id: &str, session: Option<SessionId>) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return out;
+        };
+        call.active = true;
+        call.ring_deadline = None;
+        if session.is_some() {
+            call.callee_session = session;
+        }
+        let call = call.clone();
+        let accept = Arc::new(Event::new(
+            "call-accept",
+            json!({ "callId": call.id, "from": call.callee }),
+        ));
+        for s in self.side_sessions(&call, &call.caller) {
+            deliver(&mut out, s, &accept);
+        }
+        let elsewhere = Arc::new(Event::new(
+            "call-accepted-elsewhere",
+            json!({ "callId": call.id }),
+        ));
+        for s in self.sessions_of(&call.callee) {
+            if Some(s) != session {
+                deliver(&mut out, s, &elsewhere);
+            }
+        }
+        out
+    }
+
+    /// Forwards a signaling message (`call-answer`, `ice-candidate`, `call-sdp-update`,
+    /// `media-state`, `call-hangup`, `call-reject`) from `user` on `session` to the other side of
+    /// a 1:1 call. The sender's session becomes the one speaking for its side (this is how a
+    /// reconnected client resumes a call). `to`, when given, must name the other user.
+    pub fn forward(
+        &mut self,
+        call_id: &str,
+        session: SessionId,
+        user: &str,
+        to: Option<&str>,
+        kind: &'static str,
+        mut body: serde_json::Map<String, Value>,
+    ) -> Result<Vec<Output>, Error> {
+        let call = self.calls.get_mut(call_id).ok_or(Error::NotFound("call"))?;
+        let other = if user == call.caller {
+            call.caller_session = Some(session);
+            call.callee.clone()
+        } else if user == call.callee {
+            if call.active {
+                call.callee_session = Some(session);
+            }
+            call.caller.clone()
+        } else {
+            return Err(Error::NotFound("call"));
+        };
+        if let Some(to) = to {
+            if to != other {
+                return Err(Error::invalid(
+                    "invalid_field",
+                    format!("to: `{to}` is not the other side of this call"),
+                ));
+            }
+        }
+        let call = call.clone();
+        body.insert("callId".into(), Value::String(call.id.clone()));
+        body.insert("from".into(), Value::String(user.to_string()));
+        let event = Arc::new(Event { kind, body });
+        let mut out = Vec::new();
+        for s in self.side_sessions(&call, &other) {
+            deliver(&mut out, s, &event);
+        }
+        Ok(out)
+    }
+
+    /// A call reached a final status: `notice` (e.g. `call-hangup`) goes to the other side of
+    /// `actor`, then `call-ended` to every session of every participant, and the call is dropped.
+    pub fn ended(
+        &mut self,
+        call_id: &str,
+        participants: &[String],
+        reason: &str,
+        notice: Option<(&str, Event)>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let live = self.calls.remove(call_id);
+        if let (Some((actor, notice)), Some(call)) = (notice, &live) {
+            let other = if actor == call.caller {
+                &call.callee
+            } else {
+                &call.caller
+            };
+            let notice = Arc::new(notice);
+            for s in self.side_sessions(call, other) {
+                deliver(&mut out, s, &notice);
+            }
+        }
+        let ended = Arc::new(Event::new(
+            "call-ended",
+            json!({ "callId": call_id, "reason": reason }),
+        ));
+        for user in participants {
+            for s in self.sessions_of(user) {
+                deliver(&mut out, s, &ended);
+            }
+        }
+        self.forget_dropped();
+        out
+    }
+
+    /// Sends an event to every connected session of a user (REST-originated changes).
+    pub fn notify(&self, user: &str, event: Event) -> Vec<Output> {
+        let event = Arc::new(event);
+        let mut out = Vec::new();
+        for s in self.sessions_of(user) {
+            deliver(&mut out, s, &event);
+        }
+        out
+    }
+
+    /// `session` entered a room's mesh as `peer_id`: the others get `room-peer-joined`.
+    /// Returns the peers already there as (peer id, user).
+    pub fn room_join(
+        &mut self,
+        room_id: &str,
+        call_id: &str,
+        peer_id: &str,
+        session: SessionId,
+    ) -> (Vec<(String, String)>, Vec<Output>) {
+        let mut out = Vec::new();
+        let Some(user) = self.user_of(session).map(str::to_string) else {
+            return (Vec::new(), out);
+        };
+        let room = self.rooms.entry(room_id.to_string()).or_default();
+        room.call_id = call_id.to_string();
+        let existing: Vec<(String, String)> = room
+            .peers
+            .iter()
+            .filter(|(p, _)| p.as_str() != peer_id)
+            .map(|(p, (_, u))| (p.clone(), u.clone()))
+            .collect();
+        let sessions: Vec<SessionId> = room
+            .peers
+            .iter()
+            .filter(|(p, _)| p.as_str() != peer_id)
+            .map(|(_, (s, _))| *s)
+            .collect();
+        let rejoin = room
+            .peers
+            .insert(peer_id.to_string(), (session, user.clone()))
+            .is_some();
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if !s.rooms.iter().any(|(r, _)| r == room_id) {
+                s.rooms.push((room_id.to_string(), peer_id.to_string()));
+            }
+        }
+        if !rejoin {
+            let joined = Arc::new(Event::new(
+                "room-peer-joined",
+                json!({ "roomId": room_id, "peerId": peer_id, "userId": user }),
+            ));
+            for s in sessions {
+                deliver(&mut out, s, &joined);
+            }
+        }
+        (existing, out)
+    }
+
+    fn remove_peer(&mut self, room_id: &str, peer_id: &str) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return out;
+        };
+        let Some((_, user)) = room.peers.remove(peer_id) else {
+            return out;
+        };
+        let left = Arc::new(Event::new(
+            "room-peer-left",
+            json!({ "roomId": room_id, "peerId": peer_id, "userId": user }),
+        ));
+        for (s, _) in room.peers.values() {
+            deliver(&mut out, *s, &left);
+        }
+        if room.peers.is_empty() {
+            self.rooms.remove(room_id);
+        }
+        out
+    }
+
+    /// A peer left a room (explicitly or over REST): the others get `room-peer-left`.
+    pub fn room_leave(&mut self, room_id: &str, peer_id: &str) -> Vec<Output> {
+        for s in self.sessions.values_mut() {
+            s.rooms.retain(|(r, p)| !(r == room_id && p == peer_id));
+        }
+        self.remove_peer(room_id, peer_id)
+    }
+
+    /// The room's peer bound to `session`, if any.
+    pub fn peer_of(&self, room_call_id: &str, session: SessionId) -> Option<(String, String)> {
+        let room = self.rooms.iter().find(|(_, r)| r.call_id == room_call_id)?;
+        room.1
+            .peers
+            .iter()
+            .find(|(_, (s, _))| *s == session)
+            .map(|(p, _)| (room.0.clone(), p.clone()))
+    }
+
+    /// Forwards a message inside a room's mesh from the sender's peer to peer `to`.
+    pub fn forward_in_room(
+        &self,
+        call_id: &str,
+        session: SessionId,
+        to: Option<&str>,
+        kind: &'static str,
+        mut body: serde_json::Map<String, Value>,
+    ) -> Result<Vec<Output>, Error> {
+        let (room_id, from_peer) = self
+            .peer_of(call_id, session)
+            .ok_or(Error::NotFound("call"))?;
+        let to = to.ok_or_else(|| {
+            Error::invalid("invalid_field", "to: the peer id is required inside a room")
+        })?;
+        let room = self.rooms.get(&room_id).ok_or(Error::NotFound("call"))?;
+        let (target, _) = room.peers.get(to).ok_or_else(|| {
+            Error::invalid("unknown_peer", format!("to: no peer `{to}` in this room"))
+        })?;
+        let from = self.user_of(session).unwrap_or_default().to_string();
+        body.insert("callId".into(), Value::String(call_id.to_string()));
+        body.insert("from".into(), Value::String(from));
+        body.insert("fromPeer".into(), Value::String(from_peer));
+        let mut out = Vec::new();
+        deliver(&mut out, *target, &Arc::new(Event { kind, body }));
+        Ok(out)
+    }
+
+    /// Is this call a room call the switchboard knows?
+    pub fn is_room_call(&self, call_id: &str) -> bool {
+        self.rooms.values().any(|r| r.call_id == call_id)
+    }
+
+    /// Advances time: ringing calls past their deadline expire (`Timeout`); sessions dropped
+    /// longer than the grace period end the calls they spoke for (`Disconnect`) and are removed.
+    pub fn tick(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        for call in self.calls.values_mut() {
+            if call.ring_deadline.is_some_and(|d| now >= d) {
+                call.ring_deadline = None;
+                out.push(Output::Expire {
+                    call_id: call.id.clone(),
+                    action: Action::Timeout,
+                });
+            }
+        }
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.dropped_at
+                    .is_some_and(|t| now.duration_since(t) >= self.grace)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for session in expired {
+            let user = self.user_of(session).unwrap_or_default().to_string();
+            let others = self.sessions_of(&user);
+            for call in self.calls.values_mut() {
+                let mine = if call.caller == user {
+                    &mut call.caller_session
+                } else if call.callee == user {
+                    &mut call.callee_session
+                } else {
+                    continue;
+                };
+                if *mine != Some(session) {
+                    continue;
+                }
+                // A ringing caller whose user is still connected elsewhere keeps ringing.
+                if !call.active && !others.is_empty() {
+                    *mine = None;
+                    continue;
+                }
+                *mine = None;
+                out.push(Output::Expire {
+                    call_id: call.id.clone(),
+                    action: Action::Disconnect,
+                });
+            }
+            self.forget(session);
+        }
+        out
+    }
+
+    /// Removes dropped sessions no call refers to any more.
+    fn forget_dropped(&mut self) {
+        let idle: Vec<SessionId> =
+            self.sessions
+                .iter()
+                .filter(|(id, s)| {
+                    s.dropped_at.is_some()
+                        && !self.calls.values().any(|c| {
+                            c.caller_session == Some(**id) || c.callee_session == Some(**id)
+                        })
+                })
+                .map(|(id, _)| *id)
+                .collect();
+        for id in idle {
+            self.forget(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::call::{transition, Actor, CallStatus, EndReason, Role};
+
+    const RING: Duration = Duration::from_secs(45);
+    const GRACE: Duration = Duration::from_secs(20);
+
+    fn board() -> Switchboard {
+        Switchboard::new(RING, GRACE)
+    }
+
+    fn invite(call: &str) -> Event {
+        Event::new(
+            "call-initiate",
+            json!({ "callId": call, "from": "alice", "callType": "video" }),
+        )
+    }
+
+    fn delivered(out: &[Output]) -> Vec<(SessionId, &'static str)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Deliver { to, event } => Some((*to, event.kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn body(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn ring_accept_answer_hangup() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        let out = b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        assert_eq!(delivered(&out), vec![(2, "call-initiate")]);
+        // Pure rules: the callee may accept a ringing call.
+        let t = transition(
+            CallStatus::Ringing,
+            Actor::Participant(Role::Callee),
+            Action::Accept,
+        )
+        .expect("accept");
+        assert_eq!(t.to, CallStatus::Active);
+        assert_eq!(
+            delivered(&b.accepted("c1", Some(2))),
+            vec![(1, "call-accept")]
+        );
+        let out = b
+            .forward(
+                "c1",
+                2,
+                "bob",
+                None,
+                "call-answer",
+                body(json!({"sdp": {"type": "answer"}})),
+            )
+            .expect("fwd");
+        assert_eq!(delivered(&out), vec![(1, "call-answer")]);
+        if let Output::Deliver { event, .. } = &out[0] {
+            assert_eq!(
+                event.get("from"),
+                Some(&json!("bob")),
+                "from is stamped by the server"
+            );
+        }
+        let out = b
+            .forward(
+                "c1",
+                1,
+                "alice",
+                Some("bob"),
+                "ice-candidate",
+                body(json!({"candidate": null})),
+            )
+            .expect("fwd");
+        assert_eq!(delivered(&out), vec![(2, "ice-candidate")]);
+        let notice = Event::new("call-hangup", json!({"callId": "c1", "from": "alice"}));
+        let out = b.ended(
+            "c1",
+            &["alice".into(), "bob".into()],
+            "hangup",
+            Some(("alice", notice)),
+        );
+        assert_eq!(
+            delivered(&out),
+            vec![(2, "call-hangup"), (1, "call-ended"), (2, "call-ended")]
+        );
+        assert!(b.call("c1").is_none());
+    }
+
+    #[test]
+    fn reject_and_caller_cancel_while_ringing() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        let t = transition(
+            CallStatus::Ringing,
+            Actor::Participant(Role::Callee),
+            Action::Reject,
+        )
+        .expect("reject");
+        assert_eq!(t.reason, Some(EndReason::Rejected));
+        let out = b.ended(
+            "c1",
+            &["alice".into(), "bob".into()],
+            "rejected",
+            Some(("bob", Event::new("call-reject", json!({})))),
+        );
+        assert_eq!(delivered(&out)[0], (1, "call-reject"));
+
+        b.ring("c2", "alice", "bob", Some(1), invite("c2"), now);
+        let t = transition(
+            CallStatus::Ringing,
+            Actor::Participant(Role::Caller),
+            Action::Hangup,
+        )
+        .expect("cancel");
+        assert_eq!(
+            (t.to, t.reason),
+            (CallStatus::Cancelled, Some(EndReason::Cancelled))
+        );
+        let out = b.ended(
+            "c2",
+            &["alice".into(), "bob".into()],
+            "cancelled",
+            Some(("alice", Event::new("call-hangup", json!({})))),
+        );
+        assert_eq!(
+            delivered(&out),
+            vec![(2, "call-hangup"), (1, "call-ended"), (2, "call-ended")]
+        );
+    }
+
+    #[test]
+    fn ringing_times_out() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        assert!(b.tick(now + RING - Duration::from_millis(1)).is_empty());
+        let out = b.tick(now + RING);
+        assert_eq!(
+            out,
+            vec![Output::Expire {
+                call_id: "c1".into(),
+                action: Action::Timeout
+            }]
+        );
+        assert!(b.tick(now + RING * 2).is_empty(), "expires once");
+        let t = transition(CallStatus::Ringing, Actor::System, Action::Timeout).expect("timeout");
+        assert_eq!(t.to, CallStatus::Missed);
+        // Once answered, the deadline is gone.
+        b.ring("c2", "alice", "bob", Some(1), invite("c2"), now);
+        b.accepted("c2", Some(2));
+        assert!(b.tick(now + RING * 3).is_empty());
+    }
+
+    #[test]
+    fn glare_is_detected() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        // Bob calls Alice at the same moment: the shell sees the ringing call the other way.
+        assert_eq!(
+            b.ringing_from("alice", "bob").map(|c| c.id.as_str()),
+            Some("c1")
+        );
+        assert!(b.ringing_from("bob", "alice").is_none());
+    }
+
+    #[test]
+    fn first_device_to_accept_wins() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.connect(3, "bob");
+        let out = b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        assert_eq!(
+            delivered(&out),
+            vec![(2, "call-initiate"), (3, "call-initiate")]
+        );
+        let out = b.accepted("c1", Some(3));
+        assert_eq!(
+            delivered(&out),
+            vec![(1, "call-accept"), (2, "call-accepted-elsewhere")]
+        );
+        // From now on only device 3 hears from the caller.
+        let out = b
+            .forward("c1", 1, "alice", None, "ice-candidate", body(json!({})))
+            .expect("fwd");
+        assert_eq!(delivered(&out), vec![(3, "ice-candidate")]);
+        // The database refuses the second accept (already_active); the pure rule says so too.
+        assert!(transition(
+            CallStatus::Active,
+            Actor::Participant(Role::Callee),
+            Action::Accept
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn outsiders_cannot_signal_a_call() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.connect(9, "mallory");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        let err = b
+            .forward("c1", 9, "mallory", None, "ice-candidate", body(json!({})))
+            .expect_err("outsider");
+        assert_eq!(err.code(), "not_found");
+        let err = b
+            .forward(
+                "c1",
+                1,
+                "alice",
+                Some("mallory"),
+                "ice-candidate",
+                body(json!({})),
+            )
+            .expect_err("wrong to");
+        assert_eq!(err.code(), "invalid_field");
+    }
+
+    #[test]
+    fn reconnect_within_grace_resumes_and_expiry_ends_with_disconnect() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        b.accepted("c1", Some(2));
+        // Bob's connection drops; within the grace period nothing ends.
+        assert!(b.disconnect(2, now).is_empty());
+        assert!(b.reachable("bob"));
+        assert!(b.tick(now + GRACE - Duration::from_millis(1)).is_empty());
+        // Bob reconnects on session 3 and speaks for the call (e.g. an ICE-restart offer).
+        b.connect(3, "bob");
+        let out = b
+            .forward("c1", 3, "bob", None, "call-sdp-update", body(json!({})))
+            .expect("resume");
+        assert_eq!(delivered(&out), vec![(1, "call-sdp-update")]);
+        let out = b
+            .forward("c1", 1, "alice", None, "call-sdp-update", body(json!({})))
+            .expect("reply");
+        assert_eq!(delivered(&out), vec![(3, "call-sdp-update")]);
+        assert!(
+            b.tick(now + GRACE).is_empty(),
+            "resumed call survives the old session's expiry"
+        );
+
+        // Alice drops and does not come back: the call ends with reason disconnect.
+        b.disconnect(1, now + GRACE);
+        let out = b.tick(now + GRACE * 2);
+        assert_eq!(
+            out,
+            vec![Output::Expire {
+                call_id: "c1".into(),
+                action: Action::Disconnect
+            }]
+        );
+        let t =
+            transition(CallStatus::Active, Actor::System, Action::Disconnect).expect("disconnect");
+        assert_eq!(
+            (t.to, t.reason),
+            (CallStatus::Ended, Some(EndReason::Disconnect))
+        );
+        let out = b.ended("c1", &["alice".into(), "bob".into()], "disconnect", None);
+        assert_eq!(delivered(&out), vec![(3, "call-ended")]);
+        assert!(!b.reachable("alice"));
+        assert_eq!(
+            b.session_count(),
+            1,
+            "expired sessions are forgotten; only bob's new one remains"
+        );
+    }
+
+    #[test]
+    fn rooms_announce_joins_leaves_and_route_by_peer() {
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "bob");
+        b.connect(3, "carol");
+        let (peers, out) = b.room_join("r1", "rc", "pa", 1);
+        assert!(peers.is_empty() && out.is_empty());
+        let (peers, out) = b.room_join("r1", "rc", "pb", 2);
+        assert_eq!(peers, vec![("pa".to_string(), "alice".to_string())]);
+        assert_eq!(delivered(&out), vec![(1, "room-peer-joined")]);
+        let (peers, out) = b.room_join("r1", "rc", "pc", 3);
+        assert_eq!(peers.len(), 2);
+        assert_eq!(delivered(&out).len(), 2);
+
+        let out = b
+            .forward_in_room(
+                "rc",
+                3,
+                Some("pa"),
+                "call-sdp-update",
+                body(json!({"sdp": {}})),
+            )
+            .expect("fwd");
+        assert_eq!(delivered(&out), vec![(1, "call-sdp-update")]);
+        if let Output::Deliver { event, .. } = &out[0] {
+            assert_eq!(event.get("fromPeer"), Some(&json!("pc")));
+            assert_eq!(event.get("from"), Some(&json!("carol")));
+        }
+        assert_eq!(
+            b.forward_in_room("rc", 3, None, "ice-candidate", body(json!({})))
+                .expect_err("no to")
+                .code(),
+            "invalid_field"
+        );
+        assert_eq!(
+            b.forward_in_room("rc", 3, Some("zz"), "ice-candidate", body(json!({})))
+                .expect_err("bad peer")
+                .code(),
+            "unknown_peer"
+        );
+        b.connect(4, "mallory");
+        assert_eq!(
+            b.forward_in_room("rc", 4, Some("pa"), "ice-candidate", body(json!({})))
+                .expect_err("outsider")
+                .code(),
+            "not_found"
+        );
+
+        let out = b.room_leave("r1", "pb");
+        let mut got = delivered(&out);
+        got.sort();
+        assert_eq!(got, vec![(1, "room-peer-left"), (3, "room-peer-left")]);
+        // A dropped connection leaves its rooms at once.
+        let out = b.disconnect(3, Instant::now());
+        assert!(out.contains(&Output::RoomLeft {
+            room_id: "r1".into(),
+            user: "carol".into()
+        }));
+        assert_eq!(delivered(&out), vec![(1, "room-peer-left")]);
+    }
+}
