@@ -238,3 +238,37 @@ async fn uclient_over_tls_zero_loss() {
     s.server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_client_to_client_through_our_own_relays_needs_no_allow_list() {
+    // No allow-list: loopback peers are refused, but our own relayed addresses are allowed.
+    let s = start(Options {
+        user_quota: Some(1000),
+        ..Options::default()
+    })
+    .await;
+    let port = s.server.local_addrs().udp.unwrap().port();
+    let args: Vec<String> = [
+        "-y",
+        "-W",
+        SECRET,
+        "-u",
+        "uclient",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "2",
+        "-n",
+        "100",
+        "-l",
+        "500",
+        "-z",
+        "5",
+        "127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let r = uclient(args).await;
+    assert_eq!((r.sent, r.received, r.lost), (400, 400, 0), "{r:?}");
+    s.server.shutdown().await;
+}
