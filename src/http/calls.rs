@@ -75,6 +75,7 @@ pub async fn create_call(
         .store
         .run(move |c| calls::create_direct(c, &new))
         .await?;
+    app.signaling.rest_changed(&call, RestChange::Created);
     let body =
         json!({ "callSession": views::call_session(&call, now_ms()), "roomId": call.room_id });
     Ok((StatusCode::CREATED, Json(body)))

@@ -227,7 +227,8 @@ async fn on_event(
             let sdp = data.get("sdp").cloned().unwrap_or(Value::Null);
             check_sdp(&sdp, "sdp")?;
             let id = call_for(&sig, &me, &data)?;
-            sig.answer(session, &me, &id, sdp, to.as_deref()).await?
+            sig.answer(session, &me, &id, sdp, to.as_deref(), "call-sdp-update")
+                .await?
         }
         "webrtc:ice-candidate" => {
             let candidate = data.get("candidate").cloned().unwrap_or(Value::Null);

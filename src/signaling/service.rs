@@ -494,7 +494,8 @@ impl Signaling {
             }
             ClientMessage::CallAnswer { call_id: raw, sdp } => {
                 check_sdp(&sdp, "sdp")?;
-                self.answer(session, me, &raw, sdp, None).await
+                self.answer(session, me, &raw, sdp, None, "call-answer")
+                    .await
             }
             ClientMessage::IceCandidate {
                 call_id: raw,
@@ -612,6 +613,7 @@ impl Signaling {
         raw: &str,
         sdp: Value,
         to: Option<&str>,
+        renegotiation_kind: &'static str,
     ) -> Result<Reply, Error> {
         let id = call_id(raw)?;
         let call = self.live_call(&id, me).await?;
@@ -628,7 +630,7 @@ impl Signaling {
                 "only the callee answers a ringing call",
             ));
         } else {
-            "call-sdp-update"
+            renegotiation_kind
         };
         then.extend(
             self.route(session, me, &id, to, kind, object(json!({ "sdp": sdp })))

@@ -340,3 +340,109 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A `/rtc` WebSocket client speaking JSON frames.
+pub struct Rtc {
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub welcome: Value,
+    next_id: u64,
+}
+
+impl Rtc {
+    /// Connects as `user` and reads the `welcome`.
+    pub async fn connect(server: &Server, user: &str) -> Rtc {
+        Rtc::connect_token(server, &server.token(user))
+            .await
+            .expect("connect /rtc")
+    }
+
+    pub async fn connect_token(
+        server: &Server,
+        token: &str,
+    ) -> Result<Rtc, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://{}/rtc?token={token}", server.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut rtc = Rtc {
+            ws,
+            welcome: Value::Null,
+            next_id: 0,
+        };
+        let welcome = rtc.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        rtc.welcome = welcome;
+        Ok(rtc)
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a message with a fresh id and returns the id.
+    pub async fn send(&mut self, mut msg: Value) -> Value {
+        self.next_id += 1;
+        let id = Value::from(self.next_id);
+        msg["id"] = id.clone();
+        self.send_raw(msg.to_string()).await;
+        id
+    }
+
+    /// The next JSON frame (pings are skipped); panics after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection closed")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json frame"),
+                Message::Close(c) => {
+                    return serde_json::json!({"type": "closed", "frame": format!("{c:?}")})
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, which must be of `kind`.
+    #[track_caller]
+    pub fn expect_kind(v: Value, kind: &str) -> Value {
+        assert_eq!(v["type"], kind, "expected {kind}, got {v}");
+        v
+    }
+
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let v = self.recv().await;
+        Rtc::expect_kind(v, kind)
+    }
+
+    /// Sends and returns the ack (or error) answering it, skipping unrelated events.
+    pub async fn request(&mut self, msg: Value) -> Value {
+        let id = self.send(msg).await;
+        loop {
+            let v = self.recv().await;
+            if v["id"] == id && (v["type"] == "ack" || v["type"] == "error" || v["type"] == "pong")
+            {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts that no frame arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                panic!("expected silence, got {t}");
+            }
+        }
+    }
+}
