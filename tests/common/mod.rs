@@ -439,10 +439,10 @@ impl Rtc {
     /// Asserts that no frame arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         use futures_util::StreamExt;
-        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                panic!("expected silence, got {t}");
-            }
+        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
+            tokio::time::timeout(wait, self.ws.next()).await
+        {
+            panic!("expected silence, got {t}");
         }
     }
 }
