@@ -1,0 +1,193 @@
+// harness.js — what every browser test needs: the real signalbox binary started on
+// 127.0.0.1 port 0 with a temporary data dir and its TURN relay on a free loopback port
+// (relay allowed to reach 127.0.0.0/8), tokens minted with `signalbox token`, and Debian's
+// headless Chromium (fake camera and microphone) driven by playwright-core.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const REPO = join(here, '..', '..', '..');
+export const BIN = process.env.SIGNALBOX_BIN || join(REPO, 'target', 'debug', 'signalbox');
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const ARTIFACTS = process.env.SIGNALBOX_ARTIFACTS || join(REPO, 'test-artifacts', 'browser');
+
+/** A port free on 127.0.0.1 for both UDP and TCP (TURN listens on both). */
+export async function freeDualPort() {
+  for (let i = 0; i < 20; i++) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
+    });
+    const ok = await new Promise((resolve) => {
+      const sock = dgram.createSocket('udp4');
+      sock.once('error', () => resolve(false));
+      sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port');
+}
+
+/** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
+export async function startServer({ extraArgs = [], turn = true } = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
+  const turnPort = await freeDualPort();
+  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir];
+  if (turn) args.push('--turn-listen', `127.0.0.1:${turnPort}`, '--turn-allow-peer', '127.0.0.0/8', '--relay-ports', `${40000 + (turnPort % 20000)}-${40000 + (turnPort % 20000) + 199}`);
+  else args.push('--no-turn');
+  args.push(...extraArgs);
+  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  // Never leave a server behind, whatever happens to this test process.
+  const reap = () => { if (child.exitCode === null) child.kill('SIGKILL'); };
+  process.once('exit', reap);
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`signalbox did not start in 20 s:\n${log}`)), 20000);
+    const onData = (chunk) => {
+      log += chunk;
+      const m = /listening on (http:\/\/[^\s]+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(m[1].replace(/\/$/, '')); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (c) => { log += c; });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`signalbox exited with ${code}:\n${log}`)); });
+  });
+  child.stdout.on('data', (c) => { log += c; });
+  const server = {
+    url,
+    dataDir,
+    turnPort,
+    child,
+    get log() { return log; },
+    token(user, { name, ttl, admin } = {}) {
+      const a = ['token', '--data-dir', dataDir, '--user', user];
+      if (name) a.push('--name', name);
+      if (ttl) a.push('--ttl', ttl);
+      if (admin) a.push('--admin');
+      return execFileSync(BIN, a, { encoding: 'utf8' }).trim();
+    },
+    addUser(user, password, name) {
+      const a = ['user', 'add', user, '--password-stdin', '--data-dir', dataDir];
+      if (name) a.push('--name', name);
+      execFileSync(BIN, a, { input: `${password}\n`, encoding: 'utf8' });
+    },
+    async api(token, method, path, body) {
+      const res = await fetch(url + path, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : null };
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 5000); child.once('exit', () => { clearTimeout(t); r(); }); });
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
+
+/** Debian's Chromium, headless, with a fake camera and microphone granted without a prompt. */
+export async function launchBrowser({ extraArgs = [] } = {}) {
+  // playwright-core gives every launch a fresh, empty profile directory (it refuses
+  // --user-data-dir here), which is what Chromium needs on this machine.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      // Screen capture without a picker in headless mode.
+      '--auto-select-desktop-capture-source=Entire screen', '--enable-usermedia-screen-capturing',
+      '--autoplay-policy=no-user-gesture-required',
+      ...extraArgs,
+    ],
+  });
+  return browser;
+}
+
+/** A fresh context + page signed in with `token` through the `#token=` link, relay-only if asked. */
+export async function openAs(browser, server, token, { relayOnly = true, viewport = { width: 1100, height: 760 }, hash = '' } = {}) {
+  const context = await browser.newContext({ viewport });
+  await context.grantPermissions(['camera', 'microphone', 'clipboard-read', 'clipboard-write'], { origin: server.url });
+  if (relayOnly) {
+    await context.addInitScript(() => {
+      if (!localStorage.getItem('signalbox.settings')) localStorage.setItem('signalbox.settings', JSON.stringify({ relayOnly: true }));
+    });
+  }
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+  page.logs = logs;
+  await page.goto(`${server.url}/#token=${encodeURIComponent(token)}${hash ? `&${hash}` : ''}`);
+  await page.getByTestId('signal-status').and(page.locator('[data-status="open"]')).waitFor({ timeout: 15000 });
+  return page;
+}
+
+/** Samples getStats of every live peer connection of a page: frames decoded and the selected pair. */
+export async function peerStats(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const entry of window.signalbox.peerConnections()) {
+      const report = await entry.pc.getStats();
+      let framesDecoded = 0; let pair = null; let transport = null;
+      const byId = new Map();
+      report.forEach((s) => {
+        byId.set(s.id, s);
+        if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
+        if (s.type === 'transport') transport = s;
+      });
+      if (transport && transport.selectedCandidatePairId) pair = byId.get(transport.selectedCandidatePairId);
+      const local = pair && byId.get(pair.localCandidateId);
+      const remote = pair && byId.get(pair.remoteCandidateId);
+      out.push({
+        kind: entry.kind, remote: entry.remote, peerId: entry.peerId || null,
+        connectionState: entry.pc.connectionState, framesDecoded,
+        localType: local ? local.candidateType : null, remoteType: remote ? remote.candidateType : null,
+        localProtocol: local ? local.protocol : null, relayProtocol: local ? local.relayProtocol || null : null,
+        videoReceivers: entry.pc.getReceivers().filter((r) => r.track && r.track.kind === 'video').length,
+      });
+    }
+    return out;
+  });
+}
+
+/** Waits until `fn()` returns a truthy value (polling), or throws with the last value. */
+export async function eventually(fn, { timeout = 20000, interval = 250, what = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+  throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`);
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+/** The server's environment: ours minus the test's own SIGNALBOX_* knobs (the server warns on unknown ones). */
+function childEnv() {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+  delete env.SIGNALBOX_BIN;
+  delete env.SIGNALBOX_ARTIFACTS;
+  return env;
+}

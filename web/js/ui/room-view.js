@@ -1,0 +1,145 @@
+// ui/room-view.js — group rooms: the Rooms tab (create a room, copy its link, join by link or
+// id) and the room screen (one tile per participant with name, media state and quality;
+// mute/camera/leave). Renders RoomController.state on every 'change'.
+
+import { api } from '../api.js';
+import { describePath } from '../stats.js';
+import { $, el, setStream, setPressed, initials } from './dom.js';
+import { notify } from './notice.js';
+
+export function roomLink(roomId) {
+  return `${location.origin}/#room=${encodeURIComponent(roomId)}`;
+}
+
+/** Accepts a full link (`…/#room=ID`), `#room=ID`, or a bare id. */
+export function parseRoomInput(text) {
+  text = text.trim();
+  const m = /[#&]room=([^&\s]+)/.exec(text);
+  return m ? decodeURIComponent(m[1]) : text;
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    notify('Link copied.', 'ok', { key: 'copy' });
+  } catch {
+    // Clipboard needs a secure context and permission: select it for the user instead.
+    const input = $('#room-link');
+    input.value = text;
+    input.select();
+    notify('Press Ctrl+C (or ⌘C) to copy the selected link.', 'info', { key: 'copy' });
+  }
+}
+
+export function initRoomView(room, { onJoin }) {
+  let created = null;
+  const tiles = new Map(); // key -> tile element
+
+  $('#room-create').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const btn = f.querySelector('button[type=submit]');
+    btn.disabled = true;
+    try {
+      const max = Math.min(16, Math.max(2, Number(f.max.value) || 4));
+      const { room: r } = await api.createRoom(f.name.value.trim(), max, f.private.checked);
+      created = r;
+      $('#room-created-name').textContent = r.name;
+      $('#room-link').value = roomLink(r.id);
+      $('#room-created').hidden = false;
+      $('#room-created').dataset.roomId = r.id;
+      $('#room-copy').focus();
+    } catch (err) {
+      notify(`The room could not be created: ${err.message}`, 'error');
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  $('#room-copy').addEventListener('click', () => copy($('#room-link').value));
+  $('#room-join-created').addEventListener('click', () => created && onJoin(created.id));
+  $('#room-join').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const id = parseRoomInput(e.target.room.value);
+    if (id) onJoin(id);
+  });
+  $('#room-copy-live').addEventListener('click', () => room.state.roomId && copy(roomLink(room.state.roomId)));
+  $('#room-mic').addEventListener('click', () => room.toggleAudio());
+  $('#room-cam').addEventListener('click', () => room.toggleVideo());
+  $('#room-leave').addEventListener('click', () => room.leave());
+
+  function tile(key, { name, me }) {
+    let t = tiles.get(key);
+    if (!t) {
+      const video = el('video', { autoplay: true, playsinline: true, muted: me ? true : null, 'aria-label': me ? 'Your camera' : `Video of ${name}` });
+      if (me) video.muted = true;
+      t = el('div', { class: `tile${me ? ' me' : ''}`, 'data-testid': me ? 'room-tile-me' : 'room-tile', dataset: { peer: key } },
+        video,
+        el('div', { class: 'placeholder', 'aria-hidden': 'true' }),
+        el('ul', { class: 'badges' }),
+        el('span', { class: 'tag' }),
+        el('span', { class: 'q quality' }, el('span', { class: 'bars', 'aria-hidden': 'true' }, el('i'), el('i'), el('i'))));
+      tiles.set(key, t);
+    }
+    return t;
+  }
+
+  function paintTile(t, { name, stream, audio, video, state, quality, stats, me }) {
+    const v = t.querySelector('video');
+    setStream(v, stream);
+    t.querySelector('.tag').textContent = me ? `${name} (you)` : name;
+    t.querySelector('.placeholder').textContent = !stream || video === false ? initials(name) : '';
+    const badges = [];
+    if (audio === false) badges.push(el('li', { text: 'Muted', 'data-testid': 'tile-muted' }));
+    if (!me && state && state !== 'connected') badges.push(el('li', { class: 'info', text: state === 'waiting' ? 'joining…' : state }));
+    t.querySelector('.badges').replaceChildren(...badges);
+    t.dataset.state = state || '';
+    t.dataset.userId = name;
+    const q = t.querySelector('.q');
+    q.hidden = !!me;
+    q.dataset.quality = quality || 'unknown';
+    q.title = stats ? `${quality} · ${stats.rttMs ?? '?'} ms · ${describePath(stats)}` : '';
+    q.setAttribute('aria-label', `Connection to ${name}: ${q.title || 'unknown'}`);
+    q.setAttribute('role', 'img');
+  }
+
+  function render(s) {
+    const screen = $('#room-screen');
+    const shown = s.phase === 'joining' || s.phase === 'joined';
+    const wasHidden = screen.hidden;
+    screen.hidden = !shown;
+    screen.dataset.phase = s.phase;
+    if (s.error && !shown) { notify(s.error, 'error', { key: 'room-error' }); s.error = null; }
+    if (!shown) {
+      tiles.clear();
+      $('#room-grid').replaceChildren();
+      return;
+    }
+    if (wasHidden) $('#room-leave').focus();
+    const max = s.room?.maxParticipants;
+    const count = 1 + room.peers.size;
+    $('#room-title').textContent = s.room ? s.room.name : 'Joining room…';
+    $('#room-status').textContent = s.phase === 'joining' ? 'Joining…' : `${count} ${count === 1 ? 'person' : 'people'} here${max ? ` (up to ${max})` : ''}`;
+    $('#room-warning').textContent = s.warning || '';
+    $('#room-warning').hidden = !s.warning;
+    setPressed($('#room-mic'), s.local.audio === false, 'Unmute', 'Mute');
+    setPressed($('#room-cam'), s.local.video === false, 'Start video', 'Stop video');
+
+    const keep = new Set(['me']);
+    const me = tile('me', { name: 'You', me: true });
+    paintTile(me, { name: window.signalbox?.user?.name || 'You', stream: s.local.stream, audio: s.local.audio, video: s.local.video, me: true });
+    const order = [me];
+    for (const p of room.peers.values()) {
+      keep.add(p.peerId);
+      const t = tile(p.peerId, { name: p.userId });
+      paintTile(t, { name: p.userId, stream: p.stream, audio: p.media.audio, video: p.media.video, state: p.state, quality: p.quality, stats: p.stats });
+      order.push(t);
+    }
+    for (const k of [...tiles.keys()]) if (!keep.has(k)) tiles.delete(k);
+    const grid = $('#room-grid');
+    // Only touch the DOM order when it changed (re-appending a playing <video> pauses it).
+    const current = [...grid.children];
+    if (current.length !== order.length || current.some((n, i) => n !== order[i])) grid.replaceChildren(...order);
+  }
+
+  room.addEventListener('change', (e) => render(e.detail));
+}
