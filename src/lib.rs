@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod signaling;

@@ -29,7 +29,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(db_latency: Histogram) -> Self {
+    pub fn new(
+        db_latency: Histogram,
+        extra: Option<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("signalbox");
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -44,16 +47,14 @@ impl Metrics {
             "Time spent per database operation, including waiting for a connection",
             db_latency,
         );
+        if let Some(collector) = extra {
+            registry.register_collector(collector);
+        }
         Metrics {
             registry,
             http_requests,
             calls,
         }
-    }
-
-    /// Lets other parts (the TURN relay) add their own metrics.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 
     /// The Prometheus text exposition.

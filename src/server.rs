@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, App, AppState};
 use crate::metrics::Metrics;
+use crate::relay::{Relay, RelayMetrics};
 use crate::store::Store;
 
 /// Resolves when the process is asked to stop.
@@ -32,8 +33,9 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Builds the application state from a validated config (store, secrets, metrics).
-pub fn build_app(config: Config) -> anyhow::Result<AppState> {
+/// Builds the application state from a validated config: secrets, store, the relay (unless
+/// `no_turn`), metrics.
+pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     let secrets = crate::secrets::resolve(
         &config.data_dir,
         config.jwt_secret.as_deref(),
@@ -41,16 +43,33 @@ pub fn build_app(config: Config) -> anyhow::Result<AppState> {
     )
     .with_context(|| format!("preparing data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
-    let metrics = Metrics::new(store.latency_histogram());
-    Ok(Arc::new(App::new(config, store, secrets, metrics)))
+    let relay = if config.turn.enabled {
+        let relay = Relay::start(&config, &secrets, store.clone()).await?;
+        let a = relay.addrs;
+        let show = |x: Option<SocketAddr>| x.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "signalbox turn listening on udp {} tcp {} tls {}",
+            show(a.udp),
+            show(a.tcp),
+            show(a.tls)
+        );
+        Some(relay)
+    } else {
+        None
+    };
+    let collector = relay
+        .clone()
+        .map(|r| Box::new(RelayMetrics(r)) as Box<dyn prometheus_client::collector::Collector>);
+    let metrics = Metrics::new(store.latency_histogram(), collector);
+    Ok(Arc::new(App::new(config, store, secrets, metrics, relay)))
 }
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let app = build_app(config)?;
+    let app = build_app(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {listen}"))?;
@@ -74,6 +93,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("HTTP server failed")?;
     let _ = stop_tx.send(true);
     let _ = timers.await;
+    if let Some(relay) = &app.relay {
+        relay.shutdown().await;
+    }
     tracing::info!("signalbox stopped");
     Ok(())
 }

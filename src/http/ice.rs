@@ -53,10 +53,18 @@ fn bracket(host: &str) -> String {
     }
 }
 
-/// Builds the response for `user` at `now_secs`.
+/// Ports of the embedded relay as clients should dial them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPorts {
+    pub udp: Option<u16>,
+    pub tcp: Option<u16>,
+    pub tls: Option<u16>,
+}
+
+/// Builds the response for `user` at `now_secs`; `relay` is `None` when the embedded relay is off.
 pub fn ice_config(
     turn: &TurnSettings,
-    tls: bool,
+    relay: Option<RelayPorts>,
     secret: &[u8],
     user: &str,
     host: &str,
@@ -67,16 +75,16 @@ pub fn ice_config(
     let host = bracket(host);
     let mut stun = Vec::new();
     let mut turn_uris = Vec::new();
-    if turn.enabled {
-        let port = turn.listen.port();
-        stun.push(format!("stun:{host}:{port}"));
-        turn_uris.push(format!("turn:{host}:{port}?transport=udp"));
-        turn_uris.push(format!("turn:{host}:{port}?transport=tcp"));
-        if tls {
-            turn_uris.push(format!(
-                "turns:{host}:{}?transport=tcp",
-                turn.tls_listen.port()
-            ));
+    if let Some(ports) = relay {
+        if let Some(port) = ports.udp {
+            stun.push(format!("stun:{host}:{port}"));
+            turn_uris.push(format!("turn:{host}:{port}?transport=udp"));
+        }
+        if let Some(port) = ports.tcp {
+            turn_uris.push(format!("turn:{host}:{port}?transport=tcp"));
+        }
+        if let Some(port) = ports.tls {
+            turn_uris.push(format!("turns:{host}:{port}?transport=tcp"));
         }
     }
     turn_uris.extend(turn.external_urls.iter().cloned());
@@ -118,9 +126,14 @@ pub async fn get_ice_config(
         .first()
         .ok_or_else(|| Error::Internal("no TURN secret".into()))?;
     let now = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
+    let relay = app.relay.as_ref().map(|r| RelayPorts {
+        udp: r.addrs.udp.map(|a| a.port()),
+        tcp: r.addrs.tcp.map(|a| a.port()),
+        tls: r.addrs.tls.map(|a| a.port()),
+    });
     Ok(Json(ice_config(
         &app.config.turn,
-        app.config.tls.is_some(),
+        relay,
         secret,
         &me.id,
         &host,
@@ -133,6 +146,12 @@ mod tests {
     use super::*;
     use crate::config::{Config, Layers};
 
+    const PORTS: Option<RelayPorts> = Some(RelayPorts {
+        udp: Some(3478),
+        tcp: Some(3478),
+        tls: Some(5349),
+    });
+
     fn turn() -> TurnSettings {
         Config::from_layers(&Layers::default())
             .expect("defaults")
@@ -143,7 +162,7 @@ mod tests {
     fn lists_stun_turn_and_credentials() {
         let v = ice_config(
             &turn(),
-            true,
+            PORTS,
             b"secret",
             "alice",
             "calls.example.com",
@@ -170,13 +189,12 @@ mod tests {
     #[test]
     fn no_turn_lists_only_external_servers() {
         let mut t = turn();
-        t.enabled = false;
         assert_eq!(
-            ice_config(&t, false, b"s", "a", "h", 0)["iceServers"],
+            ice_config(&t, None, b"s", "a", "h", 0)["iceServers"],
             json!([])
         );
         t.external_urls = vec!["turn:relay.example.net:3478".into()];
-        let v = ice_config(&t, false, b"s", "a", "h", 0);
+        let v = ice_config(&t, None, b"s", "a", "h", 0);
         assert_eq!(
             v["iceServers"][0]["urls"],
             json!(["turn:relay.example.net:3478"])

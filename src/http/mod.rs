@@ -34,6 +34,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::relay::Relay;
 use crate::secrets::Secrets;
 use crate::signaling::service::Signaling;
 use crate::store::Store;
@@ -47,12 +48,20 @@ pub struct App {
     pub metrics: Metrics,
     pub login_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub signaling: Arc<Signaling>,
+    /// The embedded STUN/TURN relay, unless `no_turn`.
+    pub relay: Option<Arc<Relay>>,
 }
 
 pub type AppState = Arc<App>;
 
 impl App {
-    pub fn new(config: Config, store: Store, secrets: Secrets, metrics: Metrics) -> App {
+    pub fn new(
+        config: Config,
+        store: Store,
+        secrets: Secrets,
+        metrics: Metrics,
+        relay: Option<Arc<Relay>>,
+    ) -> App {
         let per_minute = std::num::NonZeroU32::new(config.login_rate_per_minute)
             .unwrap_or(std::num::NonZeroU32::MIN);
         App {
@@ -63,6 +72,7 @@ impl App {
             store,
             secrets,
             metrics,
+            relay,
         }
     }
 }

@@ -1,0 +1,347 @@
+//! The app's side of the embedded STUN/TURN relay: maps our configuration onto
+//! `signalbox_turn::TurnConfig`, starts the relay inside `serve`, stores its usage events
+//! (allocation opened/closed with bytes and packets) for call analytics, and exports its
+//! counters to Prometheus.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use signalbox_turn::{LocalAddrs, StatsSnapshot, TurnConfig, TurnServer, UsageEvent};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::secrets::Secrets;
+use crate::store::analytics::{self, RelaySession};
+use crate::store::Store;
+
+/// The running relay.
+pub struct Relay {
+    server: Mutex<Option<TurnServer>>,
+    pub addrs: LocalAddrs,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Relay {{ {:?} }}", self.addrs)
+    }
+}
+
+/// The address relays are advertised on when nothing says otherwise: the local address of
+/// the default route. A UDP `connect` sends no packet; it only asks the kernel for the route.
+fn default_route_ip() -> Option<IpAddr> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// Decides where relay sockets bind and which address they advertise.
+///
+/// * `turn_external_ip` set: advertise it (1:1 NAT), bind the listener's IP.
+/// * the listener has a concrete IP (e.g. 127.0.0.1 in tests): bind and advertise that.
+/// * `public_host` is an IP: advertise it.
+/// * otherwise: the local address of the default route (`fallback`).
+pub fn relay_addresses(
+    config: &Config,
+    fallback: impl FnOnce() -> Option<IpAddr>,
+) -> anyhow::Result<(IpAddr, Option<IpAddr>)> {
+    let listen_ip = config.turn.listen.ip();
+    if let Some(external) = config.turn.external_ip {
+        return Ok((listen_ip, Some(external)));
+    }
+    if !listen_ip.is_unspecified() {
+        return Ok((listen_ip, None));
+    }
+    if let Some(ip) = config
+        .public_host
+        .as_deref()
+        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+    {
+        return Ok((listen_ip, Some(ip)));
+    }
+    let ip = fallback().context(
+        "cannot tell which IP address to advertise for TURN relays: set turn_external_ip \
+         (or --public-host with an IP, or --turn-listen with a concrete IP)",
+    )?;
+    Ok((listen_ip, Some(ip)))
+}
+
+/// Maps our configuration onto the relay's.
+pub fn turn_config(config: &Config, secrets: &Secrets) -> anyhow::Result<TurnConfig> {
+    let (relay_bind_ip, external_ip) = relay_addresses(config, default_route_ip)?;
+    let t = &config.turn;
+    let (tls_listen, tls_cert_path, tls_key_path) = match &config.tls {
+        Some(tls) => (
+            Some(t.tls_listen),
+            Some(tls.cert.clone()),
+            Some(tls.key.clone()),
+        ),
+        None => (None, None, None),
+    };
+    Ok(TurnConfig {
+        udp_listen: Some(t.listen),
+        tcp_listen: Some(t.listen),
+        tls_listen,
+        tls_cert_path,
+        tls_key_path,
+        relay_bind_ip,
+        external_ip,
+        relay_ports: t.relay_ports.0..=t.relay_ports.1,
+        realm: t.realm.clone(),
+        secrets: secrets.turn.clone(),
+        allow_peers: t.allow_peers.clone(),
+        user_quota: t.user_quota,
+        total_quota: t.total_quota,
+        max_bitrate_bps: t.max_bitrate,
+        ..TurnConfig::default()
+    })
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn session(e: &UsageEvent) -> RelaySession {
+    match e {
+        UsageEvent::AllocationOpened {
+            user,
+            username,
+            client,
+            relay,
+            transport,
+            at,
+        } => RelaySession {
+            user_id: user.clone(),
+            username: username.clone(),
+            transport: transport.as_str().to_string(),
+            client_addr: client.to_string(),
+            relay_addr: relay.to_string(),
+            opened_at: millis(*at),
+            ..RelaySession::default()
+        },
+        UsageEvent::AllocationClosed {
+            user,
+            username,
+            client,
+            relay,
+            transport,
+            at,
+            bytes_to_peer,
+            bytes_from_peer,
+            packets_to_peer,
+            packets_from_peer,
+        } => RelaySession {
+            user_id: user.clone(),
+            username: username.clone(),
+            transport: transport.as_str().to_string(),
+            client_addr: client.to_string(),
+            relay_addr: relay.to_string(),
+            opened_at: millis(*at),
+            closed_at: Some(millis(*at)),
+            bytes_to_peer: *bytes_to_peer,
+            bytes_from_peer: *bytes_from_peer,
+            packets_to_peer: *packets_to_peer,
+            packets_from_peer: *packets_from_peer,
+        },
+    }
+}
+
+/// Stores usage events until the relay's sender is dropped.
+async fn record_usage(store: Store, mut events: mpsc::Receiver<UsageEvent>) {
+    while let Some(event) = events.recv().await {
+        let opened = matches!(event, UsageEvent::AllocationOpened { .. });
+        let s = session(&event);
+        let result = store
+            .run(move |c| {
+                if opened {
+                    analytics::relay_opened(c, &s).map(|_| ())
+                } else {
+                    analytics::relay_closed(c, &s)
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "storing relay usage failed");
+        }
+    }
+}
+
+impl Relay {
+    /// Starts the relay and the task storing its usage.
+    pub async fn start(
+        config: &Config,
+        secrets: &Secrets,
+        store: Store,
+    ) -> anyhow::Result<Arc<Relay>> {
+        let turn = turn_config(config, secrets)?;
+        let (tx, rx) = mpsc::channel(4096);
+        let server = TurnServer::start(turn, tx)
+            .await
+            .context("starting the STUN/TURN relay")?;
+        tokio::spawn(record_usage(store, rx));
+        let addrs = server.local_addrs();
+        Ok(Arc::new(Relay {
+            server: Mutex::new(Some(server)),
+            addrs,
+        }))
+    }
+
+    pub fn stats(&self) -> Option<StatsSnapshot> {
+        self.server.lock().ok()?.as_ref().map(TurnServer::stats)
+    }
+
+    /// Stops relaying; open allocations are reported closed (and stored).
+    pub async fn shutdown(&self) {
+        let server = self.server.lock().ok().and_then(|mut s| s.take());
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Exports the relay's counters on each scrape.
+#[derive(Debug)]
+pub struct RelayMetrics(pub Arc<Relay>);
+
+impl Collector for RelayMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.0.stats() else {
+            return Ok(());
+        };
+        let gauge = ConstGauge::new(i64::try_from(s.allocations_active).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "turn_allocations",
+            "TURN allocations alive now",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "turn_allocations_created",
+                "TURN allocations ever created",
+                s.allocations_total,
+            ),
+            (
+                "turn_bytes_to_peer",
+                "Payload bytes relayed client to peer",
+                s.bytes_to_peer,
+            ),
+            (
+                "turn_bytes_from_peer",
+                "Payload bytes relayed peer to client",
+                s.bytes_from_peer,
+            ),
+            (
+                "turn_packets_to_peer",
+                "Packets relayed client to peer",
+                s.packets_to_peer,
+            ),
+            (
+                "turn_packets_from_peer",
+                "Packets relayed peer to client",
+                s.packets_from_peer,
+            ),
+            (
+                "turn_auth_failures",
+                "TURN requests refused for credentials (401)",
+                s.auth_failures,
+            ),
+            (
+                "turn_denied_peers",
+                "Peers refused by the relay's peer policy (403)",
+                s.denied_peers,
+            ),
+            (
+                "turn_bad_packets",
+                "Malformed datagrams and frames",
+                s.bad_packets,
+            ),
+            (
+                "turn_dropped_packets",
+                "Valid packets not relayed",
+                s.dropped_packets,
+            ),
+            (
+                "turn_quota_rejections",
+                "Allocations refused by quota (486/508)",
+                s.quota_rejections,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Layers;
+
+    fn config(env: &[(&str, &str)]) -> Config {
+        let mut l = Layers::default();
+        l.apply_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_layers(&l).expect("config")
+    }
+
+    #[test]
+    fn relay_addresses_follow_the_configuration() {
+        let none = || None;
+        let c = config(&[("SIGNALBOX_TURN_LISTEN", "127.0.0.1:3478")]);
+        assert_eq!(
+            relay_addresses(&c, none).expect("ok"),
+            ("127.0.0.1".parse().expect("ip"), None)
+        );
+        let c = config(&[("SIGNALBOX_TURN_EXTERNAL_IP", "203.0.113.7")]);
+        assert_eq!(
+            relay_addresses(&c, none).expect("ok").1,
+            Some("203.0.113.7".parse().expect("ip"))
+        );
+        let c = config(&[("SIGNALBOX_PUBLIC_HOST", "198.51.100.20")]);
+        assert_eq!(
+            relay_addresses(&c, none).expect("ok").1,
+            Some("198.51.100.20".parse().expect("ip"))
+        );
+        let c = config(&[("SIGNALBOX_PUBLIC_HOST", "calls.example.com")]);
+        assert!(
+            relay_addresses(&c, none).is_err(),
+            "no way to know the address"
+        );
+        let ip: IpAddr = "192.0.2.10".parse().expect("ip");
+        assert_eq!(relay_addresses(&c, || Some(ip)).expect("ok").1, Some(ip));
+    }
+
+    #[test]
+    fn turn_config_maps_every_setting() {
+        let c = config(&[
+            ("SIGNALBOX_TURN_LISTEN", "127.0.0.1:0"),
+            ("SIGNALBOX_RELAY_PORTS", "50000-50010"),
+            ("SIGNALBOX_TURN_ALLOW_PEER", "127.0.0.0/8"),
+            ("SIGNALBOX_TURN_USER_QUOTA", "3"),
+            ("SIGNALBOX_TURN_MAX_BITRATE", "1000000"),
+        ]);
+        let secrets = Secrets {
+            jwt: vec![1],
+            turn: vec![b"s1".to_vec(), b"s2".to_vec()],
+        };
+        let t = turn_config(&c, &secrets).expect("config");
+        assert_eq!(t.udp_listen, Some("127.0.0.1:0".parse().expect("addr")));
+        assert_eq!(t.tcp_listen, t.udp_listen);
+        assert_eq!(t.tls_listen, None, "no certificate, no TLS");
+        assert_eq!(t.relay_ports, 50000..=50010);
+        assert_eq!(t.allow_peers.len(), 1);
+        assert_eq!(t.user_quota, 3);
+        assert_eq!(t.max_bitrate_bps, Some(1_000_000));
+        assert_eq!(t.secrets.len(), 2);
+    }
+}

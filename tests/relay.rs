@@ -1,0 +1,257 @@
+//! The embedded relay inside `signalbox serve`: credentials from `/ice-config` work with an
+//! independent TURN client (coturn's `turnutils_uclient`), relayed traffic shows up in the
+//! call's analytics and in `/metrics`, and loopback peers are refused unless allowed.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, Server};
+use serde_json::Value;
+
+fn tool(name: &str) -> String {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: run scripts/install-test-deps (Debian package coturn)"
+    );
+    name.to_string()
+}
+
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start() -> Peer {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(tool("turnutils_peer"))
+            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer");
+        std::thread::sleep(Duration::from_millis(300));
+        Peer { child, port }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.rfind(key)? + key.len();
+    text[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Runs one uclient session with explicit credentials; returns (sent, received) messages.
+async fn uclient(
+    port: u16,
+    peer: u16,
+    username: &str,
+    password: &str,
+    messages: u32,
+) -> (u64, u64, String) {
+    let args: Vec<String> = [
+        "-u",
+        username,
+        "-w",
+        password,
+        "-p",
+        &port.to_string(),
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer.to_string(),
+        "-m",
+        "1",
+        "-n",
+        &messages.to_string(),
+        "-l",
+        "200",
+        "-z",
+        "5",
+        "127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let bin = tool("turnutils_uclient");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .arg("60")
+            .arg(bin)
+            .args(&args)
+            .output()
+            .expect("uclient runs")
+    })
+    .await
+    .expect("join");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = number_after(&text, "tot_send_msgs=").unwrap_or(0);
+    let received = number_after(&text, "tot_recv_msgs=").unwrap_or(0);
+    (sent, received, text)
+}
+
+fn turn_port(ice: &Value) -> u16 {
+    let uri = ice["uris"][0].as_str().expect("a turn uri");
+    assert!(
+        uri.starts_with("turn:127.0.0.1:") && uri.ends_with("?transport=udp"),
+        "{uri}"
+    );
+    uri.trim_start_matches("turn:127.0.0.1:")
+        .trim_end_matches("?transport=udp")
+        .parse()
+        .expect("port")
+}
+
+fn relay_server(extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--turn-listen",
+        "127.0.0.1:0",
+        "--relay-ports",
+        "51000-51200",
+        "--public-host",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args, &[])
+}
+
+#[tokio::test]
+async fn ice_config_credentials_relay_and_usage_reaches_analytics_and_metrics() {
+    let s = relay_server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let (alice, bob) = (s.client("alice"), s.client("bob"));
+    let id = alice.call("bob").await;
+    bob.put_empty(&format!("/calls/{id}/accept"))
+        .await
+        .expect(200);
+
+    let ice = alice.get("/ice-config").await.expect(200);
+    let port = turn_port(&ice);
+    assert_eq!(
+        ice["iceServers"][0]["urls"][0],
+        format!("stun:127.0.0.1:{port}")
+    );
+    let (username, password) = (
+        ice["username"].as_str().expect("u"),
+        ice["password"].as_str().expect("p"),
+    );
+    let peer = Peer::start();
+    let (sent, received, text) = uclient(port, peer.port, username, password, 50).await;
+    assert!(
+        sent >= 50 && received == sent,
+        "relay lost packets: sent {sent}, received {received}\n{text}"
+    );
+
+    // The allocation's usage lands in the call's analytics (alice is a participant).
+    let relay = eventually("relay usage in analytics", Duration::from_secs(20), || {
+        let alice = alice.clone();
+        let id = id.clone();
+        async move {
+            let a = alice
+                .get(&format!("/calls/{id}/analytics"))
+                .await
+                .expect(200);
+            let r = a["analytics"]["relay"].clone();
+            (r["allocations"].as_u64() >= Some(1) && r["bytesToPeer"].as_u64() > Some(0))
+                .then_some(r)
+        }
+    })
+    .await;
+    assert!(relay["bytesFromPeer"].as_u64() > Some(0), "{relay}");
+    assert_eq!(relay["sessions"][0]["userId"], "alice");
+    assert_eq!(relay["sessions"][0]["transport"], "udp");
+
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let created = metrics
+        .lines()
+        .find(|l| l.starts_with("signalbox_turn_allocations_created_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no TURN metrics:\n{metrics}"));
+    assert!(created >= 1);
+    assert!(metrics.contains("signalbox_turn_bytes_to_peer_total"));
+
+    // A wrong password relays nothing and counts as an auth failure.
+    let (_, received, _) = uclient(port, peer.port, username, "wrong-password", 5).await;
+    assert_eq!(received, 0);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics.contains("signalbox_turn_auth_failures_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn loopback_peers_are_refused_by_default() {
+    let s = relay_server(&[]);
+    let ice = s.client("alice").get("/ice-config").await.expect(200);
+    let port = turn_port(&ice);
+    let peer = Peer::start();
+    let (_, received, _) = uclient(
+        port,
+        peer.port,
+        ice["username"].as_str().expect("u"),
+        ice["password"].as_str().expect("p"),
+        10,
+    )
+    .await;
+    assert_eq!(
+        received, 0,
+        "a loopback peer was reachable without --turn-allow-peer"
+    );
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let denied = metrics
+        .lines()
+        .find(|l| l.starts_with("signalbox_turn_denied_peers_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("denied peers metric");
+    assert!(denied >= 1, "{metrics}");
+}
