@@ -25,6 +25,9 @@ fi
 
 cargo build --release --bin signalbox --example gen-man
 
+# The built binary, without the caller's SIGNALBOX_* variables (they would change `config check`).
+sb() { env -i PATH="$PATH" "$target_dir/release/signalbox" "$@"; }
+
 rm -rf "$out"
 mkdir -p "$out/man"
 "$target_dir/release/examples/gen-man" "$out/man"
@@ -37,7 +40,7 @@ gzip -9n "$out"/man/*.1
     echo "# upgrades. After a change: signalbox config check --config /etc/signalbox/signalbox.toml"
     echo "# and systemctl restart signalbox."
     echo "#"
-    "$target_dir/release/signalbox" config template
+    sb config template
 } > "$out/signalbox.toml.tmp"
 # The one packaged difference from the built-in defaults: the data dir systemd manages.
 sed -i 's|^#data_dir = .*$|data_dir = "/var/lib/signalbox"|' "$out/signalbox.toml.tmp"
@@ -47,7 +50,7 @@ if ! grep -qx 'data_dir = "/var/lib/signalbox"' "$out/signalbox.toml.tmp"; then
 fi
 mv "$out/signalbox.toml.tmp" "$out/signalbox.toml"
 # The packaged file must be valid as shipped.
-"$target_dir/release/signalbox" config check --config "$out/signalbox.toml" >/dev/null
+sb config check --config "$out/signalbox.toml" >/dev/null
 
 # DEP-5 copyright file: signalbox's own license plus every crate linked into the binary.
 python3 packaging/gen-copyright.py packaging/debian/copyright.in "$out/copyright"
