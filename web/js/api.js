@@ -52,7 +52,7 @@ export const api = {
   iceConfig: () => request('GET', '/ice-config'),
   history: ({ limit = 20, offset = 0 } = {}) => request('GET', `/calls/history?limit=${limit}&offset=${offset}`),
   call: (id) => request('GET', `/calls/${encodeURIComponent(id)}`),
-  analytics: (id) => request('GET', `/calls/${encodeURIComponent(id)}/analytics`),
+  analytics: async (id) => { const d = await request('GET', `/calls/${encodeURIComponent(id)}/analytics`); return d.analytics || d; },
   createRoom: (name, maxParticipants, isPrivate) => request('POST', '/rooms', { name, maxParticipants, isPrivate }),
   room: (id) => request('GET', `/rooms/${encodeURIComponent(id)}`),
 };

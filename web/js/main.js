@@ -152,6 +152,11 @@ socket.addEventListener('refused', async () => {
 
 socket.addEventListener('message', (e) => {
   const msg = e.detail;
+  if (msg.type === 'error') {
+    // An error for a frame sent without waiting for its ack (signals, stats, media state).
+    console.warn(`signaling error ${msg.code}: ${msg.message}`);
+    return;
+  }
   if (room.handle(msg)) return;
   call.handle(msg);
 });

@@ -72,12 +72,12 @@ export async function startServer({ extraArgs = [], turn = true } = {}) {
       if (name) a.push('--name', name);
       if (ttl) a.push('--ttl', ttl);
       if (admin) a.push('--admin');
-      return execFileSync(BIN, a, { encoding: 'utf8' }).trim();
+      return execFileSync(BIN, a, { encoding: 'utf8', env: childEnv() }).trim();
     },
     addUser(user, password, name) {
       const a = ['user', 'add', user, '--password-stdin', '--data-dir', dataDir];
       if (name) a.push('--name', name);
-      execFileSync(BIN, a, { input: `${password}\n`, encoding: 'utf8' });
+      execFileSync(BIN, a, { input: `${password}\n`, encoding: 'utf8', env: childEnv() });
     },
     async api(token, method, path, body) {
       const res = await fetch(url + path, {
