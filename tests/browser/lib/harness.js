@@ -37,10 +37,10 @@ export async function freeDualPort() {
 }
 
 /** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
-export async function startServer({ extraArgs = [], turn = true } = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
-  const turnPort = await freeDualPort();
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir];
+export async function startServer({ extraArgs = [], turn = true, listen = '127.0.0.1:0', dataDir, turnPort } = {}) {
+  dataDir ||= mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
+  turnPort ||= await freeDualPort();
+  const args = ['serve', '--listen', listen, '--data-dir', dataDir];
   if (turn) args.push('--turn-listen', `127.0.0.1:${turnPort}`, '--turn-allow-peer', '127.0.0.0/8', '--relay-ports', `${40000 + (turnPort % 20000)}-${40000 + (turnPort % 20000) + 199}`);
   else args.push('--no-turn');
   args.push(...extraArgs);
@@ -88,19 +88,19 @@ export async function startServer({ extraArgs = [], turn = true } = {}) {
       const text = await res.text();
       return { status: res.status, body: text ? JSON.parse(text) : null };
     },
-    async stop() {
+    async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {
         child.kill('SIGTERM');
         await new Promise((r) => { const t = setTimeout(() => { child.kill('SIGKILL'); r(); }, 5000); child.once('exit', () => { clearTimeout(t); r(); }); });
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
     },
   };
   return server;
 }
 
 /** Debian's Chromium, headless, with a fake camera and microphone granted without a prompt. */
-export async function launchBrowser({ extraArgs = [] } = {}) {
+export async function launchBrowser({ extraArgs = [], fakeUi = true } = {}) {
   // playwright-core gives every launch a fresh, empty profile directory (it refuses
   // --user-data-dir here), which is what Chromium needs on this machine.
   const browser = await chromium.launch({
@@ -109,7 +109,7 @@ export async function launchBrowser({ extraArgs = [] } = {}) {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []), '--use-fake-device-for-media-stream',
       // Screen capture without a picker in headless mode.
       '--auto-select-desktop-capture-source=Entire screen', '--enable-usermedia-screen-capturing',
       '--autoplay-policy=no-user-gesture-required',
@@ -117,6 +117,20 @@ export async function launchBrowser({ extraArgs = [] } = {}) {
     ],
   });
   return browser;
+}
+
+/** A fresh context and page at `path` (not signed in), with the camera and microphone granted. */
+export async function newPage(browser, server, { path = '/', viewport = { width: 1100, height: 760 }, grant = true, initScript } = {}) {
+  const context = await browser.newContext({ viewport });
+  if (grant) await context.grantPermissions(['camera', 'microphone'], { origin: server.url });
+  if (initScript) await context.addInitScript(initScript);
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+  page.logs = logs;
+  await page.goto(server.url + path);
+  return page;
 }
 
 /** A fresh context + page signed in with `token` through the `#token=` link, relay-only if asked. */

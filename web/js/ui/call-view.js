@@ -139,6 +139,9 @@ export function initCallView(call) {
     $('#btn-cam').disabled = !live || !s.localStream?.getVideoTracks().length;
     $('#btn-screen').disabled = !live || !(s.phase === 'active' || s.phase === 'connecting') || !navigator.mediaDevices?.getDisplayMedia;
     $('#call-camera').disabled = !live;
+    for (const id of ['#btn-mic', '#btn-cam', '#btn-screen']) $(id).hidden = !live;
+    if (!live) $('#call-camera').parentElement.hidden = true;
+    $('#local-video').parentElement.hidden = !s.localStream || !live;
     $('#btn-hangup').hidden = !live;
     $('#btn-hangup').querySelector('.lbl').textContent = s.phase === 'outgoing' ? 'Cancel' : 'Hang up';
     $('#btn-close').hidden = live;

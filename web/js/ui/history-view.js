@@ -8,6 +8,25 @@ import { notify } from './notice.js';
 
 const PAGE = 20;
 
+function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '';
+}
+
+/** A timeline entry in words: "media: mic off, camera on" rather than raw JSON. */
+function describeEvent(t) {
+  const d = t.data || {};
+  if (t.event === 'media') {
+    const parts = [];
+    if (d.audio !== undefined) parts.push(`mic ${d.audio ? 'on' : 'off'}`);
+    if (d.video !== undefined) parts.push(`camera ${d.video ? 'on' : 'off'}`);
+    if (d.screen) parts.push('sharing screen');
+    return `media: ${parts.join(', ')}`;
+  }
+  if (t.event === 'camera-switched') return `switched camera${d.camera ? ` to ${d.camera}` : ''}`;
+  const extra = Object.entries(d).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(', ');
+  return extra ? `${t.event} (${extra})` : t.event;
+}
+
 export function initHistoryView(getMe) {
   let offset = 0;
 
@@ -71,7 +90,7 @@ export function initHistoryView(getMe) {
         ['TURN relay', r.allocations ? `${r.allocations} allocation(s), ${kb(r.bytesToPeer)} sent, ${kb(r.bytesFromPeer)} received` : 'not used'],
       ];
       const dl = el('dl', { 'data-testid': 'analytics-summary' }, ...items.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, dataset: { field: k } })]));
-      const timeline = el('ol', { class: 'timeline' }, ...(a.timeline || []).map((t) => el('li', { text: `${when(t.at)} — ${t.userId ?? ''} ${t.event}${t.data && Object.keys(t.data).length ? ` ${JSON.stringify(t.data)}` : ''}` })));
+      const timeline = el('ol', { class: 'timeline' }, ...(a.timeline || []).map((t) => el('li', { text: `${clock(t.at)} — ${t.userId ?? ''} ${describeEvent(t)}` })));
       box.replaceChildren(el('h2', { text: 'Call details' }), dl, el('h2', { class: 'small-title', text: 'Timeline' }), timeline);
       box.dataset.callId = id;
       box.dataset.reports = String(q.reports ?? 0);
