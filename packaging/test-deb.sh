@@ -25,7 +25,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# DEBIAN_MIRROR overrides debootstrap's default mirror.
+mirror=(${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"})
 cache="${DEB_TEST_CACHE:-/var/cache/signalbox-test}"
 # Packages added to minbase. Changing this list changes the cache key.
 include="adduser,systemd"
@@ -92,7 +93,7 @@ step "clean Debian chroot"
 if [ ! -f "$base_tar" ]; then
     mkdir -p "$cache"
     rm -rf "$cache/build"
-    debootstrap --variant=minbase --include="$include" bookworm "$cache/build" "$mirror" > "$cache/debootstrap.log" 2>&1 ||
+    debootstrap --variant=minbase --include="$include" bookworm "$cache/build" "${mirror[@]}" > "$cache/debootstrap.log" 2>&1 ||
         { tail -20 "$cache/debootstrap.log"; fail "debootstrap"; }
     chroot "$cache/build" apt-get clean
     tar -C "$cache/build" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"

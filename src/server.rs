@@ -84,6 +84,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
     let router = http::router(app.clone());
+    // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "sd_notify READY failed");
+    }
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -91,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("HTTP server failed")?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = timers.await;
     if let Some(relay) = &app.relay {
