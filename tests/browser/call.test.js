@@ -11,7 +11,9 @@ let server;
 let browser;
 before(async () => {
   server = await startServer();
-  browser = await launchBrowser();
+  // Chromium's fake cameras: device 0 is I420, device 1 Y16 (depth: never encoded), device 2
+  // MJPEG. The camera switch goes 0 → 2.
+  browser = await launchBrowser({ cameras: 3 });
 });
 after(async () => {
   await browser?.close();
@@ -71,6 +73,24 @@ test('two users call, see each other through the relay, mute, share the screen, 
     await alice.getByTestId('toggle-camera').click();
     await bob.getByTestId('remote-muted').waitFor({ state: 'detached', timeout: 10000 });
     await bob.getByTestId('remote-camera-off').waitFor({ state: 'detached', timeout: 10000 });
+  });
+
+  await t.test('switch camera replaces the track without renegotiation; the other side keeps decoding', async () => {
+    const select = alice.getByTestId('switch-camera');
+    await select.waitFor({ state: 'visible' });
+    const options = await select.locator('option').evaluateAll((os) => os.map((o) => ({ value: o.value, label: o.textContent })));
+    assert.equal(options.length, 3, `three cameras offered: ${JSON.stringify(options)}`);
+    const before = await alice.evaluate(() => window.signalbox.peerConnections()[0].pc.getTransceivers().length);
+    const target = options.find((o) => o.label.includes('fake_device_2'));
+    await select.selectOption(target.value);
+    await eventually(async () => alice.evaluate(() => {
+      const { pc } = window.signalbox.peerConnections()[0];
+      const sender = pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+      return sender && sender.track.label === 'fake_device_2' && pc.signalingState === 'stable';
+    }), { what: 'the video sender carries the new camera' });
+    assert.equal(await alice.evaluate(() => window.signalbox.peerConnections()[0].pc.getTransceivers().length), before, 'no new transceiver');
+    await eventually(async () => bob.evaluate(() => window.signalbox.call.remote.camera === 'fake_device_2'), { what: 'bob is told the camera' });
+    await framesGrow(bob, { what: 'bob after the switch' });
   });
 
   await t.test('screen share renegotiates: bob receives and decodes a second video track', async () => {

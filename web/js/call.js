@@ -141,7 +141,6 @@ export class CallController extends EventTarget {
       this.update({ warning: `${err.message} You can still see and hear the other side.` });
     }
     if (this.media.warning) this.update({ warning: this.media.warning });
-    this.media.addEventListener('tracks', (e) => { if (this.peer) this.peer.replaceTrack(e.detail.kind, e.detail.track); });
     this.media.addEventListener('screen', (e) => { if (!e.detail.on) this.stopScreen(); });
     this.update({ localStream: this.media.stream, local: this.localFlags() });
   }
@@ -246,7 +245,7 @@ export class CallController extends EventTarget {
 
   async switchCamera(deviceId) {
     if (!this.media) return;
-    await this.media.switchCamera(deviceId);
+    await this.media.switchCamera(deviceId, async (kind, track) => { if (this.peer) await this.peer.replaceTrack(kind, track); });
     this.update({ localStream: this.media.stream });
     this.sendMediaState();
   }

@@ -1,7 +1,7 @@
 // media.js — the local camera, microphone and screen: acquiring them with readable errors
 // (denied permission, no devices, insecure page, device busy), listing devices, muting by
-// track.enabled, switching camera and starting/stopping a screen share. Peers are told about
-// track changes through the 'tracks' event; nothing here talks to the network.
+// track.enabled, switching camera and starting/stopping a screen share. Peers get a new camera
+// track through the `replace` callback of switchCamera; nothing here talks to the network.
 
 import { settings } from './settings.js';
 
@@ -106,8 +106,12 @@ export class LocalMedia extends EventTarget {
     this.dispatchEvent(new CustomEvent('state'));
   }
 
-  /** Switches to another camera; resolves with the new track (peers replace theirs on 'tracks'). */
-  async switchCamera(deviceId) {
+  /**
+   * Switches to another camera. `replace(kind, track)` puts the new track on every sender
+   * (RTCRtpSender.replaceTrack: no renegotiation); the old camera is stopped only after that,
+   * since a sender whose track ended before the swap may never encode the new one.
+   */
+  async switchCamera(deviceId, replace = async () => {}) {
     let fresh;
     try {
       fresh = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: deviceId } } });
@@ -116,14 +120,14 @@ export class LocalMedia extends EventTarget {
     }
     const track = fresh.getVideoTracks()[0];
     const old = this.videoTrack;
+    if (old) track.enabled = old.enabled;
+    await replace('video', track);
     if (old) {
-      track.enabled = old.enabled;
       this.stream.removeTrack(old);
       old.stop();
     }
     this.stream.addTrack(track);
     settings.set('cameraId', deviceId);
-    this.dispatchEvent(new CustomEvent('tracks', { detail: { kind: 'video', track } }));
     this.dispatchEvent(new CustomEvent('state'));
     return track;
   }

@@ -41,9 +41,6 @@ export class RoomController extends EventTarget {
         this.update({ warning: `${err.message} You can still see and hear the others.` });
       }
       if (this.media.warning) this.update({ warning: this.media.warning });
-      this.media.addEventListener('tracks', (e) => {
-        for (const p of this.peers.values()) p.peer.replaceTrack(e.detail.kind, e.detail.track);
-      });
       const ack = await this.socket.request('room-join', { roomId });
       this.update({ phase: 'joined', room: ack.room, callId: ack.callId, peerId: ack.peerId, local: this.localFlags() });
       // The newcomer offers to everyone already in the room.

@@ -100,7 +100,7 @@ export async function startServer({ extraArgs = [], turn = true, listen = '127.0
 }
 
 /** Debian's Chromium, headless, with a fake camera and microphone granted without a prompt. */
-export async function launchBrowser({ extraArgs = [], fakeUi = true } = {}) {
+export async function launchBrowser({ extraArgs = [], fakeUi = true, cameras = 1 } = {}) {
   // playwright-core gives every launch a fresh, empty profile directory (it refuses
   // --user-data-dir here), which is what Chromium needs on this machine.
   const browser = await chromium.launch({
@@ -109,7 +109,8 @@ export async function launchBrowser({ extraArgs = [], fakeUi = true } = {}) {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []), '--use-fake-device-for-media-stream',
+      ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []),
+      cameras > 1 ? `--use-fake-device-for-media-stream=device-count=${cameras}` : '--use-fake-device-for-media-stream',
       // Screen capture without a picker in headless mode.
       '--auto-select-desktop-capture-source=Entire screen', '--enable-usermedia-screen-capturing',
       '--autoplay-policy=no-user-gesture-required',
