@@ -54,6 +54,7 @@ test('two users call, see each other through the relay, mute, share the screen, 
     for (const [name, page] of [['alice', alice], ['bob', bob]]) {
       const s = await framesGrow(page, { what: name });
       assert.equal(s.localType, 'relay', `${name}: selected local candidate is a relay (${JSON.stringify(s)})`);
+      assert.equal(await page.evaluate(() => window.signalbox.peerConnections()[0].pc.getConfiguration().iceTransportPolicy), 'relay');
       await page.getByTestId('call-state').filter({ hasText: 'Connected' }).waitFor();
     }
     await eventually(async () => /\d+:\d\d/.test(await alice.getByTestId('call-duration').textContent()), { what: 'duration shown' });

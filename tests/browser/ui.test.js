@@ -67,6 +67,19 @@ test('an expired token gives a clear message, at start and during a session', as
   await screenshot(page2, 'ui-expired');
 });
 
+test('the relay-only setting is a labelled checkbox that sticks', async () => {
+  const page = await openAs(browser, server, server.token('rose'), { relayOnly: false });
+  await page.getByTestId('nav-settings').click();
+  const box = page.getByLabel('Relay all media through the TURN server (relay-only)');
+  assert.equal(await box.isChecked(), false);
+  await box.check();
+  assert.equal(await page.evaluate(() => JSON.parse(localStorage.getItem('signalbox.settings')).relayOnly), true);
+  await page.reload();
+  await page.getByTestId('nav-settings').click();
+  assert.equal(await page.getByTestId('setting-relay-only').isChecked(), true);
+  await screenshot(page, 'ui-settings');
+});
+
 test('calling someone who is offline says so', async () => {
   const page = await openAs(browser, server, server.token('kate'));
   await page.getByTestId('dial-to').fill('nobody-home');
