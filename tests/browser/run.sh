@@ -5,6 +5,9 @@
 # build it first, e.g. `cargo build`). Screenshots go to test-artifacts/browser/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# Test files given as arguments are taken relative to where the script was started.
+files=()
+for f in "$@"; do files+=("$(realpath "$f")"); done
 repo="$(cd "$here/../.." && pwd)"
 cd "$here"
 
@@ -30,5 +33,5 @@ fi
 mkdir -p "$repo/test-artifacts/browser"
 echo "== browser tests (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), binary $SIGNALBOX_BIN)"
 # One file at a time: each starts its own server and browser, and the machine has 2 cores.
-if [ $# -eq 0 ]; then set -- "$here"/*.test.js; fi
-exec node --test --test-concurrency=1 "$@"
+if [ ${#files[@]} -eq 0 ]; then files=("$here"/*.test.js); fi
+exec node --test --test-concurrency=1 "${files[@]}"
