@@ -15,4 +15,5 @@ pub mod secrets;
 pub mod server;
 pub mod signaling;
 pub mod store;
+pub mod tls;
 pub mod views;

@@ -69,14 +69,19 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::server_config(files)?),
+        None => None,
+    };
     let app = build_app(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {listen}"))?;
     let local: SocketAddr = listener.local_addr()?;
     // A stable line on stdout that scripts and tests wait for.
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "signalbox {} listening on http://{local}",
+        "signalbox {} listening on {scheme}://{local}",
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
@@ -88,13 +93,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify READY failed");
     }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    match tls {
+        Some(tls) => {
+            let (stop_https, stopped) = watch::channel(false);
+            let server = tokio::spawn(crate::tls::serve(listener, router, tls, stopped));
+            shutdown_signal().await;
+            let _ = stop_https.send(true);
+            let _ = server.await;
+        }
+        None => axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?,
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = timers.await;

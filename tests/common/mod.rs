@@ -55,7 +55,11 @@ fn spawn(
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split("listening on http://").nth(1) {
+            if let Some(url) = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1))
+            {
                 let _ = tx.send(url.trim().to_string());
             }
         }
