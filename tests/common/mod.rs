@@ -398,10 +398,15 @@ impl Rtc {
 
     /// The next JSON frame (pings are skipped); panics after 10 s.
     pub async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(10)).await
+    }
+
+    /// The next JSON frame within `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Value {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+            let msg = tokio::time::timeout(limit, self.ws.next())
                 .await
                 .expect("timed out waiting for a frame")
                 .expect("connection closed")

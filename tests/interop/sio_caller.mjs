@@ -7,7 +7,7 @@ import { io } from 'socket.io-client';
 
 const [base, token, callee, transport] = process.argv.slice(2);
 const fail = (why) => { console.error(`sio_caller: ${why}`); process.exit(1); };
-setTimeout(() => fail('timed out'), 20_000).unref();
+setTimeout(() => fail('timed out'), 45_000).unref();
 
 const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=node\r\n' };
 const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };

@@ -21,18 +21,7 @@ def fail(why):
     os._exit(1)
 
 
-threading.Timer(20, lambda: (print("sio_caller.py: timed out", file=sys.stderr, flush=True), __import__("os")._exit(1))).start()
-
-# A bad token is refused at the handshake.
-bad = socketio.Client(reconnection=False)
-refusals = []
-bad.on("connect_error", lambda data: refusals.append(data))
-try:
-    bad.connect(base, auth={"token": "nope"}, transports=[transport], wait_timeout=3)
-    fail("connected with a bad token")
-except socketio.exceptions.ConnectionError:
-    if "invalid_token" not in str(refusals):
-        fail(f"bad token refused with an unexpected message: {refusals}")
+threading.Timer(45, lambda: (print("sio_caller.py: timed out", file=sys.stderr, flush=True), __import__("os")._exit(1))).start()
 
 events = {name: queue.Queue() for name in ["webrtc:call-accepted", "webrtc:answer", "webrtc:ice-candidate", "webrtc:call-ended"]}
 sio = socketio.Client(reconnection=False)
@@ -75,5 +64,16 @@ ended = get("webrtc:call-ended")
 if ended.get("reason") != "hangup":
     fail(f"call-ended: {ended}")
 sio.disconnect()
+
+# A bad token is refused at the handshake.
+bad = socketio.Client(reconnection=False)
+refusals = []
+bad.on("connect_error", lambda data: refusals.append(data))
+try:
+    bad.connect(base, auth={"token": "nope"}, transports=[transport], wait_timeout=3)
+    fail("connected with a bad token")
+except socketio.exceptions.ConnectionError:
+    if "invalid_token" not in str(refusals):
+        fail(f"bad token refused with an unexpected message: {refusals}")
 print("OK", flush=True)
 __import__("os")._exit(0)
