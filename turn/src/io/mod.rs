@@ -4,6 +4,7 @@
 pub(crate) mod framing;
 pub(crate) mod relay;
 pub(crate) mod shared;
+pub(crate) mod sock;
 pub(crate) mod stream;
 pub(crate) mod tcp;
 pub(crate) mod tls;

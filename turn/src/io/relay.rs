@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 
 use super::shared::Shared;
+use super::sock::Udp;
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
 use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
@@ -21,7 +21,7 @@ use crate::stats::Stats;
 /// One allocation's relay socket and the signal that stops its task.
 #[derive(Debug)]
 pub(crate) struct RelaySocket {
-    pub socket: UdpSocket,
+    pub socket: Udp,
     stop: Notify,
 }
 
@@ -40,7 +40,7 @@ impl RelaySocket {
 pub(crate) enum ClientSink {
     /// Through the shared UDP listener socket.
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<Udp>,
         client: SocketAddr,
     },
     /// Through a TCP/TLS connection's writer queue (frames padded to 4 bytes).
@@ -49,7 +49,7 @@ pub(crate) enum ClientSink {
 
 /// A borrowed [`ClientSink`], turned into an owned one only when an allocation is created.
 pub(crate) enum SinkRef<'a> {
-    Udp(&'a Arc<UdpSocket>, SocketAddr),
+    Udp(&'a Arc<Udp>, SocketAddr),
     Stream(&'a mpsc::Sender<Vec<u8>>),
 }
 
@@ -63,7 +63,7 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
     fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
         let std_socket = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
-        let socket = UdpSocket::from_std(std_socket)?;
+        let socket = Udp::new(std_socket)?;
         let local = socket.local_addr()?;
         let handle = Arc::new(RelaySocket {
             socket,
@@ -197,9 +197,7 @@ async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, si
             continue;
         };
         let sent = match &sink {
-            ClientSink::Udp { socket, client } => {
-                socket.send_to(&buf[range], *client).await.is_ok()
-            }
+            ClientSink::Udp { socket, client } => socket.send_to(&buf[range], *client).is_ok(),
             ClientSink::Stream { tx } => tx.try_send(buf[range].to_vec()).is_ok(),
         };
         if !sent {

@@ -123,7 +123,7 @@ async fn handle(
                 Payload::Input(r) => &frame[r.clone()],
                 Payload::Owned(v) => v.as_slice(),
             };
-            if relay.socket.send_to(data, peer).await.is_err() {
+            if relay.socket.send_to(data, peer).is_err() {
                 Stats::add(&shared.stats.dropped_packets, 1);
             }
             true

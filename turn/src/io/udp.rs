@@ -4,25 +4,24 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
-
 use super::relay::{new_udp_socket, Binder, SinkRef};
 use super::shared::Shared;
+use super::sock::Udp;
 use crate::core::{ClientOutput, FiveTuple, Now, Payload};
 use crate::error::TurnError;
 use crate::events::Transport;
 use crate::stats::Stats;
 
 /// Binds the UDP listener with large socket buffers.
-pub(crate) fn bind(addr: SocketAddr, buffer: usize) -> Result<UdpSocket, TurnError> {
+pub(crate) fn bind(addr: SocketAddr, buffer: usize) -> Result<Udp, TurnError> {
     let bind_err = |source| TurnError::Bind { addr, source };
     let socket = new_udp_socket(addr, buffer).map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
-    UdpSocket::from_std(socket.into()).map_err(bind_err)
+    Udp::new(socket.into()).map_err(bind_err)
 }
 
 /// Serves one UDP listener until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
+pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<Udp>) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
@@ -61,7 +60,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
         match out {
             ClientOutput::Nothing => {}
             ClientOutput::Reply(bytes) => {
-                let _ = socket.send_to(&bytes, from).await;
+                let _ = socket.send_to(&bytes, from);
             }
             ClientOutput::Relay {
                 relay,
@@ -72,7 +71,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
                     Payload::Input(r) => &buf[r.clone()],
                     Payload::Owned(v) => v.as_slice(),
                 };
-                if relay.socket.send_to(data, peer).await.is_err() {
+                if relay.socket.send_to(data, peer).is_err() {
                     Stats::add(&shared.stats.dropped_packets, 1);
                 }
             }
