@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, Server};
+use common::{eventually, metric, Server};
 use serde_json::Value;
 
 fn tool(name: &str) -> String {
@@ -184,40 +184,17 @@ async fn ice_config_credentials_relay_and_usage_reaches_analytics_and_metrics() 
     assert_eq!(relay["sessions"][0]["userId"], "alice");
     assert_eq!(relay["sessions"][0]["transport"], "udp");
 
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let created = metrics
-        .lines()
-        .find(|l| l.starts_with("signalbox_turn_allocations_created_total "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no TURN metrics:\n{metrics}"));
-    assert!(created >= 1);
+    let metrics = s.metrics().await;
+    let created = metric(&metrics, "signalbox_turn_allocations_created_total");
+    assert!(created >= Some(1), "{metrics}");
     assert!(metrics.contains("signalbox_turn_bytes_to_peer_total"));
 
     // A wrong password relays nothing and counts as an auth failure.
     let (_, received, _) = uclient(port, peer.port, username, "wrong-password", 5).await;
     assert_eq!(received, 0);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        !metrics.contains("signalbox_turn_auth_failures_total 0\n"),
-        "{metrics}"
-    );
+    let metrics = s.metrics().await;
+    let failures = metric(&metrics, "signalbox_turn_auth_failures_total");
+    assert!(failures >= Some(1), "{metrics}");
 }
 
 #[tokio::test]
@@ -238,20 +215,7 @@ async fn loopback_peers_are_refused_by_default() {
         received, 0,
         "a loopback peer was reachable without --turn-allow-peer"
     );
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let denied = metrics
-        .lines()
-        .find(|l| l.starts_with("signalbox_turn_denied_peers_total "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("denied peers metric");
-    assert!(denied >= 1, "{metrics}");
+    let metrics = s.metrics().await;
+    let denied = metric(&metrics, "signalbox_turn_denied_peers_total");
+    assert!(denied >= Some(1), "{metrics}");
 }

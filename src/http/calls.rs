@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::AppState;
-use crate::signaling::call::{Action, CallStatus, CallType};
+use crate::signaling::call::{self, Action, CallStatus, CallType};
 use crate::signaling::service::RestChange;
 use crate::store::calls::{self, CallKind, CallRecord, HistoryFilter, MediaChange, NewCall};
 use crate::store::{analytics, rooms};
@@ -34,17 +34,6 @@ pub struct CreateCall {
     #[schema(value_type = Option<String>)]
     call_type: Option<CallType>,
     room_name: Option<String>,
-}
-
-fn room_name(name: Option<String>, field: &str) -> Result<Option<String>, Error> {
-    match name {
-        Some(n) if n.chars().count() > 100 => Err(Error::invalid(
-            "invalid_field",
-            format!("{field}: at most 100 characters"),
-        )),
-        Some(n) if n.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
 }
 
 /// Start a call to a user; it rings until accepted, rejected, cancelled or timed out.
@@ -68,7 +57,7 @@ pub async fn create_call(
         call_type: body.call_type.unwrap_or(CallType::Video),
         caller_id: caller,
         callee_id: Some(user_id_field(&body.callee_id, "calleeId")?),
-        room_name: room_name(body.room_name, "roomName")?,
+        room_name: call::room_name(body.room_name, "roomName")?,
         now: now_ms(),
     };
     let call = app
@@ -205,6 +194,22 @@ async fn media(
     Ok(call)
 }
 
+/// Applies a mute change and answers `{message: "<what> muted|unmuted", callSession}`.
+async fn mute(
+    app: &AppState,
+    me: crate::auth::Principal,
+    raw_id: &str,
+    change: MediaChange,
+    muted: bool,
+    what: &str,
+) -> Result<Json<Value>, Error> {
+    let call = media(app, me, raw_id, change, "media").await?;
+    let message = format!("{what} {}", if muted { "muted" } else { "unmuted" });
+    Ok(Json(
+        json!({ "message": message, "callSession": views::call_session(&call, now_ms()) }),
+    ))
+}
+
 /// Mute or unmute your microphone in a call.
 #[utoipa::path(put, path = "/calls/{callId}/mute-audio", tag = "calls", request_body = Mute,
     params(("callId" = String, Path, description = "call id (UUID)")),
@@ -220,15 +225,7 @@ pub async fn mute_audio(
         audio: Some(!body.mute),
         ..Default::default()
     };
-    let call = media(&app, me, &id, change, "media").await?;
-    let message = if body.mute {
-        "Audio muted"
-    } else {
-        "Audio unmuted"
-    };
-    Ok(Json(
-        json!({ "message": message, "callSession": views::call_session(&call, now_ms()) }),
-    ))
+    mute(&app, me, &id, change, body.mute, "Audio").await
 }
 
 /// Turn your camera off or on in a call.
@@ -246,15 +243,7 @@ pub async fn mute_video(
         video: Some(!body.mute),
         ..Default::default()
     };
-    let call = media(&app, me, &id, change, "media").await?;
-    let message = if body.mute {
-        "Video muted"
-    } else {
-        "Video unmuted"
-    };
-    Ok(Json(
-        json!({ "message": message, "callSession": views::call_session(&call, now_ms()) }),
-    ))
+    mute(&app, me, &id, change, body.mute, "Video").await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

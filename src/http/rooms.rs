@@ -124,6 +124,37 @@ pub async fn join_room(
     ))
 }
 
+/// Tells connected peers that `peers` left the room and, when `ended`, that its call ended.
+async fn tell_room(
+    app: &AppState,
+    call_id: Option<String>,
+    room_id: &str,
+    peers: &[&str],
+    ended: bool,
+    actor: &str,
+) -> Result<(), Error> {
+    let Some(call_id) = call_id else {
+        return Ok(());
+    };
+    let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? else {
+        return Ok(());
+    };
+    for peer_id in peers {
+        app.signaling
+            .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
+    }
+    if ended {
+        app.signaling.rest_changed(
+            &call,
+            RestChange::Ended {
+                actor,
+                notice: "call-hangup",
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Leave a room.
 #[utoipa::path(post, path = "/rooms/{roomId}/leave", tag = "rooms",
     params(("roomId" = String, Path, description = "room id (UUID)")),
@@ -141,22 +172,16 @@ pub async fn leave_room(
         .store
         .run(move |c| rooms::leave(c, &id, &me, now))
         .await?;
-    if let Some(call_id) = left.call_id.clone() {
-        if let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? {
-            let (room_id, peer_id) = (left.room.id.as_str(), left.peer_id.as_str());
-            app.signaling
-                .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
-            if left.call_ended {
-                app.signaling.rest_changed(
-                    &call,
-                    RestChange::Ended {
-                        actor: &actor,
-                        notice: "call-hangup",
-                    },
-                );
-            }
-        }
-    }
+    let peers = [left.peer_id.as_str()];
+    tell_room(
+        &app,
+        left.call_id.clone(),
+        &left.room.id,
+        &peers,
+        left.call_ended,
+        &actor,
+    )
+    .await?;
     Ok(Json(json!({ "message": "Left room" })))
 }
 
@@ -177,21 +202,7 @@ pub async fn delete_room(
         .store
         .run(move |c| rooms::delete(c, &id, &me, now))
         .await?;
-    if let Some(call_id) = room.call_id.clone() {
-        if let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? {
-            for peer in &room.peers {
-                let (room_id, peer_id) = (room.id.as_str(), peer.peer_id.as_str());
-                app.signaling
-                    .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
-            }
-            app.signaling.rest_changed(
-                &call,
-                RestChange::Ended {
-                    actor: &actor,
-                    notice: "call-hangup",
-                },
-            );
-        }
-    }
+    let peers: Vec<&str> = room.peers.iter().map(|p| p.peer_id.as_str()).collect();
+    tell_room(&app, room.call_id.clone(), &room.id, &peers, true, &actor).await?;
     Ok(Json(json!({ "message": "Room deleted" })))
 }

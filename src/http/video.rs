@@ -44,16 +44,7 @@ pub async fn create(
     Auth(me): Auth,
     ApiJson(body): ApiJson<CreateVideoCall>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
-    let room_name = match body.room_name {
-        Some(n) if n.chars().count() > 100 => {
-            return Err(Error::invalid(
-                "invalid_field",
-                "room_name: at most 100 characters",
-            ))
-        }
-        Some(n) if n.trim().is_empty() => None,
-        other => other,
-    };
+    let room_name = crate::signaling::call::room_name(body.room_name, "room_name")?;
     let new = NewCall {
         id: Uuid::new_v4().to_string(),
         call_type: body.call_type.unwrap_or(CallType::Video),

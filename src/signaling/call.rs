@@ -202,6 +202,18 @@ pub fn transition(status: CallStatus, actor: Actor, action: Action) -> Result<Tr
     }
 }
 
+/// An optional room name: at most 100 characters; blank means none.
+pub fn room_name(name: Option<String>, field: &str) -> Result<Option<String>, Error> {
+    match name {
+        Some(n) if n.chars().count() > 100 => Err(Error::invalid(
+            "invalid_field",
+            format!("{field}: at most 100 characters"),
+        )),
+        Some(n) if n.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
 /// Media changes (mute, camera switch) are allowed while the call is ringing or active.
 pub fn check_media_change(status: CallStatus) -> Result<(), Error> {
     if status.is_final() {

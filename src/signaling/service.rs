@@ -375,14 +375,7 @@ impl Signaling {
         if let Some(sdp) = &sdp {
             check_sdp(sdp, "sdp")?;
         }
-        if let Some(name) = &room_name {
-            if name.chars().count() > 100 {
-                return Err(Error::invalid(
-                    "invalid_field",
-                    "roomName: at most 100 characters",
-                ));
-            }
-        }
+        let room_name = crate::signaling::call::room_name(room_name, "roomName")?;
         if let Some(glare) = self.board().ringing_from(to, &me.id) {
             return Err(Error::conflict(
                 "call_glare",

@@ -455,3 +455,25 @@ impl Rtc {
         }
     }
 }
+
+impl Server {
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
