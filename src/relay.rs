@@ -46,35 +46,38 @@ fn default_route_ip() -> Option<IpAddr> {
 /// * `turn_external_ip` set: advertise it (1:1 NAT), bind the listener's IP.
 /// * the listener has a concrete IP (e.g. 127.0.0.1 in tests): bind and advertise that.
 /// * `public_host` is an IP: advertise it.
-/// * otherwise: the local address of the default route (`fallback`).
+/// * otherwise: the local address of the default route (`fallback`), or loopback without one.
 pub fn relay_addresses(
     config: &Config,
     fallback: impl FnOnce() -> Option<IpAddr>,
-) -> anyhow::Result<(IpAddr, Option<IpAddr>)> {
+) -> (IpAddr, Option<IpAddr>) {
     let listen_ip = config.turn.listen.ip();
     if let Some(external) = config.turn.external_ip {
-        return Ok((listen_ip, Some(external)));
+        return (listen_ip, Some(external));
     }
     if !listen_ip.is_unspecified() {
-        return Ok((listen_ip, None));
+        return (listen_ip, None);
     }
     if let Some(ip) = config
         .public_host
         .as_deref()
         .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
     {
-        return Ok((listen_ip, Some(ip)));
+        return (listen_ip, Some(ip));
     }
-    let ip = fallback().context(
-        "cannot tell which IP address to advertise for TURN relays: set turn_external_ip \
-         (or --public-host with an IP, or --turn-listen with a concrete IP)",
-    )?;
-    Ok((listen_ip, Some(ip)))
+    let ip = fallback().unwrap_or_else(|| {
+        tracing::warn!(
+            "no default route: advertising TURN relays on 127.0.0.1 (this machine only); \
+             set turn_external_ip or --public-host for other hosts"
+        );
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    });
+    (listen_ip, Some(ip))
 }
 
 /// Maps our configuration onto the relay's.
 pub fn turn_config(config: &Config, secrets: &Secrets) -> anyhow::Result<TurnConfig> {
-    let (relay_bind_ip, external_ip) = relay_addresses(config, default_route_ip)?;
+    let (relay_bind_ip, external_ip) = relay_addresses(config, default_route_ip);
     let t = &config.turn;
     let (tls_listen, tls_cert_path, tls_key_path) = match &config.tls {
         Some(tls) => (
@@ -299,26 +302,27 @@ mod tests {
         let none = || None;
         let c = config(&[("SIGNALBOX_TURN_LISTEN", "127.0.0.1:3478")]);
         assert_eq!(
-            relay_addresses(&c, none).expect("ok"),
+            relay_addresses(&c, none),
             ("127.0.0.1".parse().expect("ip"), None)
         );
         let c = config(&[("SIGNALBOX_TURN_EXTERNAL_IP", "203.0.113.7")]);
         assert_eq!(
-            relay_addresses(&c, none).expect("ok").1,
+            relay_addresses(&c, none).1,
             Some("203.0.113.7".parse().expect("ip"))
         );
         let c = config(&[("SIGNALBOX_PUBLIC_HOST", "198.51.100.20")]);
         assert_eq!(
-            relay_addresses(&c, none).expect("ok").1,
+            relay_addresses(&c, none).1,
             Some("198.51.100.20".parse().expect("ip"))
         );
         let c = config(&[("SIGNALBOX_PUBLIC_HOST", "calls.example.com")]);
-        assert!(
-            relay_addresses(&c, none).is_err(),
-            "no way to know the address"
+        assert_eq!(
+            relay_addresses(&c, none).1,
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "no route: loopback"
         );
         let ip: IpAddr = "192.0.2.10".parse().expect("ip");
-        assert_eq!(relay_addresses(&c, || Some(ip)).expect("ok").1, Some(ip));
+        assert_eq!(relay_addresses(&c, || Some(ip)).1, Some(ip));
     }
 
     #[test]
