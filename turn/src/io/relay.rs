@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, Notify};
 
 use super::shared::Shared;
-use super::sock::Udp;
+use super::sock::{with_batch, Batch, Udp, BATCH, HEADROOM};
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
 use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
@@ -157,38 +157,76 @@ pub(crate) fn buffer_cap_warning(ip: IpAddr, buffer: usize) -> Option<String> {
     })
 }
 
-/// Largest offset a payload is received at: room for a Data indication header (IPv6 peer).
-const HEADROOM: usize = 48;
-
 /// Carries datagrams from peers to the client until the allocation ends.
 async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, sink: ClientSink) {
-    let mut buf = vec![0u8; HEADROOM + 65_536 + 4];
-    let pad = matches!(sink, ClientSink::Stream { .. });
-    let mut tid_seed: [u8; 12] = rand::random();
-    let mut counter: u32 = 0;
+    let mut framer = Framer {
+        pad: matches!(sink, ClientSink::Stream { .. }),
+        tid_seed: rand::random(),
+        counter: 0,
+    };
     loop {
-        let (n, peer) = tokio::select! {
-            r = relay.socket.recv_from(&mut buf[HEADROOM..]) => match r {
-                Ok(x) => x,
-                // ICMP errors from earlier sends surface here on Linux; they are not fatal.
-                Err(_) => continue,
+        let guard = tokio::select! {
+            r = relay.socket.ready() => match r {
+                Ok(g) => g,
+                Err(_) => break, // the runtime is shutting down
             },
             () = relay.stop.notified() => break,
         };
-        let verdict = shared.core().handle_peer(alloc, peer, n, Instant::now());
-        let frame = match verdict {
-            PeerOutput::Gone => break,
+        let gone = with_batch(|batch| {
+            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
+            if relay.socket.recv_batch(guard, batch).is_err() || batch.len() == 0 {
+                return false;
+            }
+            relay_batch(&shared, alloc, &sink, &mut framer, batch)
+        });
+        if gone {
+            break;
+        }
+    }
+}
+
+/// Per-task state for framing Data indications.
+struct Framer {
+    pad: bool,
+    tid_seed: [u8; 12],
+    counter: u32,
+}
+
+/// Asks the core about a batch of peer datagrams under one lock, then frames each in place
+/// and sends it to the client. Returns whether the allocation is gone.
+fn relay_batch(
+    shared: &Shared,
+    alloc: AllocRef,
+    sink: &ClientSink,
+    framer: &mut Framer,
+    batch: &mut Batch,
+) -> bool {
+    let n = batch.len();
+    let mut verdicts = [PeerOutput::Drop; BATCH];
+    {
+        let now = Instant::now();
+        let mut core = shared.core();
+        for (i, verdict) in verdicts.iter_mut().enumerate().take(n) {
+            let (data, peer) = batch.datagram(i);
+            *verdict = core.handle_peer(alloc, peer, data.len(), now);
+        }
+    }
+    for (i, verdict) in verdicts.iter().enumerate().take(n) {
+        let (buf, n, peer) = batch.slot_mut(i);
+        let frame = match *verdict {
+            PeerOutput::Gone => return true,
             PeerOutput::Drop => continue,
             PeerOutput::Channel(ch) => {
                 let start = HEADROOM - 4;
-                write_channel_data(&mut buf[start..], ch, n, pad).map(|len| start..start + len)
+                write_channel_data(&mut buf[start..], ch, n, framer.pad)
+                    .map(|len| start..start + len)
             }
             PeerOutput::Indication => {
                 let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
                 let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
-                counter = counter.wrapping_add(1);
-                tid_seed[8..].copy_from_slice(&counter.to_be_bytes());
-                write_data_indication(&mut buf[start..], peer, n, tid_seed)
+                framer.counter = framer.counter.wrapping_add(1);
+                framer.tid_seed[8..].copy_from_slice(&framer.counter.to_be_bytes());
+                write_data_indication(&mut buf[start..], peer, n, framer.tid_seed)
                     .map(|len| start..start + len)
             }
         };
@@ -196,7 +234,7 @@ async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, si
             Stats::add(&shared.stats.dropped_packets, 1);
             continue;
         };
-        let sent = match &sink {
+        let sent = match sink {
             ClientSink::Udp { socket, client } => socket.send_to(&buf[range], *client).is_ok(),
             ClientSink::Stream { tx } => tx.try_send(buf[range].to_vec()).is_ok(),
         };
@@ -204,6 +242,7 @@ async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, si
             Stats::add(&shared.stats.dropped_packets, 1);
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::relay::{new_udp_socket, Binder, SinkRef};
 use super::shared::Shared;
-use super::sock::Udp;
+use super::sock::{with_batch, Batch, Udp};
 use crate::core::{ClientOutput, FiveTuple, Now, Payload};
 use crate::error::TurnError;
 use crate::events::Transport;
@@ -26,37 +26,54 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<Udp>) {
         return;
     };
     let mut shutdown = shared.shutdown.clone();
-    let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, from) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(_) => continue, // ICMP port unreachable from an earlier reply, etc.
+        let guard = tokio::select! {
+            r = socket.ready() => match r {
+                Ok(g) => g,
+                Err(_) => break, // the runtime is shutting down
             },
             _ = shutdown.changed() => break,
         };
-        let tuple = FiveTuple {
-            client: from,
-            server: local,
-            transport: Transport::Udp,
-        };
-        let (out, events) = {
-            let mut core = shared.core();
+        with_batch(|batch| {
+            // An error is an ICMP port unreachable from an earlier reply, etc.
+            if socket.recv_batch(guard, batch).is_ok() && batch.len() > 0 {
+                handle_batch(&shared, &socket, local, batch);
+            }
+        });
+    }
+}
+
+/// Runs a batch of client datagrams through the core under one lock, then sends what it
+/// decided (replies on the listener, payloads out of relay sockets).
+fn handle_batch(shared: &Arc<Shared>, socket: &Arc<Udp>, local: SocketAddr, batch: &Batch) {
+    let now = Now::system();
+    let mut outs = Vec::with_capacity(batch.len());
+    let events = {
+        let mut core = shared.core();
+        for i in 0..batch.len() {
+            let (data, from) = batch.datagram(i);
+            let tuple = FiveTuple {
+                client: from,
+                server: local,
+                transport: Transport::Udp,
+            };
             let mut binder = Binder {
-                shared: &shared,
-                sink: SinkRef::Udp(&socket, from),
+                shared,
+                sink: SinkRef::Udp(socket, from),
             };
-            let out = core.handle_client(tuple, &buf[..n], Now::system(), &mut binder);
-            let events = if core.has_events() {
-                core.drain_events()
-            } else {
-                Vec::new()
-            };
-            (out, events)
-        };
-        if !events.is_empty() {
-            shared.dispatch(events);
+            outs.push(core.handle_client(tuple, data, now, &mut binder));
         }
+        if core.has_events() {
+            core.drain_events()
+        } else {
+            Vec::new()
+        }
+    };
+    if !events.is_empty() {
+        shared.dispatch(events);
+    }
+    for (i, out) in outs.into_iter().enumerate() {
+        let (data, from) = batch.datagram(i);
         match out {
             ClientOutput::Nothing => {}
             ClientOutput::Reply(bytes) => {
@@ -68,7 +85,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<Udp>) {
                 payload,
             } => {
                 let data = match &payload {
-                    Payload::Input(r) => &buf[r.clone()],
+                    Payload::Input(r) => &data[r.clone()],
                     Payload::Owned(v) => v.as_slice(),
                 };
                 if relay.socket.send_to(data, peer).is_err() {
