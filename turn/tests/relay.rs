@@ -258,3 +258,74 @@ async fn shutdown_closes_live_allocations_and_reports_them() {
         other => panic!("expected AllocationClosed, got {other:?}"),
     }
 }
+
+async fn recv_big(socket: &UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65_536];
+    match tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// Datagrams near the UDP limit relay intact both ways, and a burst larger than one receive
+/// batch (mixed sizes) arrives whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_datagrams_and_bursts_relay_intact() {
+    let s = start(Options {
+        allow_loopback: true,
+        ..Options::default()
+    })
+    .await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("bob");
+    let client = UdpClient::new(server).await;
+    let r = client.authed(&c, allocate_request()).await;
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(&r).unwrap();
+    let relay_addr = SocketAddr::new(relayed.ip, relayed.port);
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let r = client
+        .authed(
+            &c,
+            request(
+                METHOD_CHANNEL_BIND,
+                &[&ChannelNumber(0x4002), &peer_attr(peer_addr)],
+            ),
+        )
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+    client
+        .socket
+        .send_to(&channel_data(0x4002, &big), server)
+        .await
+        .unwrap();
+    assert_eq!(recv_big(&peer).await.expect("peer receives"), big);
+    peer.send_to(&big, relay_addr).await.unwrap();
+    let frame = recv_big(&client.socket).await.expect("client receives");
+    assert_eq!(&frame[..4], &[0x40, 0x02, 0xEA, 0x60]);
+    assert_eq!(&frame[4..], &big[..]);
+
+    // 40 datagrams back to back (more than one batch), every fifth one large.
+    let sizes: Vec<usize> = (0..40)
+        .map(|i| if i % 5 == 0 { 8_000 + i } else { 100 + i })
+        .collect();
+    for (i, &n) in sizes.iter().enumerate() {
+        let payload = vec![i as u8; n];
+        peer.send_to(&payload, relay_addr).await.unwrap();
+    }
+    for (i, &n) in sizes.iter().enumerate() {
+        let frame = recv_big(&client.socket)
+            .await
+            .expect("client receives the burst");
+        let len = u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        assert_eq!(len, n, "datagram {i}");
+        assert!(
+            frame[4..4 + n].iter().all(|&b| b == i as u8),
+            "datagram {i}"
+        );
+    }
+    s.server.shutdown().await;
+}
