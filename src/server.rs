@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -102,7 +103,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = server.await;
         }
         None => axum::serve(
-            listener,
+            // Signaling messages are small and latency-bound: no Nagle delay.
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown_signal())
