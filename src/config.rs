@@ -80,6 +80,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "jwt_secret", default: "", list: false, secret: true, doc: "HS256 secret for bearer tokens (at least 32 characters). Empty: generated into data_dir/jwt-secret on first start." },
     key("token_ttl", "24h", "Lifetime of tokens from POST /api/auth/login and `signalbox token` (unless --ttl)."),
     key("login_rate_per_minute", "10", "Login attempts allowed per client IP per minute (then 429)."),
+    KeySpec { name: "trusted_proxies", default: "127.0.0.0/8,::1", list: true, secret: false, doc: "Reverse proxies whose X-Forwarded-For names the real client (for login rate limits). Empty: trust none." },
     key("no_turn", "false", "true: do not run the embedded STUN/TURN relay (use turn_external_urls)."),
     key("turn_listen", "0.0.0.0:3478", "STUN/TURN listen address, UDP and TCP."),
     key("turn_tls_listen", "0.0.0.0:5349", "TURN over TLS listen address (only with tls_cert/tls_key)."),
@@ -415,6 +416,7 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub token_ttl: Duration,
     pub login_rate_per_minute: u32,
+    pub trusted_proxies: Vec<IpNet>,
     pub turn: TurnSettings,
 }
 
@@ -577,6 +579,7 @@ impl Config {
             token_ttl: l.parse("token_ttl", parse_duration)?,
             login_rate_per_minute: l
                 .parse("login_rate_per_minute", |s| parse_number(s, 1, 10_000))?,
+            trusted_proxies: l.parse_list("trusted_proxies", parse_cidr)?,
             turn: TurnSettings {
                 enabled: !l.parse("no_turn", parse_bool)?,
                 listen: l.parse("turn_listen", parse_addr)?,

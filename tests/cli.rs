@@ -322,6 +322,17 @@ async fn accounts_log_in_and_logins_are_rate_limited() {
     assert_eq!(r.status.as_u16(), 429, "{}", r.body);
     assert_eq!(r.body["error"]["code"], "rate_limited");
     assert!(r.headers.get("retry-after").is_some());
+    // Behind a trusted reverse proxy (loopback by default) each forwarded client has its own
+    // budget: another client is not locked out by this one.
+    let other = s
+        .http
+        .post(format!("{}/api/auth/login", s.base))
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"username": "carol", "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(other.status().as_u16(), 200);
 
     let out = run(
         &[

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+
+use crate::http::client_ip::client_ip;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,9 +30,11 @@ pub struct Login {
 pub async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>, Error> {
-    if let Err(not_until) = app.login_limiter.check_key(&peer.ip()) {
+    let client = client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    if let Err(not_until) = app.login_limiter.check_key(&client) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));

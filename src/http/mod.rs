@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod calls;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod ice;
