@@ -12,7 +12,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use signalbox_turn::{LocalAddrs, StatsSnapshot, TurnConfig, TurnServer, UsageEvent};
+use signalbox_turn::{
+    LiveAllocation, LocalAddrs, StatsSnapshot, TurnConfig, TurnServer, UsageEvent,
+};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -197,6 +199,15 @@ impl Relay {
         }))
     }
 
+    /// Allocations alive now with their usage so far.
+    pub fn live(&self) -> Vec<LiveAllocation> {
+        self.server
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(TurnServer::live_allocations))
+            .unwrap_or_default()
+    }
+
     pub fn stats(&self) -> Option<StatsSnapshot> {
         self.server.lock().ok()?.as_ref().map(TurnServer::stats)
     }
@@ -206,6 +217,24 @@ impl Relay {
         let server = self.server.lock().ok().and_then(|mut s| s.take());
         if let Some(server) = server {
             server.shutdown().await;
+        }
+    }
+}
+
+/// Fills stored sessions that are still open with what their allocation relayed so far
+/// (stored rows only get totals when an allocation closes).
+pub fn apply_live(sessions: &mut [RelaySession], live: &[LiveAllocation]) {
+    for s in sessions.iter_mut().filter(|s| s.closed_at.is_none()) {
+        let found = live.iter().find(|a| {
+            a.username == s.username
+                && a.client.to_string() == s.client_addr
+                && a.relay.to_string() == s.relay_addr
+        });
+        if let Some(a) = found {
+            s.bytes_to_peer = a.usage.bytes_to_peer;
+            s.bytes_from_peer = a.usage.bytes_from_peer;
+            s.packets_to_peer = a.usage.packets_to_peer;
+            s.packets_from_peer = a.usage.packets_from_peer;
         }
     }
 }
@@ -323,6 +352,45 @@ mod tests {
         );
         let ip: IpAddr = "192.0.2.10".parse().expect("ip");
         assert_eq!(relay_addresses(&c, || Some(ip)).1, Some(ip));
+    }
+
+    #[test]
+    fn open_sessions_get_live_usage() {
+        let open = RelaySession {
+            username: "9:alice".into(),
+            client_addr: "127.0.0.1:5000".into(),
+            relay_addr: "127.0.0.1:50000".into(),
+            ..RelaySession::default()
+        };
+        let closed = RelaySession {
+            closed_at: Some(1),
+            bytes_to_peer: 7,
+            ..open.clone()
+        };
+        let mut sessions = vec![open, closed];
+        let live = vec![LiveAllocation {
+            user: "alice".into(),
+            username: "9:alice".into(),
+            client: "127.0.0.1:5000".parse().expect("addr"),
+            relay: "127.0.0.1:50000".parse().expect("addr"),
+            transport: signalbox_turn::Transport::Udp,
+            opened_at: SystemTime::now(),
+            usage: signalbox_turn::Usage {
+                bytes_to_peer: 100,
+                bytes_from_peer: 200,
+                packets_to_peer: 1,
+                packets_from_peer: 2,
+            },
+        }];
+        apply_live(&mut sessions, &live);
+        assert_eq!(
+            (sessions[0].bytes_to_peer, sessions[0].bytes_from_peer),
+            (100, 200)
+        );
+        assert_eq!(
+            sessions[1].bytes_to_peer, 7,
+            "closed sessions keep their stored totals"
+        );
     }
 
     #[test]

@@ -396,6 +396,7 @@ pub async fn call_analytics(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
     let now = now_ms();
+    let live = app.relay.as_ref().map(|r| r.live()).unwrap_or_default();
     let body = app
         .store
         .run(move |c| {
@@ -408,7 +409,8 @@ pub async fn call_analytics(
                 .map(|p| p.user_id.clone())
                 .collect();
             let window_end = call.ended_at.unwrap_or(now);
-            let relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
+            let mut relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
+            crate::relay::apply_live(&mut relay, &live);
             Ok(views::analytics(&call, &events, &quality, &relay, now))
         })
         .await?;

@@ -32,6 +32,19 @@ pub struct Usage {
     pub packets_from_peer: u64,
 }
 
+/// An allocation alive now and what it has relayed so far (see `TurnServer::live_allocations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAllocation {
+    /// The user id part of the REST username.
+    pub user: String,
+    pub username: String,
+    pub client: SocketAddr,
+    pub relay: SocketAddr,
+    pub transport: Transport,
+    pub opened_at: SystemTime,
+    pub usage: Usage,
+}
+
 /// An allocation's lifecycle as the app sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageEvent {

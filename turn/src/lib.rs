@@ -49,6 +49,6 @@ pub use core::allocation::{DEFAULT_LIFETIME, MAX_LIFETIME};
 pub use core::permissions::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use core::StateSize;
 pub use error::TurnError;
-pub use events::{Transport, Usage, UsageEvent};
+pub use events::{LiveAllocation, Transport, Usage, UsageEvent};
 pub use server::{LocalAddrs, TurnServer};
 pub use stats::StatsSnapshot;

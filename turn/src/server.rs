@@ -143,6 +143,12 @@ impl TurnServer {
         self.shared.stats.snapshot()
     }
 
+    /// Allocations alive now and what each has relayed so far (usage events only carry totals
+    /// when an allocation closes).
+    pub fn live_allocations(&self) -> Vec<crate::LiveAllocation> {
+        self.shared.core().live_allocations()
+    }
+
     /// How many entries the relay holds (allocations, permissions, channels, cached replies...).
     pub fn state_size(&self) -> StateSize {
         self.shared.core().state_size()

@@ -376,6 +376,22 @@ impl<R: Clone> Core<R> {
         !self.events.is_empty()
     }
 
+    /// Every allocation alive now with its usage so far.
+    pub fn live_allocations(&self) -> Vec<crate::events::LiveAllocation> {
+        self.allocations
+            .iter()
+            .map(|(tuple, a)| crate::events::LiveAllocation {
+                user: a.user.clone(),
+                username: a.username.clone(),
+                client: tuple.client,
+                relay: a.relay_addr,
+                transport: tuple.transport,
+                opened_at: a.opened_at,
+                usage: a.usage,
+            })
+            .collect()
+    }
+
     /// What the core currently holds.
     pub fn state_size(&self) -> StateSize {
         StateSize {
