@@ -77,6 +77,7 @@ pub const KEYS: &[KeySpec] = &[
     key("max_body_bytes", "262144", "Largest accepted REST request body, in bytes (larger: 413)."),
     key("ring_timeout", "45s", "How long a call rings before it becomes missed."),
     key("reconnect_grace", "20s", "How long a dropped connection keeps its calls before they end with reason disconnect."),
+    key("heartbeat_timeout", "45s", "A signaling connection silent this long is closed and handled as a drop; pings go out every third of it."),
     KeySpec { name: "jwt_secret", default: "", list: false, secret: true, doc: "HS256 secret for bearer tokens (at least 32 characters). Empty: generated into data_dir/jwt-secret on first start." },
     key("token_ttl", "24h", "Lifetime of tokens from POST /api/auth/login and `signalbox token` (unless --ttl)."),
     key("login_rate_per_minute", "10", "Login attempts allowed per client IP per minute (then 429)."),
@@ -412,6 +413,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub ring_timeout: Duration,
     pub reconnect_grace: Duration,
+    pub heartbeat_timeout: Duration,
     /// Configured JWT secret; `None` means "use the generated one".
     pub jwt_secret: Option<String>,
     pub token_ttl: Duration,
@@ -575,6 +577,13 @@ impl Config {
             max_body_bytes: l.parse("max_body_bytes", |s| parse_number(s, 1024, 64 << 20))?,
             ring_timeout: l.parse("ring_timeout", parse_duration)?,
             reconnect_grace: l.parse("reconnect_grace", parse_duration)?,
+            heartbeat_timeout: l.parse("heartbeat_timeout", |s| {
+                let d = parse_duration(s)?;
+                if d < Duration::from_secs(3) {
+                    return Err("must be at least 3s".into());
+                }
+                Ok(d)
+            })?,
             jwt_secret,
             token_ttl: l.parse("token_ttl", parse_duration)?,
             login_rate_per_minute: l

@@ -492,3 +492,51 @@ async fn bad_frames_get_errors_and_the_connection_carries_on() {
     assert_eq!(ok["type"], "ack", "{ok}");
     bob.expect("ice-candidate").await;
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_handled_as_a_drop() {
+    let s = Server::start_with(
+        &["--no-turn"],
+        &[
+            ("SIGNALBOX_HEARTBEAT_TIMEOUT", "3s"),
+            ("SIGNALBOX_RECONNECT_GRACE", "1s"),
+        ],
+    );
+    let mut alice = Rtc::connect(&s, "alice").await;
+    let mut bob = Rtc::connect(&s, "bob").await;
+    let id = alice
+        .request(json!({"type": "call-initiate", "to": "bob", "callType": "audio"}))
+        .await["callId"]
+        .clone();
+    bob.expect("call-initiate").await;
+    bob.request(json!({"type": "call-accept", "callId": id}))
+        .await;
+    alice.expect("call-accept").await;
+
+    // Bob stops reading (so his client answers no pings) for longer than the heartbeat timeout.
+    // Alice keeps answering pings by reading, and sees the call end after the grace period.
+    let ended = alice.recv_within(Duration::from_secs(20)).await;
+    assert_eq!(
+        (ended["type"].as_str(), ended["reason"].as_str()),
+        (Some("call-ended"), Some("disconnect")),
+        "{ended}"
+    );
+    // Bob's socket was closed by the server: a close frame (1001) or, when his client tries to
+    // answer the stale pings first, a broken pipe; never another event.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), bob.ws.next());
+        match next.await.expect("closed in time") {
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                break;
+            }
+            Some(Ok(Message::Text(t))) => {
+                assert!(!t.contains("call-ended"), "a closed session got {t}")
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! `GET /rtc`: seed 001's native WebSocket. Authenticates before the upgrade (401 otherwise),
 //! sends `welcome`, then turns JSON text frames into [`ClientMessage`]s for the signaling
 //! service and writes its events back. Heartbeat: a WebSocket ping every 15 s; a connection
-//! silent for 45 s is closed and handled as a drop. Per-connection size and rate limits answer
+//! silent for 45 s (`heartbeat_timeout`) is closed (1001) and handled as a drop.
+//! Per-connection size and rate limits answer
 //! with `error` frames and keep the connection.
 
 use std::collections::HashMap;
@@ -31,8 +32,6 @@ const MAX_TRANSPORT_BYTES: usize = 1024 * 1024;
 /// read, which made every idle connection cost ~134 KiB; 4 KiB keeps it under 10 KiB while
 /// larger frames still grow the buffer as needed (see BENCHMARKS.md).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
-const PING_EVERY: Duration = Duration::from_secs(15);
-const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 /// Sustained messages per second per connection, and the burst allowed above it.
 const RATE_PER_SECOND: u32 = 100;
 const RATE_BURST: u32 = 300;
@@ -94,7 +93,9 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal) {
     );
     let mut last_heard = Instant::now();
     let mut last_rate_error: Option<Instant> = None;
-    let mut heartbeat = tokio::time::interval(PING_EVERY);
+    // Heartbeat: a ping every third of the silence limit (15 s of 45 s by default).
+    let silence_limit = app.config.heartbeat_timeout;
+    let mut heartbeat = tokio::time::interval(silence_limit / 3);
     heartbeat.reset();
 
     let welcome = match signaling.welcome(session, &me).await {
@@ -174,7 +175,7 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal) {
                 }
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= SILENCE_LIMIT {
+                if last_heard.elapsed() >= silence_limit {
                     let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "heartbeat timeout".into() }))).await;
                     break;
                 }

@@ -11,7 +11,6 @@
 //! `webrtc:media-state`, `webrtc:error`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -92,8 +91,8 @@ pub fn render(e: &Event) -> Vec<(&'static str, Value)> {
 pub fn layer(app: AppState) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_payload(MAX_MESSAGE_BYTES as u64)
-        .ping_interval(Duration::from_secs(15))
-        .ping_timeout(Duration::from_secs(30))
+        .ping_interval(app.config.heartbeat_timeout / 3)
+        .ping_timeout(app.config.heartbeat_timeout * 2 / 3)
         .build_layer();
     let connect_app = app.clone();
     let on_connect = move |s: SocketRef| {
