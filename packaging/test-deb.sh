@@ -165,7 +165,8 @@ mode_owner() { in_root stat -c '%a %U:%G' "$1"; }
 step "install"
 cp "$deb" "$deb2" "$root/tmp/"
 apt_in_root install "/tmp/$(basename "$deb")"
-in_root getent passwd signalbox | grep -q ':/var/lib/signalbox:/usr/sbin/nologin$' || fail "account"
+account="$(in_root getent passwd signalbox)" || fail "no signalbox account"
+grep -q ':/var/lib/signalbox:/usr/sbin/nologin$' <<< "$account" || fail "account: $account"
 [ "$(mode_owner /etc/signalbox/signalbox.toml)" = "640 root:signalbox" ] ||
     fail "config is $(mode_owner /etc/signalbox/signalbox.toml)"
 grep -qx 'data_dir = "/var/lib/signalbox"' "$root/etc/signalbox/signalbox.toml" || fail "data_dir not set"
@@ -209,10 +210,13 @@ grep -qx '# edited by test-deb.sh' "$root/etc/signalbox/signalbox.toml" || fail 
 grep -qx 'log_format = "json"' "$root/etc/signalbox/signalbox.toml" || fail "config edit lost"
 [ "$(mode_owner /etc/signalbox/signalbox.toml)" = "640 root:signalbox" ] || fail "config mode after upgrade"
 [ "$sums_before" = "$(cd "$root/var/lib/signalbox" && sha256sum ./*secret*)" ] || fail "secrets changed"
-as_service /usr/bin/signalbox user --config /etc/signalbox/signalbox.toml list | grep -q '^alice' ||
-    fail "account lost"
-as_service /usr/bin/signalbox config check --config /etc/signalbox/signalbox.toml |
-    grep -q '^log_format = "json"  # file /etc/signalbox/signalbox.toml' || fail "edited config not in effect"
+# Capture before grepping: `grep -q` exits at the first match, and with pipefail the
+# writer's SIGPIPE would fail the pipeline at random.
+users="$(as_service /usr/bin/signalbox user --config /etc/signalbox/signalbox.toml list)"
+grep -q '^alice' <<< "$users" || fail "account lost in the upgrade"
+effective="$(as_service /usr/bin/signalbox config check --config /etc/signalbox/signalbox.toml)"
+grep -q '^log_format = "json"  # file /etc/signalbox/signalbox.toml' <<< "$effective" ||
+    fail "edited config not in effect"
 run_server
 stop_server
 ok "config edit, account and secrets survived the upgrade"
