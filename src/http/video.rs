@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, ApiJson, Auth};
 use crate::http::AppState;
-use crate::signaling::call::{Action, CallStatus, CallType};
+use crate::signaling::call::{Action, CallType};
 use crate::signaling::service::RestChange;
 use crate::store::calls::{self, NewCall};
 use crate::views;
@@ -72,23 +72,12 @@ pub async fn join(
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
     let now = now_ms();
-    let was_active = {
-        let (id, me) = (id.clone(), me.clone());
-        app.store
-            .run(move |c| {
-                let call = calls::get(c, &id)?;
-                Ok(call.is_some_and(|call| {
-                    call.status == CallStatus::Active
-                        && call.callee_id.as_deref() == Some(me.id.as_str())
-                }))
-            })
-            .await?
-    };
-    let call = app
+    // One transaction decides and reports whether this join accepted the call.
+    let (call, accepted) = app
         .store
         .run(move |c| calls::join_as_guest(c, &id, &me, now))
         .await?;
-    if !was_active {
+    if accepted {
         app.signaling.rest_changed(&call, RestChange::Accepted);
     }
     Ok(ok(&call))

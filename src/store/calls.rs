@@ -382,13 +382,14 @@ pub fn apply_action(
 }
 
 /// Seed 000's guest join: the first other user to join a host-only call becomes its callee and
-/// the call turns active. Joining again as the same guest returns the call unchanged.
+/// the call turns active. Joining again as the same guest returns the call unchanged. The flag
+/// says whether this join accepted the call (so callers notify only once).
 pub fn join_as_guest(
     conn: &mut Connection,
     id: &str,
     principal: &Principal,
     now: i64,
-) -> Result<CallRecord, Error> {
+) -> Result<(CallRecord, bool), Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     if call.kind != CallKind::Direct {
@@ -406,7 +407,7 @@ pub fn join_as_guest(
     match call.callee_id.as_deref() {
         Some(guest) if guest == principal.id => {
             if call.status == CallStatus::Active {
-                return Ok(call);
+                return Ok((call, false));
             }
         }
         Some(_) => {
@@ -435,7 +436,7 @@ pub fn join_as_guest(
     write_transition(&tx, &call, Some(&principal.id), t, now)?;
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     tx.commit()?;
-    Ok(call)
+    Ok((call, true))
 }
 
 /// Changes a participant's media state and records it on the timeline.
