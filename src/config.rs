@@ -77,6 +77,10 @@ pub const KEYS: &[KeySpec] = &[
     key("max_body_bytes", "262144", "Largest accepted REST request body, in bytes (larger: 413)."),
     key("ring_timeout", "45s", "How long a call rings before it becomes missed."),
     key("reconnect_grace", "20s", "How long a dropped connection keeps its calls before they end with reason disconnect."),
+    key("max_connections", "50000", "Most signaling connections (/rtc and Socket.IO together) the server holds; more are refused with 429."),
+    key("max_connections_per_user", "20", "Most signaling connections one user may hold at once; more are refused with 429."),
+    key("socket_rate_per_second", "100", "Messages per second one signaling connection may send, sustained (over it: `rate_limited` errors)."),
+    key("socket_rate_burst", "300", "Messages one signaling connection may send in a burst above socket_rate_per_second."),
     key("heartbeat_timeout", "45s", "A signaling connection silent this long is closed and handled as a drop; pings go out every third of it."),
     KeySpec { name: "jwt_secret", default: "", list: false, secret: true, doc: "HS256 secret for bearer tokens (at least 32 characters). Empty: generated into data_dir/jwt-secret on first start." },
     key("token_ttl", "24h", "Lifetime of tokens from POST /api/auth/login and `signalbox token` (unless --ttl)."),
@@ -400,6 +404,15 @@ pub struct TurnSettings {
     pub external_urls: Vec<String>,
 }
 
+/// Limits that hold on every signaling transport alike (`/rtc` and Socket.IO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketLimits {
+    pub max_connections: u32,
+    pub max_connections_per_user: u32,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+}
+
 /// The typed, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -414,6 +427,7 @@ pub struct Config {
     pub ring_timeout: Duration,
     pub reconnect_grace: Duration,
     pub heartbeat_timeout: Duration,
+    pub socket_limits: SocketLimits,
     /// Configured JWT secret; `None` means "use the generated one".
     pub jwt_secret: Option<String>,
     pub token_ttl: Duration,
@@ -584,6 +598,14 @@ impl Config {
                 }
                 Ok(d)
             })?,
+            socket_limits: SocketLimits {
+                max_connections: l.parse("max_connections", |s| parse_number(s, 1, 10_000_000))?,
+                max_connections_per_user: l
+                    .parse("max_connections_per_user", |s| parse_number(s, 1, 100_000))?,
+                rate_per_second: l
+                    .parse("socket_rate_per_second", |s| parse_number(s, 1, 1_000_000))?,
+                rate_burst: l.parse("socket_rate_burst", |s| parse_number(s, 1, 1_000_000))?,
+            },
             jwt_secret,
             token_ttl: l.parse("token_ttl", parse_duration)?,
             login_rate_per_minute: l

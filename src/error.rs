@@ -19,6 +19,9 @@ pub enum Error {
     /// The request is valid but the current state forbids it; nothing changed.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A limit on connections (or another resource) is reached; nothing was opened.
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
     /// Too many requests; retry after the given seconds.
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
@@ -51,7 +54,8 @@ impl Error {
         match self {
             Error::Invalid { code, .. }
             | Error::Unauthorized { code, .. }
-            | Error::Conflict { code, .. } => code,
+            | Error::Conflict { code, .. }
+            | Error::Limit { code, .. } => code,
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::RateLimited(_) => "rate_limited",

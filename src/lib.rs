@@ -1,8 +1,10 @@
 //! signalbox: self-hosted video calls in one binary. The library holds every part; the
 //! `signalbox` binary (main.rs) is the command line around it.
 //!
-//! Dependency direction: transports (`http`) → call core (`signaling`) → `store`.
+//! Dependency direction: transports (`http`) → application layer (`app`) → pure core
+//! (`signaling`) and `store`.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;

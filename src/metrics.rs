@@ -21,11 +21,36 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// `rtc` or `socketio`.
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub transport: &'static str,
+    /// `per_user` or `total`.
+    pub limit: &'static str,
+}
+
+/// The signaling connections' metrics, shared with the connection gate.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Open signaling connections by transport.
+    pub open: Family<TransportLabels, Gauge>,
+    /// Connections refused by a connection cap.
+    pub refused: Family<RefusedLabels, Counter>,
+    /// Messages answered `rate_limited`.
+    pub rate_limited: Family<TransportLabels, Counter>,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub calls: Family<StatusLabels, Gauge>,
+    pub connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -47,6 +72,22 @@ impl Metrics {
             "Time spent per database operation, including waiting for a connection",
             db_latency,
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "signaling_connections",
+            "Open signaling connections by transport",
+            connections.open.clone(),
+        );
+        registry.register(
+            "signaling_connections_refused",
+            "Signaling connections refused by max_connections or max_connections_per_user",
+            connections.refused.clone(),
+        );
+        registry.register(
+            "signaling_rate_limited",
+            "Signaling messages answered rate_limited",
+            connections.rate_limited.clone(),
+        );
         if let Some(collector) = extra {
             registry.register_collector(collector);
         }
@@ -54,6 +95,7 @@ impl Metrics {
             registry,
             http_requests,
             calls,
+            connections,
         }
     }
 

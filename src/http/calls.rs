@@ -8,16 +8,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
+use crate::app::calls::CreateCall as NewCall;
+use crate::app::Origin;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::AppState;
+use crate::signaling::call::MediaChange;
 use crate::signaling::call::{self, Action, CallStatus, CallType};
-use crate::signaling::service::RestChange;
-use crate::store::calls::{self, CallKind, CallRecord, HistoryFilter, MediaChange, NewCall};
-use crate::store::{analytics, rooms};
+use crate::store::analytics;
+use crate::store::calls::{self, CallRecord, HistoryFilter};
 use crate::views;
 
 /// Largest page of `GET /calls/history`.
@@ -45,26 +46,17 @@ pub async fn create_call(
     Auth(me): Auth,
     ApiJson(body): ApiJson<CreateCall>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
-    let caller = match body.caller_id {
+    let caller_id = match body.caller_id {
         Some(id) => user_id_field(&id, "callerId")?,
         None => me.id.clone(),
     };
-    if caller != me.id && !me.admin {
-        return Err(Error::forbidden("callerId must be your own user id"));
-    }
     let new = NewCall {
-        id: Uuid::new_v4().to_string(),
-        call_type: body.call_type.unwrap_or(CallType::Video),
-        caller_id: caller,
+        caller_id,
         callee_id: Some(user_id_field(&body.callee_id, "calleeId")?),
+        call_type: body.call_type.unwrap_or(CallType::Video),
         room_name: call::room_name(body.room_name, "roomName")?,
-        now: now_ms(),
     };
-    let call = app
-        .store
-        .run(move |c| calls::create_direct(c, &new))
-        .await?;
-    app.signaling.rest_changed(&call, RestChange::Created);
+    let call = app.signaling.create_call(&me, new).await?.value;
     let body =
         json!({ "callSession": views::call_session(&call, now_ms()), "roomId": call.room_id });
     Ok((StatusCode::CREATED, Json(body)))
@@ -77,48 +69,12 @@ async fn act(
     action: Action,
 ) -> Result<CallRecord, Error> {
     let id = parse_id(raw_id, "callId")?;
-    let now = now_ms();
-    let actor = me.id.clone();
-    let (call, left) = app
-        .store
-        .run(move |c| {
-            let call = calls::get_visible(c, &id, &me)?;
-            // In a room call, hanging up means leaving the room; the room call ends with the last.
-            if call.kind == CallKind::Room
-                && action == Action::Hangup
-                && call.role_of(&me.id).is_some()
-            {
-                let room_id = call.room_id.clone().ok_or(Error::NotFound("room"))?;
-                let left = rooms::leave(c, &room_id, &me, now)?;
-                let call = calls::get(c, &id)?.ok_or(Error::NotFound("call"))?;
-                return Ok((call, Some((left.room.id, left.peer_id))));
-            }
-            calls::apply_action(c, &id, Some(&me), action, now).map(|(call, _)| (call, None))
-        })
-        .await?;
-    let change = match (&left, action) {
-        (Some((room_id, peer_id)), _) => RestChange::RoomLeft { room_id, peer_id },
-        (None, Action::Accept) => RestChange::Accepted,
-        (None, Action::Reject) => RestChange::Ended {
-            actor: &actor,
-            notice: "call-reject",
-        },
-        (None, _) => RestChange::Ended {
-            actor: &actor,
-            notice: "call-hangup",
-        },
+    let done = match action {
+        Action::Accept => app.signaling.accept(Origin::Rest, &me, &id).await?,
+        Action::Reject => app.signaling.reject(&me, &id, None).await?,
+        _ => app.signaling.hangup(&me, &id).await?,
     };
-    app.signaling.rest_changed(&call, change);
-    if left.is_some() && call.status.is_final() {
-        app.signaling.rest_changed(
-            &call,
-            RestChange::Ended {
-                actor: &actor,
-                notice: "call-hangup",
-            },
-        );
-    }
-    Ok(call)
+    Ok(done.value)
 }
 
 /// Accept a ringing call (callee only).
@@ -183,15 +139,7 @@ async fn media(
     kind: &'static str,
 ) -> Result<CallRecord, Error> {
     let id = parse_id(raw_id, "callId")?;
-    let now = now_ms();
-    let actor = me.id.clone();
-    let call = app
-        .store
-        .run(move |c| calls::set_media(c, &id, &me, &change, kind, now))
-        .await?;
-    app.signaling
-        .rest_changed(&call, RestChange::Media { actor: &actor });
-    Ok(call)
+    Ok(app.signaling.media(&me, &id, change, kind).await?.value)
 }
 
 /// Applies a mute change and answers `{message: "<what> muted|unmuted", callSession}`.
@@ -436,19 +384,11 @@ pub async fn post_stats(
     ApiJson(body): ApiJson<StatsReport>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let id = parse_id(&id, "callId")?;
-    if !body.stats.is_object() {
-        return Err(Error::invalid("invalid_field", "stats: must be an object"));
-    }
-    let now = now_ms();
-    app.store
-        .run(move |c| {
-            let call = calls::get_visible(c, &id, &me)?;
-            if call.role_of(&me.id).is_none() {
-                return Err(Error::forbidden("only participants report stats"));
-            }
-            analytics::add_report(c, &id, &me.id, now, &body.stats)
-        })
-        .await?;
+    app.signaling
+        .report_stats(&me, &id, body.stats)
+        .await?
+        .then
+        .send();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "message": "Report stored" })),

@@ -6,7 +6,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
 use serde::de::DeserializeOwned;
-use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::Error;
@@ -124,16 +123,4 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
-/// Checks that a path id is a UUID, naming the parameter otherwise.
-pub fn parse_id(raw: &str, name: &str) -> Result<String, Error> {
-    Uuid::parse_str(raw)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| Error::invalid("invalid_id", format!("{name}: `{raw}` is not a UUID")))
-}
-
-/// A required non-empty user id field.
-pub fn user_id_field(value: &str, field: &str) -> Result<String, Error> {
-    crate::auth::validate_user_id(value)
-        .map(|_| value.to_string())
-        .map_err(|m| Error::invalid("invalid_field", format!("{field}: {m}")))
-}
+pub use crate::signaling::wire::{parse_id, user_field as user_id_field};

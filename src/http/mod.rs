@@ -7,6 +7,7 @@ pub mod calls;
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod gate;
 pub mod ice;
 pub mod ops;
 pub mod rooms;
@@ -31,13 +32,14 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::app::Signaling;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::Error;
+use crate::http::gate::ConnectionGate;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::relay::Relay;
 use crate::secrets::Secrets;
-use crate::signaling::service::Signaling;
 use crate::store::Store;
 
 /// Everything handlers share.
@@ -49,6 +51,8 @@ pub struct App {
     pub metrics: Metrics,
     pub login_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub signaling: Arc<Signaling>,
+    /// Connection caps and per-connection message limits of the socket transports.
+    pub gate: Arc<ConnectionGate>,
     /// The embedded STUN/TURN relay, unless `no_turn`.
     pub relay: Option<Arc<Relay>>,
 }
@@ -67,6 +71,7 @@ impl App {
             .unwrap_or(std::num::NonZeroU32::MIN);
         App {
             signaling: Signaling::new(store.clone(), config.ring_timeout, config.reconnect_grace),
+            gate: ConnectionGate::new(config.socket_limits, metrics.connections.clone()),
             tokens: Tokens::new(&secrets.jwt),
             login_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             config,

@@ -8,12 +8,11 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::app::Origin;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::AppState;
-use crate::signaling::service::RestChange;
-use crate::store::calls;
 use crate::store::rooms::{self, NewRoom};
 use crate::views;
 
@@ -113,46 +112,15 @@ pub async fn join_room(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
-    let (peer, call) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
-    let now = now_ms();
     let joined = app
-        .store
-        .run(move |c| rooms::join(c, &id, &me, &peer, &call, now))
-        .await?;
+        .signaling
+        .join_room(Origin::Rest, &me, &id)
+        .await?
+        .value
+        .joined;
     Ok(Json(
         json!({ "room": views::room(&joined.room), "peerId": joined.peer_id, "callId": joined.call_id }),
     ))
-}
-
-/// Tells connected peers that `peers` left the room and, when `ended`, that its call ended.
-async fn tell_room(
-    app: &AppState,
-    call_id: Option<String>,
-    room_id: &str,
-    peers: &[&str],
-    ended: bool,
-    actor: &str,
-) -> Result<(), Error> {
-    let Some(call_id) = call_id else {
-        return Ok(());
-    };
-    let Some(call) = app.store.run(move |c| calls::get(c, &call_id)).await? else {
-        return Ok(());
-    };
-    for peer_id in peers {
-        app.signaling
-            .rest_changed(&call, RestChange::RoomLeft { room_id, peer_id });
-    }
-    if ended {
-        app.signaling.rest_changed(
-            &call,
-            RestChange::Ended {
-                actor,
-                notice: "call-hangup",
-            },
-        );
-    }
-    Ok(())
 }
 
 /// Leave a room.
@@ -166,22 +134,7 @@ pub async fn leave_room(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
-    let now = now_ms();
-    let actor = me.id.clone();
-    let left = app
-        .store
-        .run(move |c| rooms::leave(c, &id, &me, now))
-        .await?;
-    let peers = [left.peer_id.as_str()];
-    tell_room(
-        &app,
-        left.call_id.clone(),
-        &left.room.id,
-        &peers,
-        left.call_ended,
-        &actor,
-    )
-    .await?;
+    app.signaling.leave_room(&me, &id).await?.then.send();
     Ok(Json(json!({ "message": "Left room" })))
 }
 
@@ -196,13 +149,6 @@ pub async fn delete_room(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
-    let now = now_ms();
-    let actor = me.id.clone();
-    let room = app
-        .store
-        .run(move |c| rooms::delete(c, &id, &me, now))
-        .await?;
-    let peers: Vec<&str> = room.peers.iter().map(|p| p.peer_id.as_str()).collect();
-    tell_room(&app, room.call_id.clone(), &room.id, &peers, true, &actor).await?;
+    app.signaling.delete_room(&me, &id).await?.then.send();
     Ok(Json(json!({ "message": "Room deleted" })))
 }

@@ -2,11 +2,12 @@
 //! sends `welcome`, then turns JSON text frames into [`ClientMessage`]s for the signaling
 //! service and writes its events back. Heartbeat: a WebSocket ping every 15 s; a connection
 //! silent for 45 s (`heartbeat_timeout`) is closed (1001) and handled as a drop.
-//! Per-connection size and rate limits answer
-//! with `error` frames and keep the connection.
+//! The shared limits ([`crate::http::gate`]) hold here as on Socket.IO: the per-user and total
+//! connection caps refuse the upgrade with 429; an oversize or over-rate frame is answered
+//! with an `error` frame (`message_too_large`, `rate_limited`) and the connection stays open.
+//! Every frame that carries an `id` gets its `ack` or `error`.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,31 +16,24 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use governor::{Quota, RateLimiter};
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::http::extract::bearer;
+use crate::http::gate::{ConnectionSlot, Transport, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES};
 use crate::http::AppState;
 use crate::signaling::wire;
 
-/// Largest JSON message accepted (an SDP with many candidates fits easily).
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Frames above this are a protocol violation: the connection is closed with 1009.
-const MAX_TRANSPORT_BYTES: usize = 1024 * 1024;
 /// Per-connection read buffer. tungstenite's default (128 KiB) is zero-filled on the first
 /// read, which made every idle connection cost ~134 KiB; 4 KiB keeps it under 10 KiB while
 /// larger frames still grow the buffer as needed (see BENCHMARKS.md).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Sustained messages per second per connection, and the burst allowed above it.
-const RATE_PER_SECOND: u32 = 100;
-const RATE_BURST: u32 = 300;
 
 /// Upgrade to the signaling WebSocket (`?token=` or `Authorization: Bearer`).
 #[utoipa::path(get, path = "/rtc", tag = "signaling",
     params(("token" = Option<String>, Query, description = "bearer token (or the Authorization header)")),
-    responses((status = 101, description = "WebSocket: see README, /rtc protocol"), (status = 401)))]
+    responses((status = 101, description = "WebSocket: see README, /rtc protocol"), (status = 401), (status = 429, description = "too many signaling connections (max_connections_per_user / max_connections)")))]
 pub async fn rtc(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -61,11 +55,12 @@ pub async fn rtc(
             format!("/rtc is a WebSocket endpoint: {e}"),
         )
     })?;
+    let slot = app.gate.admit(&me.id, Transport::Rtc)?;
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_TRANSPORT_BYTES)
         .max_frame_size(MAX_TRANSPORT_BYTES)
-        .on_upgrade(move |socket| connection(app, socket, me)))
+        .on_upgrade(move |socket| connection(app, socket, me, slot)))
 }
 
 fn error_frame(id: Option<&Value>, e: &Error) -> Message {
@@ -83,16 +78,17 @@ fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
-async fn connection(app: AppState, socket: WebSocket, me: Principal) {
+/// Frames sent over the rate without an `id` get at most one `rate_limited` error a second, so
+/// a flood of them is not answered by a flood.
+const UNADDRESSED_ERROR_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: ConnectionSlot) {
     let signaling = app.signaling.clone();
     let (session, mut outbox) = signaling.open_session(&me.id);
     let (mut sink, mut stream) = socket.split();
-    let limiter = RateLimiter::direct(
-        Quota::per_second(NonZeroU32::new(RATE_PER_SECOND).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(RATE_BURST).unwrap_or(NonZeroU32::MIN)),
-    );
+    let limits = app.gate.message_limits(Transport::Rtc);
     let mut last_heard = Instant::now();
-    let mut last_rate_error: Option<Instant> = None;
+    let mut last_unaddressed_error: Option<Instant> = None;
     // Heartbeat: a ping every third of the silence limit (15 s of 45 s by default).
     let silence_limit = app.config.heartbeat_timeout;
     let mut heartbeat = tokio::time::interval(silence_limit / 3);
@@ -128,38 +124,40 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal) {
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                if frame.len() > MAX_MESSAGE_BYTES {
-                    let e = Error::invalid("message_too_large", format!("messages are limited to {MAX_MESSAGE_BYTES} bytes"));
-                    open = sink.send(error_frame(None, &e)).await.is_ok();
-                    continue;
-                }
-                if limiter.check().is_err() {
-                    // One error per second at most: a flood must not make us flood back.
-                    if last_rate_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        last_rate_error = Some(Instant::now());
-                        let e = Error::RateLimited(1);
-                        open = sink.send(error_frame(None, &e)).await.is_ok();
+                if let Err(e) = limits.check(frame.len()) {
+                    // Answer the frame's id when it has one; otherwise rate-limit the errors too.
+                    let id = request_id(frame.as_str());
+                    let now = Instant::now();
+                    let throttled = id.is_none() && matches!(e, Error::RateLimited(_));
+                    if throttled && last_unaddressed_error.is_some_and(|t| now.duration_since(t) < UNADDRESSED_ERROR_INTERVAL) {
+                        continue;
                     }
+                    if throttled {
+                        last_unaddressed_error = Some(now);
+                    }
+                    open = sink.send(error_frame(id.as_ref(), &e)).await.is_ok();
                     continue;
                 }
                 let parsed = wire::parse(frame.as_str());
                 let id = parsed.id;
-                let result = match parsed.message {
-                    Ok(msg) => signaling.handle(session, &me, msg).await,
+                let result = match parsed.request {
+                    Ok(request) => signaling.handle(session, &me, request).await,
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(reply) => {
-                        let mut body = reply.body;
+                    Ok(done) => {
+                        let answer = &done.value;
+                        let mut body = answer.body.clone();
                         if !body.is_object() {
                             body = json!({});
                         }
-                        body["type"] = Value::String(reply.kind.into());
+                        body["type"] = Value::String(answer.kind.into());
                         if let Some(id) = &id {
                             body["id"] = id.clone();
                         }
                         open = sink.send(text(body.to_string())).await.is_ok();
-                        signaling.dispatch(reply.then);
+                        // The sender has its answer: now the others hear of it.
+                        drop(done);
                     }
                     Err(e) => open = sink.send(error_frame(id.as_ref(), &e)).await.is_ok(),
                 }
@@ -183,5 +181,21 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal) {
             }
         }
     }
-    signaling.close_session(session).await;
+    signaling.close_session(session);
+}
+
+/// The `id` of a frame refused before parsing (over the rate or size), when it is cheap to
+/// find: frames over the size limit are not parsed, so they are answered without one.
+fn request_id(frame: &str) -> Option<Value> {
+    if frame.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    serde_json::from_str::<IdOnly>(frame)
+        .ok()
+        .and_then(|f| f.id)
+        .filter(|v| v.is_string() || v.is_number())
 }

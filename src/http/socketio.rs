@@ -1,7 +1,17 @@
 //! Seed 000's Socket.IO signaling at `/socket.io/` (socketioxide; websocket and long-polling).
 //! Handshake `auth: {token}` (or `?token=`); each socket joins `user:<id>`. Incoming `webrtc:*`
-//! events are mapped onto the same signaling service as `/rtc`, and service events are
-//! rendered back as `webrtc:*` events, so both kinds of client can call each other.
+//! events go through the same front door as `/rtc` frames (the connection caps and message
+//! limits of [`crate::http::gate`], the parser of [`crate::signaling::wire`]) to the same
+//! application layer, and its events are rendered back as `webrtc:*` events, so both kinds of
+//! client can call each other.
+//!
+//! Nothing is lost, nothing is reordered: the connect middleware authenticates, takes a place
+//! under the connection caps, opens the session and installs the socket's one event handler
+//! *before* socketioxide answers CONNECT, so a client may emit the instant it is connected.
+//! The handler runs synchronously in socketioxide's read path: it checks size and rate and
+//! queues the event in arrival order for the socket's worker task, which carries events out
+//! one at a time (as `/rtc` does) and answers each: its ack, or `{ok:false, error}` (the
+//! `webrtc:error` event when the client asked for no ack).
 //!
 //! Mapping (see DESIGN.md): `webrtc:call` ↔ `call-initiate` (+ `webrtc:offer` when the invite
 //! carries an SDP); `webrtc:offer` → `call-sdp-update` (a callee's offer while ringing accepts
@@ -13,19 +23,27 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::ConnectHandler;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event as EventName, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessage, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::http::rtc::MAX_MESSAGE_BYTES;
+use crate::http::gate::{ConnectionSlot, MessageLimits, Transport, MAX_TRANSPORT_BYTES};
 use crate::http::AppState;
 use crate::signaling::event::Event;
-use crate::signaling::service::{Invite, Signaling};
 use crate::signaling::switchboard::SessionId;
-use crate::signaling::wire::{check_candidate, check_sdp, sdp_type};
+use crate::signaling::wire::{self, sdp_type};
+
+/// Packets socketioxide may buffer for one socket before an emit fails. It must hold the
+/// answers to a whole burst (`socket_rate_burst` acks plus the `rate_limited` errors that
+/// arrive with them) while the writer drains; a client that reads nothing is disconnected by
+/// the outbox bound instead.
+const EMIT_BUFFER_PACKETS: usize = 4096;
 
 /// Renders a service event as Socket.IO events (name, payload).
 pub fn render(e: &Event) -> Vec<(&'static str, Value)> {
@@ -87,224 +105,217 @@ pub fn render(e: &Event) -> Vec<(&'static str, Value)> {
     }
 }
 
-/// Builds the Socket.IO layer wired to the signaling service.
+/// Builds the Socket.IO layer wired to the application layer.
 pub fn layer(app: AppState) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
-        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .max_payload(MAX_TRANSPORT_BYTES as u64)
+        .max_buffer_size(EMIT_BUFFER_PACKETS)
         .ping_interval(app.config.heartbeat_timeout / 3)
         .ping_timeout(app.config.heartbeat_timeout * 2 / 3)
         .build_layer();
-    let connect_app = app.clone();
-    let on_connect = move |s: SocketRef| {
-        let app = connect_app.clone();
-        async move { connected(app, s) }
-    };
-    let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
+    let admit = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let app = app.clone();
-        async move {
-            let from_auth = auth
-                .ok()
-                .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string));
-            let from_query = s.req_parts().uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(|t| t.to_string())
-            });
-            let token = from_auth
-                .or(from_query)
-                .ok_or_else(|| "unauthorized: send auth: {token}".to_string())?;
-            let me = app
-                .tokens
-                .verify(&token)
-                .map_err(|e| format!("{}: {e}", e.code()))?;
-            s.extensions.insert(me);
-            Ok::<(), String>(())
-        }
+        async move { open(&app, &s, auth.ok()).map_err(|e| format!("{}: {e}", e.code())) }
     };
-    io.ns("/", on_connect.with(authenticate));
+    // Everything happens in the middleware, before CONNECT is answered: see the module docs.
+    let connected = |_: SocketRef| async {};
+    io.ns("/", connected.with(admit));
     layer
 }
 
-fn reply(ack: Option<AckSender>, s: &SocketRef, event: &str, result: Result<Value, Error>) {
-    let body = match &result {
-        Ok(v) => {
-            let mut v = v.clone();
-            if !v.is_object() {
-                v = json!({});
-            }
-            v["ok"] = Value::Bool(true);
-            v
-        }
-        Err(e) => json!({ "ok": false, "error": { "code": e.code(), "message": e.to_string() } }),
-    };
-    match (ack, result) {
-        (Some(ack), _) => {
-            let _ = ack.send(&body);
-        }
-        (None, Err(_)) => {
-            let mut body = body;
-            body["event"] = Value::String(event.to_string());
-            let _ = s.emit("webrtc:error", &body);
-        }
-        (None, Ok(_)) => {}
-    }
-}
-
-fn string(v: &Value, key: &str) -> Result<Option<String>, Error> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::invalid(
-            "invalid_field",
-            format!("{key}: must be a string"),
-        )),
-    }
-}
-
-fn required(v: &Value, key: &str) -> Result<String, Error> {
-    string(v, key)?.ok_or_else(|| Error::invalid("invalid_field", format!("{key}: missing")))
-}
-
-/// Finds the call a seed 000 event is about: `callId` when given, else the live call with `to`.
-fn call_for(sig: &Signaling, me: &Principal, data: &Value) -> Result<String, Error> {
-    if let Some(id) = string(data, "callId")? {
-        return Ok(id);
-    }
-    let to = required(data, "to")?;
-    sig.live_call_with(&me.id, &to).ok_or_else(|| {
-        Error::conflict(
-            "no_call",
-            format!("no call with `{to}`: send webrtc:call first"),
-        )
+/// Reads the handshake token (`auth: {token}` or `?token=`).
+fn token(s: &SocketRef, auth: Option<Value>) -> Result<String, Error> {
+    let from_auth = auth.and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string));
+    let from_query = s.req_parts().uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(|t| t.to_string())
+    });
+    from_auth.or(from_query).ok_or_else(|| Error::Unauthorized {
+        code: "unauthorized",
+        message: "send auth: {token}".into(),
     })
 }
 
-async fn on_event(
-    sig: Arc<Signaling>,
-    session: SessionId,
-    me: Principal,
-    event: &'static str,
-    data: Value,
-) -> Result<Value, Error> {
-    if !data.is_object() {
-        return Err(Error::invalid(
-            "invalid_message",
-            "the payload must be an object",
-        ));
-    }
-    if data.to_string().len() > MAX_MESSAGE_BYTES {
-        return Err(Error::invalid("message_too_large", "payload too large"));
-    }
-    let to = string(&data, "to")?;
-    let reply = match event {
-        "webrtc:call" => {
-            let to = required(&data, "to")?;
-            let call_type = match string(&data, "callType")? {
-                Some(t) => Some(crate::signaling::call::CallType::parse(&t).ok_or_else(|| {
-                    Error::invalid("invalid_field", "callType: must be audio or video")
-                })?),
-                None => None,
-            };
-            let room_name = string(&data, "room_name")?;
-            let existing = string(&data, "callId")?;
-            let invite = Invite {
-                to,
-                call_type,
-                sdp: None,
-                room_name,
-                existing,
-            };
-            sig.initiate(session, &me, invite).await?
-        }
-        "webrtc:offer" => {
-            let sdp = data.get("sdp").cloned().unwrap_or(Value::Null);
-            check_sdp(&sdp, "sdp")?;
-            let id = call_for(&sig, &me, &data)?;
-            sig.offer(session, &me, &id, sdp, to.as_deref()).await?
-        }
-        "webrtc:answer" => {
-            let sdp = data.get("sdp").cloned().unwrap_or(Value::Null);
-            check_sdp(&sdp, "sdp")?;
-            let id = call_for(&sig, &me, &data)?;
-            sig.answer(session, &me, &id, sdp, to.as_deref(), "call-sdp-update")
-                .await?
-        }
-        "webrtc:ice-candidate" => {
-            let candidate = data.get("candidate").cloned().unwrap_or(Value::Null);
-            check_candidate(&candidate)?;
-            let id = call_for(&sig, &me, &data)?;
-            sig.candidate(session, &me, &id, candidate, to.as_deref())
-                .await?
-        }
-        "webrtc:end-call" => {
-            let id = call_for(&sig, &me, &data)?;
-            sig.hangup(&me, &id).await?
-        }
-        _ => {
-            return Err(Error::invalid(
-                "unknown_type",
-                format!("`{event}` is not a known event"),
-            ))
-        }
-    };
-    let mut body = reply.body;
-    if let Some(id) = body.get("callId").cloned() {
-        body["callId"] = id;
-    }
-    sig.dispatch(reply.then);
-    Ok(body)
+/// One queued event: its name, payload and how to answer it.
+struct Incoming {
+    name: String,
+    data: Result<Value, Error>,
+    ack: Answerer,
 }
 
-fn connected(app: AppState, s: SocketRef) {
-    let Some(me) = s.extensions.get::<Principal>() else {
-        let _ = s.disconnect();
-        return;
-    };
-    s.join(format!("user:{}", me.id));
-    let sig = app.signaling.clone();
-    let (session, mut outbox) = sig.open_session(&me.id);
+/// Answers one event: through its ack, or with `webrtc:error` when it asked for none.
+struct Answerer {
+    ack: AckSender,
+    wants_ack: bool,
+    socket: SocketRef,
+    event: String,
+}
 
-    let writer = s.clone();
-    tokio::spawn(async move {
-        while let Some(event) = outbox.recv().await {
-            for (name, payload) in render(&event) {
-                if writer.emit(name, &payload).is_err() {
-                    break;
+impl Answerer {
+    fn send(self, result: Result<Value, Error>) {
+        let body = match result {
+            Ok(mut v) => {
+                if !v.is_object() {
+                    v = json!({});
                 }
+                v["ok"] = Value::Bool(true);
+                v
+            }
+            Err(e) => {
+                if let Error::Internal(detail) = &e {
+                    tracing::error!(%detail, "internal error in Socket.IO");
+                }
+                json!({ "ok": false, "error": { "code": e.code(), "message": e.to_string() } })
+            }
+        };
+        let failed = body["ok"] == Value::Bool(false);
+        let sent = if self.wants_ack {
+            self.ack.send(&body).map_err(|e| e.to_string())
+        } else if failed {
+            let mut body = body;
+            body["event"] = Value::String(self.event);
+            self.socket
+                .emit("webrtc:error", &body)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = sent {
+            // The emit buffer is full (a client that reads nothing) or the socket is gone:
+            // the client cannot be told, so it is disconnected rather than left guessing.
+            tracing::warn!(error = %e, "could not answer a Socket.IO event; disconnecting");
+            let _ = self.socket.clone().disconnect();
+        }
+    }
+}
+
+/// The socket's one event handler: checks limits and queues events in arrival order. It runs
+/// synchronously in socketioxide's read path, so nothing can overtake or miss it.
+#[derive(Clone)]
+struct Inlet {
+    queue: mpsc::Sender<Incoming>,
+    limits: Arc<MessageLimits>,
+}
+
+/// Marks [`Inlet`]'s handler implementation (socketioxide's handler traits are generic over
+/// an extractor tuple; this one reads the parts itself).
+struct Raw;
+
+impl MessageHandler<LocalAdapter, Raw> for Inlet {
+    fn call(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        mut v: socketioxide::handler::Value,
+        ack_id: Option<i64>,
+    ) {
+        let len = v.len();
+        let name = EventName::from_message_parts(&s, &mut v, &ack_id)
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+        let socket = SocketRef::from(s.clone());
+        let answer = Answerer {
+            ack,
+            wants_ack: ack_id.is_some(),
+            socket,
+            event: name.clone(),
+        };
+        if let Err(e) = self.limits.check(len) {
+            answer.send(Err(e));
+            return;
+        }
+        let Ok(TryData(data)) = TryData::<Value>::from_message(s, v, ack_id);
+        let data =
+            data.map_err(|e| Error::invalid("invalid_message", format!("unreadable payload: {e}")));
+        let incoming = Incoming {
+            name,
+            data,
+            ack: answer,
+        };
+        if let Err(e) = self.queue.try_send(incoming) {
+            // More queued than the burst allows: the worker is behind, so this is over the rate.
+            let incoming = match e {
+                mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
+            };
+            incoming.ack.send(Err(Error::RateLimited(1)));
+        }
+    }
+}
+
+/// Admits a connecting socket: authentication, connection caps, session, handler, worker.
+fn open(app: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Error> {
+    let me = app.tokens.verify(&token(s, auth)?)?;
+    let slot = app.gate.admit(&me.id, Transport::SocketIo)?;
+    let limits = Arc::new(app.gate.message_limits(Transport::SocketIo));
+    let capacity = usize::try_from(app.config.socket_limits.rate_burst)
+        .unwrap_or(usize::MAX)
+        .saturating_add(16);
+    let (queue, events) = mpsc::channel(capacity);
+    let (session, outbox) = app.signaling.open_session(&me.id);
+    s.join(format!("user:{}", me.id));
+    s.on_fallback(Inlet { queue, limits });
+    let (closed_tx, closed) = watch::channel(false);
+    let closed_tx = Arc::new(closed_tx);
+    s.on_disconnect(move || {
+        let _ = closed_tx.send(true);
+        async {}
+    });
+    tokio::spawn(write_events(s.clone(), outbox));
+    tokio::spawn(work(app.clone(), me, session, slot, events, closed));
+    Ok(())
+}
+
+/// Emits the session's events to the socket until its outbox ends.
+async fn write_events(socket: SocketRef, mut outbox: crate::app::Outbox) {
+    while let Some(event) = outbox.recv().await {
+        for (name, payload) in render(&event) {
+            if socket.emit(name, &payload).is_err() {
+                let _ = socket.clone().disconnect();
+                return;
             }
         }
-    });
-
-    for event in [
-        "webrtc:call",
-        "webrtc:offer",
-        "webrtc:answer",
-        "webrtc:ice-candidate",
-        "webrtc:end-call",
-    ] {
-        let (sig, me) = (sig.clone(), me.clone());
-        s.on(
-            event,
-            move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-                let (sig, me) = (sig.clone(), me.clone());
-                async move {
-                    let result = match data {
-                        Ok(data) => on_event(sig, session, me, event, data).await,
-                        Err(e) => Err(Error::invalid(
-                            "invalid_message",
-                            format!("unreadable payload: {e}"),
-                        )),
-                    };
-                    reply(Some(ack), &s, event, result);
-                }
-            },
-        );
     }
-    let closing = sig.clone();
-    s.on_disconnect(move || {
-        let sig = closing.clone();
-        async move { sig.close_session(session).await }
-    });
+    // The application layer closed the outbox: either the socket is gone, or it was too slow
+    // to take its events (it is told by being disconnected).
+    let _ = socket.disconnect();
+}
+
+/// Carries out the socket's events one at a time, in order, until it disconnects.
+async fn work(
+    app: AppState,
+    me: Principal,
+    session: SessionId,
+    _slot: ConnectionSlot,
+    mut events: mpsc::Receiver<Incoming>,
+    mut closed: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = closed.changed() => break,
+            next = events.recv() => match next {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let request = incoming
+            .data
+            .and_then(|data| wire::parse_seed_event(&incoming.name, data));
+        let result = match request {
+            Ok(request) => app.signaling.handle(session, &me, request).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(done) => {
+                incoming.ack.send(Ok(done.value.body.clone()));
+                // The sender has its answer: now the others hear of it.
+                drop(done);
+            }
+            Err(e) => incoming.ack.send(Err(e)),
+        }
+    }
+    app.signaling.close_session(session);
 }
 
 #[cfg(test)]

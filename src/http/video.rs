@@ -10,15 +10,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
-use crate::clock::now_ms;
+use crate::app::calls::CreateCall;
 use crate::error::Error;
 use crate::http::extract::{parse_id, ApiJson, Auth};
 use crate::http::AppState;
-use crate::signaling::call::{Action, CallType};
-use crate::signaling::service::RestChange;
-use crate::store::calls::{self, NewCall};
+use crate::signaling::call::CallType;
+use crate::store::calls;
 use crate::views;
 
 pub const PREFIX: &str = "/api/video/";
@@ -45,18 +43,13 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateVideoCall>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let room_name = crate::signaling::call::room_name(body.room_name, "room_name")?;
-    let new = NewCall {
-        id: Uuid::new_v4().to_string(),
-        call_type: body.call_type.unwrap_or(CallType::Video),
-        caller_id: me.id,
+    let new = CreateCall {
+        caller_id: me.id.clone(),
         callee_id: None,
+        call_type: body.call_type.unwrap_or(CallType::Video),
         room_name,
-        now: now_ms(),
     };
-    let call = app
-        .store
-        .run(move |c| calls::create_direct(c, &new))
-        .await?;
+    let call = app.signaling.create_call(&me, new).await?.value;
     Ok((StatusCode::CREATED, ok(&call)))
 }
 
@@ -71,15 +64,7 @@ pub async fn join(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
-    let now = now_ms();
-    // One transaction decides and reports whether this join accepted the call.
-    let (call, accepted) = app
-        .store
-        .run(move |c| calls::join_as_guest(c, &id, &me, now))
-        .await?;
-    if accepted {
-        app.signaling.rest_changed(&call, RestChange::Accepted);
-    }
+    let call = app.signaling.join_as_guest(&me, &id).await?.value;
     Ok(ok(&call))
 }
 
@@ -94,19 +79,7 @@ pub async fn end(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
-    let now = now_ms();
-    let actor = me.id.clone();
-    let (call, _) = app
-        .store
-        .run(move |c| calls::apply_action(c, &id, Some(&me), Action::Hangup, now))
-        .await?;
-    app.signaling.rest_changed(
-        &call,
-        RestChange::Ended {
-            actor: &actor,
-            notice: "call-hangup",
-        },
-    );
+    let call = app.signaling.hangup(&me, &id).await?.value;
     Ok(ok(&call))
 }
 

@@ -214,6 +214,42 @@ pub fn room_name(name: Option<String>, field: &str) -> Result<Option<String>, Er
     }
 }
 
+/// A requested change of media state; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaChange {
+    pub audio: Option<bool>,
+    pub video: Option<bool>,
+    pub screen: Option<bool>,
+    pub camera: Option<String>,
+}
+
+impl MediaChange {
+    pub fn is_empty(&self) -> bool {
+        self.audio.is_none()
+            && self.video.is_none()
+            && self.screen.is_none()
+            && self.camera.is_none()
+    }
+
+    /// The change as a JSON object of the fields it sets (for the call's event log).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(v) = self.audio {
+            m.insert("audio".into(), v.into());
+        }
+        if let Some(v) = self.video {
+            m.insert("video".into(), v.into());
+        }
+        if let Some(v) = self.screen {
+            m.insert("screen".into(), v.into());
+        }
+        if let Some(v) = &self.camera {
+            m.insert("camera".into(), v.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
 /// Media changes (mute, camera switch) are allowed while the call is ringing or active.
 pub fn check_media_change(status: CallStatus) -> Result<(), Error> {
     if status.is_final() {

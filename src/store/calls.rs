@@ -105,40 +105,7 @@ pub struct CallEvent {
     pub data: Option<Value>,
 }
 
-/// A requested change of media state; `None` fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MediaChange {
-    pub audio: Option<bool>,
-    pub video: Option<bool>,
-    pub screen: Option<bool>,
-    pub camera: Option<String>,
-}
-
-impl MediaChange {
-    pub fn is_empty(&self) -> bool {
-        self.audio.is_none()
-            && self.video.is_none()
-            && self.screen.is_none()
-            && self.camera.is_none()
-    }
-
-    fn to_json(&self) -> Value {
-        let mut m = serde_json::Map::new();
-        if let Some(v) = self.audio {
-            m.insert("audio".into(), v.into());
-        }
-        if let Some(v) = self.video {
-            m.insert("video".into(), v.into());
-        }
-        if let Some(v) = self.screen {
-            m.insert("screen".into(), v.into());
-        }
-        if let Some(v) = &self.camera {
-            m.insert("camera".into(), v.clone().into());
-        }
-        Value::Object(m)
-    }
-}
+pub use crate::signaling::call::MediaChange;
 
 /// Filters of `GET /calls/history`.
 #[derive(Debug, Clone, Default)]

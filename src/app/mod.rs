@@ -1,0 +1,274 @@
+//! The application layer: the operations every transport needs (invite, accept, reject, hang
+//! up, media state, stats, join/leave/delete a room, …), each of which persists through the
+//! store and delivers to connected sessions through one [`Delivery`] interface. REST handlers,
+//! `/rtc` and Socket.IO are thin transports over it: they parse, call one operation, and render
+//! its result. The decisions themselves are made by the pure core in [`crate::signaling`]
+//! (call transitions, the switchboard's routing); this layer applies them to the database and
+//! the sessions, and owns the clock.
+//!
+//! An operation returns [`Done`]: its result and the deliveries it decided on. The deliveries
+//! go out when the `Done` (or its [`Followups`]) is dropped, so a socket transport can answer
+//! the sender first and a REST handler needs no code at all to notify the other side.
+
+pub mod calls;
+pub mod delivery;
+pub mod requests;
+pub mod rooms;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::auth::Principal;
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::signaling::call::Action;
+use crate::signaling::event::Event;
+use crate::signaling::switchboard::{Output, SessionId, Switchboard};
+use crate::store::calls::{self as call_store, CallRecord};
+use crate::store::Store;
+use crate::views;
+
+pub use delivery::{Delivery, LocalDelivery, Outbox};
+
+/// Where a request came from: a socket session (which then speaks for its user's side of the
+/// call) or the REST API (no session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Session(SessionId),
+    Rest,
+}
+
+impl Origin {
+    pub fn session(self) -> Option<SessionId> {
+        match self {
+            Origin::Session(s) => Some(s),
+            Origin::Rest => None,
+        }
+    }
+}
+
+/// Deliveries an operation decided on; carried out when this is dropped.
+#[must_use = "deliveries go out when this is dropped: hold it until the sender was answered"]
+pub struct Followups {
+    app: Arc<Signaling>,
+    outputs: Vec<Output>,
+}
+
+impl Followups {
+    fn new(app: &Arc<Signaling>, outputs: Vec<Output>) -> Followups {
+        Followups {
+            app: app.clone(),
+            outputs,
+        }
+    }
+
+    fn extend(&mut self, more: Vec<Output>) {
+        self.outputs.extend(more);
+    }
+
+    /// Takes over another operation's deliveries, after this one's.
+    fn absorb(&mut self, mut other: Followups) {
+        self.outputs.append(&mut other.outputs);
+    }
+
+    /// Carries the deliveries out now.
+    pub fn send(self) {}
+}
+
+impl Drop for Followups {
+    fn drop(&mut self) {
+        let outputs = std::mem::take(&mut self.outputs);
+        self.app.dispatch(outputs);
+    }
+}
+
+/// An operation's result and its pending deliveries.
+#[must_use = "deliveries go out when this is dropped"]
+pub struct Done<T> {
+    pub value: T,
+    pub then: Followups,
+}
+
+impl<T> Done<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Done<U> {
+        Done {
+            value: f(self.value),
+            then: self.then,
+        }
+    }
+}
+
+/// The shared application state of signaling: the switchboard (live routing) behind a mutex,
+/// the delivery interface and the store.
+pub struct Signaling {
+    board: Mutex<Switchboard>,
+    delivery: Arc<dyn Delivery>,
+    store: Store,
+    next_session: AtomicU64,
+    ring_timeout: Duration,
+}
+
+pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
+    call.participants
+        .iter()
+        .map(|p| p.user_id.clone())
+        .collect()
+}
+
+impl Signaling {
+    pub fn new(store: Store, ring_timeout: Duration, grace: Duration) -> Arc<Signaling> {
+        Signaling::with_delivery(
+            store,
+            ring_timeout,
+            grace,
+            Arc::new(LocalDelivery::default()),
+        )
+    }
+
+    pub fn with_delivery(
+        store: Store,
+        ring_timeout: Duration,
+        grace: Duration,
+        delivery: Arc<dyn Delivery>,
+    ) -> Arc<Signaling> {
+        Arc::new(Signaling {
+            board: Mutex::new(Switchboard::new(ring_timeout, grace)),
+            delivery,
+            store,
+            next_session: AtomicU64::new(1),
+            ring_timeout,
+        })
+    }
+
+    fn board(&self) -> MutexGuard<'_, Switchboard> {
+        // A panic while holding the lock cannot leave the switchboard half-updated in a way
+        // worse than refusing all signaling, so recover the guard.
+        self.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn done<T>(self: &Arc<Self>, value: T, outputs: Vec<Output>) -> Done<T> {
+        Done {
+            value,
+            then: Followups::new(self, outputs),
+        }
+    }
+
+    /// Connected sessions (for metrics and tests).
+    pub fn session_count(&self) -> usize {
+        self.delivery.count()
+    }
+
+    /// Registers a new connection of `user`; events for it arrive on the outbox.
+    pub fn open_session(&self, user: &str) -> (SessionId, Outbox) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let outbox = self.delivery.open(id);
+        self.board().connect(id, user);
+        (id, outbox)
+    }
+
+    /// The `welcome` event: who you are and your ringing or active calls.
+    pub async fn welcome(&self, session: SessionId, me: &Principal) -> Result<Event, Error> {
+        let user = me.id.clone();
+        let live = self
+            .store
+            .run(move |c| call_store::live_for(c, &user))
+            .await?;
+        let now = now_ms();
+        Ok(Event::new(
+            "welcome",
+            json!({
+                "userId": me.id,
+                "sessionId": session.to_string(),
+                "activeCalls": live.iter().map(|c| views::call_session(c, now)).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+
+    /// The connection is gone: rooms are left now, calls after the grace period.
+    pub fn close_session(self: &Arc<Self>, session: SessionId) {
+        self.delivery.close(session);
+        let outputs = self.board().disconnect(session, Instant::now());
+        self.dispatch(outputs);
+    }
+
+    /// Carries out switchboard outputs: deliveries now, persistence in the background.
+    fn dispatch(self: &Arc<Self>, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Deliver { to, event } => self.delivery.deliver(to, event),
+                Output::Expire { call_id, action } => {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.expire(call_id, action).await });
+                }
+                Output::RoomLeft { room_id, user } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let me = Principal {
+                            id: user,
+                            name: None,
+                            admin: false,
+                        };
+                        match this.leave_room(&me, &room_id).await {
+                            Ok(done) => done.then.send(),
+                            Err(Error::Conflict { .. } | Error::NotFound(_)) => {}
+                            Err(e) => tracing::warn!(error = %e, "persisting a room leave failed"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends a call for a server reason (ring timeout, disconnect grace).
+    async fn expire(self: Arc<Self>, call_id: String, action: Action) {
+        let now = now_ms();
+        let id = call_id.clone();
+        let result = self
+            .store
+            .run(move |c| call_store::apply_action(c, &id, None, action, now))
+            .await;
+        let outputs = match result {
+            Ok((call, t)) => {
+                let reason = t.reason.map(|r| r.as_str()).unwrap_or("hangup");
+                tracing::info!(call = %call.id, %reason, "call ended by the server");
+                self.board()
+                    .ended(&call.id, &participants(&call), reason, None)
+            }
+            // Already answered or ended meanwhile: just forget the live state.
+            Err(_) => self.board().ended(&call_id, &[], "", None),
+        };
+        self.dispatch(outputs);
+    }
+
+    /// Runs time-driven work every second until `stop`: ring deadlines, disconnect grace, and
+    /// ringing calls in the database older than the ring timeout (e.g. created over REST).
+    pub async fn run_timers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let timeout_ms = i64::try_from(self.ring_timeout.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let outputs = self.board().tick(Instant::now());
+            self.dispatch(outputs);
+            let cutoff = now_ms() - timeout_ms;
+            match self
+                .store
+                .run(move |c| call_store::ringing_before(c, cutoff))
+                .await
+            {
+                Ok(ids) => {
+                    for id in ids {
+                        self.clone().expire(id, Action::Timeout).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ring timeout sweep failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Room operations of the application layer: join, leave and delete, shared by REST, `/rtc`
+//! and Socket.IO. There is one leave path: an explicit leave (REST or socket), hanging up a room
+//! call, and a dropped connection all go through [`Signaling::leave_room`], which persists the
+//! leave, tells the remaining peers, and ends the room call with its last peer.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::app::{Done, Origin, Signaling};
+use crate::auth::Principal;
+use crate::clock::now_ms;
+use crate::error::Error;
+use crate::store::calls::{self, CallRecord};
+use crate::store::rooms::{self, Joined, Left, Room};
+
+/// A join: what the store recorded, and (for a socket session) the peers already connected,
+/// as (peer id, user id).
+pub struct RoomJoin {
+    pub joined: Joined,
+    pub peers: Vec<(String, String)>,
+}
+
+impl Signaling {
+    /// Enters a room. A socket session becomes a live peer: the others get `room-peer-joined`.
+    pub async fn join_room(
+        self: &Arc<Self>,
+        origin: Origin,
+        me: &Principal,
+        room_id: &str,
+    ) -> Result<Done<RoomJoin>, Error> {
+        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
+        let (peer, call) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+        let joined = self
+            .store
+            .run(move |c| rooms::join(c, &room_id, &me2, &peer, &call, now))
+            .await?;
+        let (peers, out) = match origin.session() {
+            Some(session) => {
+                self.board()
+                    .room_join(&joined.room.id, &joined.call_id, &joined.peer_id, session)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(self.done(RoomJoin { joined, peers }, out))
+    }
+
+    /// Leaves a room: the remaining peers get `room-peer-left`; the last one out ends the room
+    /// call (`call-ended` to its participants).
+    pub async fn leave_room(
+        self: &Arc<Self>,
+        me: &Principal,
+        room_id: &str,
+    ) -> Result<Done<Left>, Error> {
+        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
+        let (left, ended) = self
+            .store
+            .run(move |c| {
+                let left = rooms::leave(c, &room_id, &me2, now)?;
+                let ended = ended_call(c, left.call_id.as_deref(), left.call_ended)?;
+                Ok((left, ended))
+            })
+            .await?;
+        let mut out = self.board().room_leave(&left.room.id, &left.peer_id);
+        if let Some(call) = &ended {
+            out.extend(self.ended(call, &me.id, "call-hangup", None, None));
+        }
+        Ok(self.done(left, out))
+    }
+
+    /// Deletes a room (owner or admin): every peer leaves and its call ends (`room-closed`).
+    pub async fn delete_room(
+        self: &Arc<Self>,
+        me: &Principal,
+        room_id: &str,
+    ) -> Result<Done<Room>, Error> {
+        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
+        let (room, ended) = self
+            .store
+            .run(move |c| {
+                let room = rooms::delete(c, &room_id, &me2, now)?;
+                let ended = ended_call(c, room.call_id.as_deref(), true)?;
+                Ok((room, ended))
+            })
+            .await?;
+        let mut out = Vec::new();
+        {
+            let mut board = self.board();
+            for peer in &room.peers {
+                out.extend(board.room_leave(&room.id, &peer.peer_id));
+            }
+        }
+        if let Some(call) = &ended {
+            out.extend(self.ended(call, &me.id, "call-hangup", None, None));
+        }
+        Ok(self.done(room, out))
+    }
+}
+
+/// The room call, when an operation ended it.
+fn ended_call(
+    c: &rusqlite::Connection,
+    call_id: Option<&str>,
+    ended: bool,
+) -> Result<Option<CallRecord>, Error> {
+    match call_id {
+        Some(id) if ended => Ok(calls::get(c, id)?.filter(|call| call.status.is_final())),
+        _ => Ok(None),
+    }
+}
