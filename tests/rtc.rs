@@ -433,7 +433,10 @@ async fn bad_frames_get_errors_and_the_connection_carries_on() {
     let e = alice
         .request(json!({"type": "ice-candidate", "callId": "not-a-uuid", "candidate": null}))
         .await;
-    assert_eq!(e["code"], "invalid_id", "the same code as REST for a bad id");
+    assert_eq!(
+        e["code"], "invalid_id",
+        "the same code as REST for a bad id"
+    );
     let e = alice
         .request(json!({"type": "call-initiate", "to": "alice"}))
         .await;
