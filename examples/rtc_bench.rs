@@ -17,6 +17,7 @@
 //! rtc_bench --addr 127.0.0.1:PORT --data-dir DIR [--server-pid PID] [--conns 10000]
 //!           [--pairs 200] [--rate 10000] [--secs 10] [--warmup 1] [--parallel 200]
 //! ```
+#![allow(clippy::disallowed_methods)] // benchmarks are an edge: they read the clock
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

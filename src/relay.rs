@@ -374,7 +374,7 @@ mod tests {
             client: "127.0.0.1:5000".parse().expect("addr"),
             relay: "127.0.0.1:50000".parse().expect("addr"),
             transport: signalbox_turn::Transport::Udp,
-            opened_at: SystemTime::now(),
+            opened_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             usage: signalbox_turn::Usage {
                 bytes_to_peer: 100,
                 bytes_from_peer: 200,

@@ -3,6 +3,7 @@
 //! visible in `/metrics`), and the per-connection rate limit, under which every request still
 //! gets an answer — its ack, or a `rate_limited` error — and the connection stays usable.
 //! The Socket.IO side is driven by Node's `socket.io-client` (`tests/interop/sio_limits.mjs`).
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 
 mod common;
 

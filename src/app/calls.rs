@@ -5,7 +5,6 @@
 //! rules in [`crate::signaling::call`]) and then decides its deliveries.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -105,7 +104,7 @@ impl Signaling {
             callee,
             from,
             invite,
-            Instant::now(),
+            crate::clock::monotonic(),
         )
     }
 

@@ -17,7 +17,7 @@ pub mod rooms;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::watch;
@@ -191,7 +191,7 @@ impl Signaling {
     /// The connection is gone: rooms are left now, calls after the grace period.
     pub fn close_session(self: &Arc<Self>, session: SessionId) {
         self.delivery.close(session);
-        let outputs = self.board().disconnect(session, Instant::now());
+        let outputs = self.board().disconnect(session, crate::clock::monotonic());
         self.dispatch(outputs);
     }
 
@@ -254,7 +254,7 @@ impl Signaling {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let outputs = self.board().tick(Instant::now());
+            let outputs = self.board().tick(crate::clock::monotonic());
             self.dispatch(outputs);
             let cutoff = now_ms() - timeout_ms;
             match self

@@ -87,7 +87,7 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: Conn
     let (session, mut outbox) = signaling.open_session(&me.id);
     let (mut sink, mut stream) = socket.split();
     let limits = app.gate.message_limits(Transport::Rtc);
-    let mut last_heard = Instant::now();
+    let mut last_heard = crate::clock::monotonic();
     let mut last_unaddressed_error: Option<Instant> = None;
     // Heartbeat: a ping every third of the silence limit (15 s of 45 s by default).
     let silence_limit = app.config.heartbeat_timeout;
@@ -113,7 +113,7 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: Conn
                     }
                     break;
                 };
-                last_heard = Instant::now();
+                last_heard = crate::clock::monotonic();
                 let frame = match msg {
                     Message::Text(t) => t,
                     Message::Binary(_) => {
@@ -127,7 +127,7 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: Conn
                 if let Err(e) = limits.check(frame.len()) {
                     // Answer the frame's id when it has one; otherwise rate-limit the errors too.
                     let id = request_id(frame.as_str());
-                    let now = Instant::now();
+                    let now = crate::clock::monotonic();
                     let throttled = id.is_none() && matches!(e, Error::RateLimited(_));
                     if throttled && last_unaddressed_error.is_some_and(|t| now.duration_since(t) < UNADDRESSED_ERROR_INTERVAL) {
                         continue;

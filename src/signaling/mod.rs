@@ -11,3 +11,38 @@ pub mod call;
 pub mod event;
 pub mod switchboard;
 pub mod wire;
+
+#[cfg(test)]
+mod layering {
+    /// The core stays pure: it names no store, transport, runtime or clock (clippy.toml keeps
+    /// clock reads out as well). The application layer in `crate::app` does the IO.
+    #[test]
+    fn the_core_names_no_io() {
+        let files = [
+            ("call.rs", include_str!("call.rs")),
+            ("event.rs", include_str!("event.rs")),
+            ("switchboard.rs", include_str!("switchboard.rs")),
+            ("wire.rs", include_str!("wire.rs")),
+        ];
+        let banned = [
+            "crate::store",
+            "crate::http",
+            "crate::app",
+            "crate::clock",
+            "crate::server",
+            "tokio",
+            "rusqlite",
+            "std::net",
+            "std::fs",
+            "now_ms",
+        ];
+        for (name, source) in files {
+            for word in banned {
+                assert!(
+                    !source.contains(word),
+                    "signaling/{name} names `{word}`: move that to the application layer"
+                );
+            }
+        }
+    }
+}

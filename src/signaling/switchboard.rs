@@ -569,6 +569,8 @@ impl Switchboard {
 }
 
 #[cfg(test)]
+// Tests start from an arbitrary instant and advance time by hand.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::signaling::call::{transition, Actor, CallStatus, EndReason, Role};

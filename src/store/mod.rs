@@ -9,7 +9,7 @@ pub mod rooms;
 pub mod users;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 use r2d2::Pool;
@@ -73,7 +73,7 @@ impl Store {
         let pool = self.pool.clone();
         let latency = self.latency.clone();
         tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
+            let started = crate::clock::monotonic();
             let mut conn = pool.get()?;
             let result = f(&mut conn);
             latency.observe(started.elapsed().as_secs_f64());

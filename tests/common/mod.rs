@@ -1,6 +1,7 @@
 //! Test harness: starts the real `signalbox` binary on 127.0.0.1 port 0 with a temporary data
 //! directory, waits for its "listening on" line, mints tokens with the server's own secret, and
 //! hands out a small JSON HTTP client. The process is killed and the directory removed on drop.
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,7 @@
 //! Credentials and unauthenticated load against the real server: wrong, expired and foreign
 //! credentials get 401 over UDP and TCP; a rotated-out secret still works; 100,000
 //! unauthenticated Allocates leave the server's state exactly as it was.
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 #![allow(clippy::unwrap_used)]
 
 mod common;

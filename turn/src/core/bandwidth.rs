@@ -47,6 +47,8 @@ impl TokenBucket {
 }
 
 #[cfg(test)]
+// Tests start from an arbitrary instant and advance time by hand.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::time::Duration;

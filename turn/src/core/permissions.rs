@@ -144,6 +144,8 @@ impl Channels {
 }
 
 #[cfg(test)]
+// Tests start from an arbitrary instant and advance time by hand.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

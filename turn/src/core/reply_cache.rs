@@ -54,6 +54,8 @@ impl ReplyCache {
 }
 
 #[cfg(test)]
+// Tests start from an arbitrary instant and advance time by hand.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::events::Transport;

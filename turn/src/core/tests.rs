@@ -1,6 +1,8 @@
 //! Unit tests of the sans-IO core: every method and error path, driven with fake relay
 //! sockets and requests built with the webrtc-rs `stun` codec, as a client would.
 #![allow(clippy::unwrap_used)]
+// Tests start from an arbitrary instant and advance time by hand.
+#![allow(clippy::disallowed_methods)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -1027,4 +1029,34 @@ fn even_port_reservation_is_redeemed_once_by_its_token() {
     h.advance(31);
     h.core.sweep(h.now);
     assert_eq!(h.core.state_size().reservations, 0);
+}
+
+/// The core stays sans-IO: no sockets, no runtime, no files (clippy.toml keeps clock reads out).
+#[test]
+fn the_core_names_no_io() {
+    let files = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("allocation.rs", include_str!("allocation.rs")),
+        ("auth.rs", include_str!("auth.rs")),
+        ("bandwidth.rs", include_str!("bandwidth.rs")),
+        ("message.rs", include_str!("message.rs")),
+        ("permissions.rs", include_str!("permissions.rs")),
+        ("reply_cache.rs", include_str!("reply_cache.rs")),
+    ];
+    let banned = [
+        "tokio",
+        "crate::io",
+        "std::fs",
+        "UdpSocket",
+        "TcpStream",
+        "socket2",
+    ];
+    for (name, source) in files {
+        for word in banned {
+            assert!(
+                !source.contains(word),
+                "core/{name} names `{word}`: IO belongs in the shell (src/io)"
+            );
+        }
+    }
 }

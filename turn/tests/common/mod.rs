@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: starts the real server on 127.0.0.1 port 0 with a
 //! small relay port range, mints REST credentials, and speaks raw STUN/TURN (built with the
 //! webrtc-rs `stun` codec) over UDP or a stream.
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
