@@ -1,4 +1,4 @@
-//! Room operations of the application layer: join, leave and delete, shared by REST, `/rtc`
+//! Room operations of the application layer: create, join, leave and delete, shared by REST, `/rtc`
 //! and Socket.IO. There is one leave path: an explicit leave (REST or socket), hanging up a room
 //! call, and a dropped connection all go through [`Signaling::leave_room`], which persists the
 //! leave, tells the remaining peers, and ends the room call with its last peer.
@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::store::calls::{self, CallRecord};
-use crate::store::rooms::{self, Joined, Left, Room};
+use crate::store::rooms::{self, Joined, Left, NewRoom, Room};
 
 /// A join: what the store recorded, and (for a socket session) the peers already connected,
 /// as (peer id, user id).
@@ -21,7 +21,35 @@ pub struct RoomJoin {
     pub peers: Vec<(String, String)>,
 }
 
+/// A room to create (validated by the transport).
+#[derive(Debug, Clone)]
+pub struct CreateRoom {
+    pub name: String,
+    pub max_participants: u32,
+    pub is_private: bool,
+    pub members: Vec<String>,
+}
+
 impl Signaling {
+    /// Creates a room owned by `me`.
+    pub async fn create_room(
+        self: &Arc<Self>,
+        me: &Principal,
+        new: CreateRoom,
+    ) -> Result<Done<Room>, Error> {
+        let record = NewRoom {
+            id: Uuid::new_v4().to_string(),
+            name: new.name,
+            owner_id: me.id.clone(),
+            max_participants: new.max_participants,
+            is_private: new.is_private,
+            members: new.members,
+            now: now_ms(),
+        };
+        let room = self.store.run(move |c| rooms::create(c, &record)).await?;
+        Ok(self.done(room, Vec::new()))
+    }
+
     /// Enters a room. A socket session becomes a live peer: the others get `room-peer-joined`.
     pub async fn join_room(
         self: &Arc<Self>,

@@ -6,14 +6,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
+use crate::app::rooms::CreateRoom as NewRoom;
 use crate::app::Origin;
-use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::AppState;
-use crate::store::rooms::{self, NewRoom};
+use crate::store::rooms;
 use crate::views;
 
 /// Bounds of `maxParticipants` (a mesh call beyond a dozen peers is not usable anyway).
@@ -68,15 +67,12 @@ pub async fn create_room(
         .map(|(i, m)| user_id_field(m, &format!("members[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let new = NewRoom {
-        id: Uuid::new_v4().to_string(),
         name,
-        owner_id: me.id,
         max_participants: max,
         is_private: body.is_private.unwrap_or(false),
         members,
-        now: now_ms(),
     };
-    let room = app.store.run(move |c| rooms::create(c, &new)).await?;
+    let room = app.signaling.create_room(&me, new).await?.value;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "room": views::room(&room) })),

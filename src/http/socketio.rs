@@ -262,7 +262,15 @@ fn open(app: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Error>
         async {}
     });
     tokio::spawn(write_events(s.clone(), outbox));
-    tokio::spawn(work(app.clone(), me, session, slot, events, closed));
+    tokio::spawn(work(
+        app.clone(),
+        s.clone(),
+        me,
+        session,
+        slot,
+        events,
+        closed,
+    ));
     Ok(())
 }
 
@@ -284,16 +292,28 @@ async fn write_events(socket: SocketRef, mut outbox: crate::app::Outbox) {
 /// Carries out the socket's events one at a time, in order, until it disconnects.
 async fn work(
     app: AppState,
+    socket: SocketRef,
     me: Principal,
     session: SessionId,
     _slot: ConnectionSlot,
     mut events: mpsc::Receiver<Incoming>,
     mut closed: watch::Receiver<bool>,
 ) {
+    // A socket can also vanish without its disconnect handler (socketioxide drops it when the
+    // CONNECT answer cannot be sent): check now and then that it is still connected, so its
+    // session and its place under the connection caps are never leaked.
+    let period = app.config.heartbeat_timeout;
+    let mut liveness = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         let incoming = tokio::select! {
             biased;
             _ = closed.changed() => break,
+            _ = liveness.tick() => {
+                if socket.connected() {
+                    continue;
+                }
+                break;
+            }
             next = events.recv() => match next {
                 Some(i) => i,
                 None => break,
