@@ -15,9 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Who is making a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Principal {
     pub id: String,
+    /// Display name, if the token or account has one.
+    #[schema(required = true)]
     pub name: Option<String>,
     pub admin: bool,
 }

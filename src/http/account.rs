@@ -8,8 +8,7 @@ use axum::http::HeaderMap;
 
 use crate::http::client_ip::client_ip;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{self, Principal};
@@ -20,19 +19,45 @@ use crate::store::users;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
+    /// At most 64 characters (longer ones are refused as wrong credentials).
+    #[schema(max_length = 64)]
     username: String,
+    /// At most 1024 characters (longer ones are refused as wrong credentials).
+    #[schema(max_length = 1024)]
     password: String,
+}
+
+/// A bearer token for a built-in account.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginReply {
+    /// The JWT to send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user: Principal,
+    /// Seconds the token is valid.
+    pub expires_in: i64,
+}
+
+/// Who the bearer token speaks for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeReply {
+    pub user: Principal,
 }
 
 /// Exchange a built-in account's username and password for a bearer token.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, description = "`{token, user}`"), (status = 400), (status = 401), (status = 429)))]
+    responses(
+        (status = 200, description = "Signed in", body = LoginReply),
+        (status = 401, description = "`invalid_credentials`: wrong username or password."),
+        (status = 429, description = "Too many attempts from this client; retry after `Retry-After` seconds."),
+    ))]
 pub async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<LoginReply>, Error> {
     let client = client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     if let Err(not_until) = app.login_limiter.check_key(&client) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -40,7 +65,7 @@ pub async fn login(
         ));
         return Err(Error::RateLimited(wait.as_secs().max(1)));
     }
-    if body.username.len() > 64 || body.password.len() > 1024 {
+    if body.username.chars().count() > 64 || body.password.chars().count() > 1024 {
         return Err(Error::Unauthorized {
             code: "invalid_credentials",
             message: "wrong username or password".into(),
@@ -83,15 +108,17 @@ pub async fn login(
     let now = crate::clock::now_ms() / 1000;
     let ttl = i64::try_from(app.config.token_ttl.as_secs()).unwrap_or(i64::MAX);
     let token = app.tokens.mint(&principal, now, ttl)?;
-    Ok(Json(
-        json!({ "token": token, "user": principal, "expiresIn": ttl }),
-    ))
+    Ok(Json(LoginReply {
+        token,
+        user: principal,
+        expires_in: ttl,
+    }))
 }
 
 /// Who the bearer token speaks for.
 #[utoipa::path(get, path = "/api/me", tag = "auth",
-    responses((status = 200, description = "`{user}`"), (status = 401)),
+    responses((status = 200, description = "The token's user", body = MeReply)),
     security(("bearer" = [])))]
-pub async fn me(Auth(me): Auth) -> Json<Value> {
-    Json(json!({ "user": me }))
+pub async fn me(Auth(me): Auth) -> Json<MeReply> {
+    Json(MeReply { user: me })
 }

@@ -14,6 +14,9 @@ use crate::app::Origin;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
+use crate::http::schema::{
+    AnalyticsReply, CallChanged, CallHistory, CallReply, CreatedCall, MessageReply,
+};
 use crate::http::AppState;
 use crate::signaling::call::MediaChange;
 use crate::signaling::call::{self, Action, CallStatus, CallType};
@@ -29,17 +32,26 @@ const DEFAULT_HISTORY_LIMIT: u32 = 20;
 #[serde(rename_all = "camelCase")]
 pub struct CreateCall {
     /// Must be the token's user (admins may create calls for others). Defaults to it.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     caller_id: Option<String>,
+    /// The user to ring; not yourself.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     callee_id: String,
     /// `audio` or `video` (default `video`).
-    #[schema(value_type = Option<String>)]
     call_type: Option<CallType>,
+    /// At most 100 characters; blank means none.
+    #[schema(max_length = 100)]
     room_name: Option<String>,
 }
 
 /// Start a call to a user; it rings until accepted, rejected, cancelled or timed out.
 #[utoipa::path(post, path = "/calls", tag = "calls", request_body = CreateCall,
-    responses((status = 201, description = "`{callSession, roomId}`"), (status = 400), (status = 401), (status = 403)),
+    responses(
+        (status = 201, description = "The ringing call", body = CreatedCall),
+        (status = 400, description = "Invalid input, or `invalid_callee` when calleeId is the caller. Nothing changed."),
+        (status = 403, description = "callerId is another user and you are not an admin."),
+        (status = 409, description = "`call_exists`: a call with the generated id exists (retry)."),
+    ),
     security(("bearer" = [])))]
 pub async fn create_call(
     State(app): State<AppState>,
@@ -79,8 +91,13 @@ async fn act(
 
 /// Accept a ringing call (callee only).
 #[utoipa::path(put, path = "/calls/{callId}/accept", tag = "calls",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{callSession}`"), (status = 403), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "The call, now active", body = CallReply),
+        (status = 403, description = "Only the callee accepts."),
+        (status = 404),
+        (status = 409, description = "`already_active` or `call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn accept_call(
     State(app): State<AppState>,
@@ -95,8 +112,13 @@ pub async fn accept_call(
 
 /// Reject a ringing call (callee only).
 #[utoipa::path(put, path = "/calls/{callId}/reject", tag = "calls",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{message: \"Call rejected\"}`"), (status = 403), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "`Call rejected` and the call", body = CallChanged),
+        (status = 403, description = "Only the callee rejects (the caller hangs up to cancel)."),
+        (status = 404),
+        (status = 409, description = "`already_active` or `call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn reject_call(
     State(app): State<AppState>,
@@ -111,8 +133,13 @@ pub async fn reject_call(
 
 /// End a call: cancels it while ringing (caller), rejects it (callee), or ends it when active.
 #[utoipa::path(put, path = "/calls/{callId}/hangup", tag = "calls",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{message: \"Call ended\"}`"), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "`Call ended` and the call", body = CallChanged),
+        (status = 403, description = "Not allowed to leave this room call."),
+        (status = 404),
+        (status = 409, description = "`call_ended` or `not_in_room`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn hangup_call(
     State(app): State<AppState>,
@@ -160,8 +187,13 @@ async fn mute(
 
 /// Mute or unmute your microphone in a call.
 #[utoipa::path(put, path = "/calls/{callId}/mute-audio", tag = "calls", request_body = Mute,
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{message: \"Audio muted\"}`"), (status = 400), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "`Audio muted` or `Audio unmuted`, and the call", body = CallChanged),
+        (status = 403, description = "Admins who are not participants have no media."),
+        (status = 404),
+        (status = 409, description = "`call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn mute_audio(
     State(app): State<AppState>,
@@ -178,8 +210,13 @@ pub async fn mute_audio(
 
 /// Turn your camera off or on in a call.
 #[utoipa::path(put, path = "/calls/{callId}/mute-video", tag = "calls", request_body = Mute,
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{message: \"Video muted\"}`"), (status = 400), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "`Video muted` or `Video unmuted`, and the call", body = CallChanged),
+        (status = 403, description = "Admins who are not participants have no media."),
+        (status = 404),
+        (status = 409, description = "`call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn mute_video(
     State(app): State<AppState>,
@@ -197,13 +234,20 @@ pub async fn mute_video(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SwitchCamera {
     /// The camera now in use (e.g. `front`, `back`, or a device label); optional.
+    #[schema(max_length = 200)]
     camera: Option<String>,
 }
 
 /// Record a camera switch during a call.
-#[utoipa::path(put, path = "/calls/{callId}/switch-camera", tag = "calls", request_body = SwitchCamera,
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{message: \"Camera switched\"}`"), (status = 404), (status = 409)),
+#[utoipa::path(put, path = "/calls/{callId}/switch-camera", tag = "calls",
+    request_body(content = Option<SwitchCamera>, description = "Optional: an empty body records a switch without naming the camera."),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "`Camera switched` and the call", body = CallChanged),
+        (status = 403, description = "Admins who are not participants have no camera."),
+        (status = 404),
+        (status = 409, description = "`call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn switch_camera(
     State(app): State<AppState>,
@@ -233,8 +277,8 @@ pub async fn switch_camera(
 
 /// A call you take part in (admins: any call).
 #[utoipa::path(get, path = "/calls/{callId}", tag = "calls",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{callSession}`"), (status = 400), (status = 404)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "The call", body = CallReply), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get_call(
     State(app): State<AppState>,
@@ -266,13 +310,19 @@ fn query_number(q: &HashMap<String, String>, name: &str, default: u32) -> Result
 /// Your calls, newest first (admins: every call, or `userId=`'s).
 #[utoipa::path(get, path = "/calls/history", tag = "calls",
     params(
-        ("limit" = Option<u32>, Query, description = "page size, 1..=100 (default 20; larger values are capped)"),
-        ("offset" = Option<u32>, Query, description = "calls to skip"),
-        ("type" = Option<String>, Query, description = "audio or video"),
-        ("status" = Option<String>, Query, description = "ringing, active, ended, rejected, missed or cancelled"),
-        ("userId" = Option<String>, Query, description = "admins only: another user's history"),
+        ("limit" = Option<u32>, Query, format = Int64, minimum = 1, maximum = 4294967295.0,
+            description = "page size (default 20; values above 100 are capped to 100)"),
+        ("offset" = Option<u32>, Query, format = Int64, minimum = 0, maximum = 4294967295.0,
+            description = "calls to skip"),
+        ("type" = Option<CallType>, Query, description = "only audio or only video calls"),
+        ("status" = Option<CallStatus>, Query, description = "only calls in this status"),
+        ("userId" = Option<String>, Query, pattern = "^[A-Za-z0-9._@-]{1,64}$",
+            description = "another user's history (admins only; others may name only themselves)"),
     ),
-    responses((status = 200, description = "`{calls, total, limit, offset}`"), (status = 400)),
+    responses(
+        (status = 200, description = "Newest first", body = CallHistory),
+        (status = 403, description = "userId is another user and you are not an admin."),
+    ),
     security(("bearer" = [])))]
 pub async fn history(
     State(app): State<AppState>,
@@ -334,8 +384,8 @@ pub async fn history(
 
 /// Duration, setup time, participants, media timeline, quality and relay usage of a call.
 #[utoipa::path(get, path = "/calls/{callId}/analytics", tag = "calls",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "`{analytics}`"), (status = 400), (status = 404)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "The call's analytics", body = AnalyticsReply), (status = 404)),
     security(("bearer" = [])))]
 pub async fn call_analytics(
     State(app): State<AppState>,
@@ -374,8 +424,12 @@ pub struct StatsReport {
 
 /// Store a quality report for a call you take part in (what `call-stats` does on sockets).
 #[utoipa::path(post, path = "/calls/{callId}/stats", tag = "calls", request_body = StatsReport,
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 202, description = "stored"), (status = 400), (status = 404)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 202, description = "`Report stored`", body = MessageReply),
+        (status = 403, description = "Only participants report stats."),
+        (status = 404),
+    ),
     security(("bearer" = [])))]
 pub async fn post_stats(
     State(app): State<AppState>,

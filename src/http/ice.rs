@@ -5,7 +5,9 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::config::TurnSettings;
@@ -61,6 +63,36 @@ pub struct RelayPorts {
     pub tls: Option<u16>,
 }
 
+/// One entry of WebRTC's `iceServers`: STUN URIs, or TURN URIs with their credentials.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp|tcp`, `turns:host:port?transport=tcp`.
+    pub urls: Vec<String>,
+    /// TURN REST API username `<unix-expiry>:<userId>` (TURN entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `base64(HMAC-SHA1(secret, username))` (TURN entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// `GET /ice-config`: WebRTC's `iceServers` plus the TURN REST API draft's fields.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IceConfig {
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the credentials are valid.
+    #[schema(minimum = 0)]
+    pub ttl: u64,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub username: String,
+    pub password: String,
+    /// The TURN URIs (the draft's `uris`).
+    pub uris: Vec<String>,
+}
+
 /// Builds the response for `user` at `now_secs`; `relay` is `None` when the embedded relay is off.
 pub fn ice_config(
     turn: &TurnSettings,
@@ -90,29 +122,36 @@ pub fn ice_config(
     turn_uris.extend(turn.external_urls.iter().cloned());
     let mut servers = Vec::new();
     if !stun.is_empty() {
-        servers.push(json!({ "urls": stun }));
+        servers.push(IceServer {
+            urls: stun,
+            username: None,
+            credential: None,
+        });
     }
     if !turn_uris.is_empty() {
-        servers.push(
-            json!({ "urls": turn_uris, "username": cred.username, "credential": cred.password }),
-        );
+        servers.push(IceServer {
+            urls: turn_uris.clone(),
+            username: Some(cred.username.clone()),
+            credential: Some(cred.password.clone()),
+        });
     }
     let expires_ms = i64::try_from(cred.expires_at)
         .unwrap_or(i64::MAX / 1000)
         .saturating_mul(1000);
-    json!({
-        "iceServers": servers,
-        "ttl": ttl,
-        "expiresAt": rfc3339(expires_ms),
-        "username": cred.username,
-        "password": cred.password,
-        "uris": turn_uris,
-    })
+    let config = IceConfig {
+        ice_servers: servers,
+        ttl,
+        expires_at: rfc3339(expires_ms),
+        username: cred.username,
+        password: cred.password,
+        uris: turn_uris,
+    };
+    serde_json::to_value(&config).unwrap_or(Value::Null)
 }
 
 /// ICE servers and TURN credentials for the caller.
 #[utoipa::path(get, path = "/ice-config", tag = "ice",
-    responses((status = 200, description = "`{iceServers, ttl, expiresAt, username, password, uris}`"), (status = 401)),
+    responses((status = 200, description = "ICE servers and TURN credentials", body = IceConfig)),
     security(("bearer" = [])))]
 pub async fn get_ice_config(
     State(app): State<AppState>,
@@ -145,6 +184,7 @@ pub async fn get_ice_config(
 mod tests {
     use super::*;
     use crate::config::{Config, Layers};
+    use serde_json::json;
 
     const PORTS: Option<RelayPorts> = Some(RelayPorts {
         udp: Some(3478),

@@ -12,6 +12,7 @@ pub mod ice;
 pub mod ops;
 pub mod rooms;
 pub mod rtc;
+pub mod schema;
 pub mod socketio;
 pub mod video;
 pub mod web;
@@ -27,7 +28,7 @@ use axum::response::Response;
 use axum::{Extension, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -97,19 +98,26 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        // `/rtc` also takes the token as `?token=`, since browsers cannot set headers there.
+        components.add_security_scheme(
+            "query_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
+        );
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "signalbox", description = "Self-hosted video calls: REST API of seeds 000 and 001"),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth),
+    components(schemas(schema::ErrorBody, schema::VideoErrorBody))
 )]
 struct ApiDoc;
 
-/// The REST routes and their OpenAPI description, built from the same declarations.
+/// The REST routes and their OpenAPI description, built from the same declarations (and
+/// completed with the standard error answers each operation can give, see [`schema`]).
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(calls::create_call))
         .routes(routes!(calls::history))
         .routes(routes!(calls::get_call))
@@ -136,7 +144,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .routes(routes!(rtc::rtc))
-        .split_for_parts()
+        .split_for_parts();
+    schema::document_errors(&mut doc);
+    (router, doc)
 }
 
 /// The complete router with its layers.
@@ -151,8 +161,9 @@ pub fn router(app: AppState) -> Router {
                 None => Err(Error::NotFound("route")),
             }
         })
-        .layer(middleware::from_fn(video::envelope))
+        // JSON errors first, so seed 000's envelope wraps a JSON error whatever produced it.
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(video::envelope))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(Extension(doc))
@@ -195,23 +206,46 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
     response
 }
 
-/// Gives bodiless error responses (e.g. axum's 405) our JSON error shape.
+/// Whether a response says its body is JSON.
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        })
+        .unwrap_or(false)
+}
+
+/// Gives error responses that are not ours (axum's bodiless 405, its plain-text rejections such
+/// as a path that is not UTF-8) our JSON error shape, keeping their text as the message.
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;
     }
     let code = match status.as_u16() {
+        400 => "invalid_request",
+        404 => "not_found",
         405 => "method_not_allowed",
         413 => "payload_too_large",
+        415 => "unsupported_media_type",
         _ => "error",
     };
-    let message = status.canonical_reason().unwrap_or("error").to_string();
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
     let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
-    let (mut parts, _) = response.into_parts();
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

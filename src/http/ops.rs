@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
 use crate::http::AppState;
@@ -14,32 +15,58 @@ use crate::metrics::StatusLabels;
 use crate::signaling::call::CallStatus;
 use crate::store::calls;
 
+/// `GET /healthz` when the database answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Healthy {
+    #[schema(pattern = "^ok$")]
+    pub status: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+}
+
+/// `GET /healthz` when the database does not answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unavailable {
+    #[schema(pattern = "^unavailable$")]
+    pub status: &'static str,
+}
+
 /// Liveness and readiness: answers 200 when the database answers.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, description = "`{status: \"ok\"}`"), (status = 503)))]
-pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    responses(
+        (status = 200, description = "Ready", body = Healthy),
+        (status = 503, description = "The database does not answer", body = Unavailable),
+    ))]
+pub async fn healthz(State(app): State<AppState>) -> Response {
     match app
         .store
         .run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await
     {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })),
-        ),
+        Ok(_) => Json(Healthy {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable" })),
+                Json(Unavailable {
+                    status: "unavailable",
+                }),
             )
+                .into_response()
         }
     }
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text exposition")))]
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, Error> {
     let counts = app.store.run(|c| calls::count_by_status(c)).await?;
     for status in CallStatus::ALL {
@@ -66,7 +93,7 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, E
 
 /// The OpenAPI 3 description of every route.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
-    responses((status = 200, description = "OpenAPI document")))]
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
 pub async fn openapi(Extension(doc): Extension<Arc<String>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],

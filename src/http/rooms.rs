@@ -11,6 +11,7 @@ use crate::app::rooms::CreateRoom as NewRoom;
 use crate::app::Origin;
 use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
+use crate::http::schema::{MessageReply, RoomJoined, RoomReply};
 use crate::http::AppState;
 use crate::store::rooms;
 use crate::views;
@@ -22,18 +23,27 @@ const DEFAULT_PARTICIPANTS: u32 = 8;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateRoom {
+    /// 1 to 100 characters, not all whitespace (stored trimmed).
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[serde(deserialize_with = "crate::http::extract::display_name")]
     name: String,
     /// 2..=16, default 8.
+    #[schema(minimum = 2, maximum = 16)]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::extract::optional_whole_number"
+    )]
     max_participants: Option<u32>,
     /// Private rooms admit only the owner, `members` and admins.
     is_private: Option<bool>,
-    /// User ids admitted to a private room.
+    /// User ids admitted to a private room (at most 100).
+    #[schema(schema_with = crate::http::schema::member_list)]
     members: Option<Vec<String>>,
 }
 
 /// Create a group room.
 #[utoipa::path(post, path = "/rooms", tag = "rooms", request_body = CreateRoom,
-    responses((status = 201, description = "`{room}`"), (status = 400), (status = 401)),
+    responses((status = 201, description = "The new room", body = RoomReply)),
     security(("bearer" = [])))]
 pub async fn create_room(
     State(app): State<AppState>,
@@ -81,8 +91,12 @@ pub async fn create_room(
 
 /// A room (private rooms: owner, members and admins only).
 #[utoipa::path(get, path = "/rooms/{roomId}", tag = "rooms",
-    params(("roomId" = String, Path, description = "room id (UUID)")),
-    responses((status = 200, description = "`{room}`"), (status = 403), (status = 404)),
+    params(("roomId" = Uuid, Path, description = "room id (UUID)")),
+    responses(
+        (status = 200, description = "The room", body = RoomReply),
+        (status = 403, description = "A private room you are not admitted to."),
+        (status = 404),
+    ),
     security(("bearer" = [])))]
 pub async fn get_room(
     State(app): State<AppState>,
@@ -99,8 +113,13 @@ pub async fn get_room(
 
 /// Enter a room; answers your peer id (409 when full, 403 for a private room you are not in).
 #[utoipa::path(post, path = "/rooms/{roomId}/join", tag = "rooms",
-    params(("roomId" = String, Path, description = "room id (UUID)")),
-    responses((status = 200, description = "`{room, peerId, callId}`"), (status = 403), (status = 404), (status = 409)),
+    params(("roomId" = Uuid, Path, description = "room id (UUID)")),
+    responses(
+        (status = 200, description = "You are in the room", body = RoomJoined),
+        (status = 403, description = "A private room you are not admitted to."),
+        (status = 404),
+        (status = 409, description = "`room_full`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn join_room(
     State(app): State<AppState>,
@@ -121,8 +140,13 @@ pub async fn join_room(
 
 /// Leave a room.
 #[utoipa::path(post, path = "/rooms/{roomId}/leave", tag = "rooms",
-    params(("roomId" = String, Path, description = "room id (UUID)")),
-    responses((status = 200, description = "`{message: \"Left room\"}`"), (status = 404), (status = 409)),
+    params(("roomId" = Uuid, Path, description = "room id (UUID)")),
+    responses(
+        (status = 200, description = "`Left room`", body = MessageReply),
+        (status = 403, description = "A private room you are not admitted to."),
+        (status = 404),
+        (status = 409, description = "`not_in_room`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn leave_room(
     State(app): State<AppState>,
@@ -136,8 +160,12 @@ pub async fn leave_room(
 
 /// Delete a room (owner or admin); a call in it ends.
 #[utoipa::path(delete, path = "/rooms/{roomId}", tag = "rooms",
-    params(("roomId" = String, Path, description = "room id (UUID)")),
-    responses((status = 200, description = "`{message: \"Room deleted\"}`"), (status = 403), (status = 404)),
+    params(("roomId" = Uuid, Path, description = "room id (UUID)")),
+    responses(
+        (status = 200, description = "`Room deleted`", body = MessageReply),
+        (status = 403, description = "Only the owner or an admin deletes a room."),
+        (status = 404),
+    ),
     security(("bearer" = [])))]
 pub async fn delete_room(
     State(app): State<AppState>,

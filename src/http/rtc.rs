@@ -31,9 +31,25 @@ use crate::signaling::wire;
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Upgrade to the signaling WebSocket (`?token=` or `Authorization: Bearer`).
+///
+/// A WebSocket handshake (RFC 6455), not a REST call: after `101` the connection carries the
+/// JSON frames described in the README's `/rtc` protocol. The token is checked before the
+/// upgrade.
 #[utoipa::path(get, path = "/rtc", tag = "signaling",
-    params(("token" = Option<String>, Query, description = "bearer token (or the Authorization header)")),
-    responses((status = 101, description = "WebSocket: see README, /rtc protocol"), (status = 401), (status = 429, description = "too many signaling connections (max_connections_per_user / max_connections)")))]
+    params(
+        ("Connection" = String, Header, description = "must include `upgrade`", example = "Upgrade"),
+        ("Upgrade" = String, Header, description = "`websocket` (any case)", example = "websocket"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`", example = "13"),
+        ("Sec-WebSocket-Key" = String, Header, description = "the client's handshake nonce",
+            example = "dGhlIHNhbXBsZSBub25jZQ=="),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "`websocket_required`: not a WebSocket handshake"),
+        (status = 401, description = "missing, bad or expired token"),
+        (status = 429, description = "`too_many_connections`: max_connections_per_user or max_connections reached"),
+    ),
+    security(("bearer" = []), ("query_token" = [])))]
 pub async fn rtc(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

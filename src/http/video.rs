@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::app::calls::CreateCall;
 use crate::error::Error;
 use crate::http::extract::{parse_id, ApiJson, Auth};
+use crate::http::schema::VideoCallReply;
 use crate::http::AppState;
 use crate::signaling::call::CallType;
 use crate::store::calls;
@@ -27,15 +28,20 @@ fn ok(call: &calls::CallRecord) -> Json<Value> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateVideoCall {
+    /// At most 100 characters; blank means none.
+    #[schema(max_length = 100)]
     room_name: Option<String>,
     /// `audio` or `video` (default `video`).
-    #[schema(value_type = Option<String>)]
     call_type: Option<CallType>,
 }
 
 /// Create a call as its host; a guest joins it later.
-#[utoipa::path(post, path = "/api/video/calls", tag = "video (seed 000)", request_body = CreateVideoCall,
-    responses((status = 201, description = "`{success: true, data: {id, host_id, guest_id, status, room_name}}`"), (status = 400), (status = 401)),
+#[utoipa::path(post, path = "/api/video/calls", tag = "video (seed 000)",
+    request_body(content = Option<CreateVideoCall>, description = "Optional: an empty body creates a video call without a room name."),
+    responses(
+        (status = 201, description = "The call, status `pending`", body = VideoCallReply),
+        (status = 409, description = "`call_exists`: a call with the generated id exists (retry)."),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<AppState>,
@@ -55,8 +61,12 @@ pub async fn create(
 
 /// Join a call as its guest; the call becomes active.
 #[utoipa::path(post, path = "/api/video/calls/{callId}/join", tag = "video (seed 000)",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "the call, status `active`"), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "The call, status `active`", body = VideoCallReply),
+        (status = 404, description = "Unknown, or another user is its guest."),
+        (status = 409, description = "`host_cannot_join`, `not_direct`, `call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn join(
     State(app): State<AppState>,
@@ -70,8 +80,12 @@ pub async fn join(
 
 /// End a call you take part in; status becomes `ended`.
 #[utoipa::path(post, path = "/api/video/calls/{callId}/end", tag = "video (seed 000)",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "the call, status `ended`"), (status = 404), (status = 409)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses(
+        (status = 200, description = "The call, status `ended`", body = VideoCallReply),
+        (status = 404),
+        (status = 409, description = "`call_ended`. Nothing changed."),
+    ),
     security(("bearer" = [])))]
 pub async fn end(
     State(app): State<AppState>,
@@ -85,8 +99,8 @@ pub async fn end(
 
 /// A call you take part in.
 #[utoipa::path(get, path = "/api/video/calls/{callId}", tag = "video (seed 000)",
-    params(("callId" = String, Path, description = "call id (UUID)")),
-    responses((status = 200, description = "the call"), (status = 404)),
+    params(("callId" = Uuid, Path, description = "call id (UUID)")),
+    responses((status = 200, description = "The call", body = VideoCallReply), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(
     State(app): State<AppState>,
