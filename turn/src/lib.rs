@@ -31,7 +31,8 @@
 //! Layout: `core` is the sans-IO state machine (bytes and time in, answers and relay decisions
 //! out); `io` and `server` are the tokio shell around it (UDP, TCP and TLS listeners, relay
 //! sockets, sweeping, shutdown). [`peer_policy`] and [`nonce`] are pure helpers used by the
-//! core.
+//! core. With the cargo feature `testing`, the `testing` module opens the core up for fuzz
+//! targets and property tests.
 
 pub mod config;
 pub(crate) mod core;
@@ -43,6 +44,8 @@ pub mod nonce;
 pub mod peer_policy;
 mod server;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::TurnConfig;
 pub use core::allocation::{DEFAULT_LIFETIME, MAX_LIFETIME};

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Live counters, shared by the core and the IO tasks.
 #[derive(Debug, Default)]
-pub(crate) struct Stats {
+pub struct Stats {
     pub allocations_active: AtomicU64,
     pub allocations_total: AtomicU64,
     pub bytes_to_peer: AtomicU64,

@@ -6,7 +6,7 @@ use crate::core::message::{classify, Kind, CHANNEL_DATA_HEADER};
 
 /// One complete frame at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Frame {
+pub struct Frame {
     /// Bytes belonging to the message (what the core sees).
     pub len: usize,
     /// Bytes to consume from the stream (message plus padding).
@@ -15,7 +15,7 @@ pub(crate) struct Frame {
 
 /// Outcome of looking at the head of a stream buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
+pub enum Next {
     Frame(Frame),
     /// Need more bytes.
     Incomplete,
@@ -24,7 +24,7 @@ pub(crate) enum Next {
 }
 
 /// Finds the first frame in `buf`.
-pub(crate) fn next_frame(buf: &[u8]) -> Next {
+pub fn next_frame(buf: &[u8]) -> Next {
     if buf.len() < 4 {
         return Next::Incomplete;
     }
