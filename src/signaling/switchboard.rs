@@ -149,6 +149,15 @@ impl Switchboard {
         let user = s.user.clone();
         let rooms = std::mem::take(&mut s.rooms);
         for (room_id, peer_id) in rooms {
+            // A rejoin from another device of the user took the peer over: it stays.
+            let speaks = self
+                .rooms
+                .get(&room_id)
+                .and_then(|r| r.peers.get(&peer_id))
+                .is_some_and(|(s, _)| *s == session);
+            if !speaks {
+                continue;
+            }
             out.extend(self.remove_peer(&room_id, &peer_id));
             out.push(Output::RoomLeft {
                 room_id,
@@ -302,13 +311,10 @@ impl Switchboard {
         mut body: serde_json::Map<String, Value>,
     ) -> Result<Vec<Output>, Error> {
         let call = self.calls.get_mut(call_id).ok_or(Error::NotFound("call"))?;
-        let other = if user == call.caller {
-            call.caller_session = Some(session);
+        let from_caller = user == call.caller;
+        let other = if from_caller {
             call.callee.clone()
         } else if user == call.callee {
-            if call.active {
-                call.callee_session = Some(session);
-            }
             call.caller.clone()
         } else {
             return Err(Error::NotFound("call"));
@@ -320,6 +326,12 @@ impl Switchboard {
                     format!("to: `{to}` is not the other side of this call"),
                 ));
             }
+        }
+        // Only an accepted message moves its side to the sender's session.
+        if from_caller {
+            call.caller_session = Some(session);
+        } else if call.active {
+            call.callee_session = Some(session);
         }
         let call = call.clone();
         body.insert("callId".into(), Value::String(call.id.clone()));
@@ -809,6 +821,34 @@ mod tests {
         assert_eq!(err.code(), "invalid_field");
     }
 
+    // Found by tests/props_signaling.rs: a message refused for a wrong `to` still moved the
+    // caller's side to the sending session, so the call-accept went to that device.
+    #[test]
+    fn a_refused_message_does_not_move_its_side() {
+        let now = Instant::now();
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "alice");
+        b.connect(3, "bob");
+        b.ring("c1", "alice", "bob", Some(1), invite("c1"), now);
+        let err = b
+            .forward(
+                "c1",
+                2,
+                "alice",
+                Some("mallory"),
+                "ice-candidate",
+                body(json!({})),
+            )
+            .expect_err("wrong to");
+        assert_eq!(err.code(), "invalid_field");
+        assert_eq!(
+            delivered(&b.accepted("c1", Some(3))),
+            vec![(1, "call-accept")],
+            "the caller's device that rang is still the one told"
+        );
+    }
+
     #[test]
     fn reconnect_within_grace_resumes_and_expiry_ends_with_disconnect() {
         let now = Instant::now();
@@ -860,6 +900,35 @@ mod tests {
             1,
             "expired sessions are forgotten; only bob's new one remains"
         );
+    }
+
+    // Found by tests/props_signaling.rs: the first device's drop removed the peer that the
+    // second device had taken over, announced room-peer-left and made the shell persist a leave.
+    #[test]
+    fn a_room_peer_taken_over_by_another_device_survives_the_first_one_dropping() {
+        let mut b = board();
+        b.connect(1, "alice");
+        b.connect(2, "carol");
+        b.connect(3, "carol");
+        b.room_join("r1", "rc", "pa", 1);
+        b.room_join("r1", "rc", "pc", 2);
+        let (peers, out) = b.room_join("r1", "rc", "pc", 3);
+        assert_eq!(peers, vec![("pa".to_string(), "alice".to_string())]);
+        assert!(out.is_empty(), "a rejoin announces nothing");
+        assert!(
+            b.disconnect(2, Instant::now()).is_empty(),
+            "the old device leaves nothing"
+        );
+        let out = b
+            .forward_in_room("rc", 1, Some("pc"), "ice-candidate", body(json!({})))
+            .expect("carol is still in the room");
+        assert_eq!(delivered(&out), vec![(3, "ice-candidate")]);
+        let out = b.disconnect(3, Instant::now());
+        assert!(out.contains(&Output::RoomLeft {
+            room_id: "r1".into(),
+            user: "carol".into()
+        }));
+        assert_eq!(delivered(&out), vec![(1, "room-peer-left")]);
     }
 
     #[test]
