@@ -5,10 +5,12 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use common::{Server, BIN};
+use common::{output_within, Server, BIN};
 use serde_json::json;
 
+/// Runs the CLI to completion (killed, and the test failed, after 60 s).
 fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -24,16 +26,16 @@ fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
+    // A few bytes: they fit the pipe buffer, so this write cannot block on the child.
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).expect("write");
     }
     drop(child.stdin.take());
-    child.wait_with_output().expect("wait")
+    output_within(
+        child,
+        Duration::from_secs(60),
+        &format!("`signalbox {}`", args.join(" ")),
+    )
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Server;
+use std::time::Duration;
+
+use common::{within, Server};
 use futures_util::StreamExt;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -26,17 +28,25 @@ fn connector(der: Vec<u8>) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-/// One HTTPS request; returns the status and the JSON body.
+/// One HTTPS request (all of it within 20 s); returns the status and the JSON body.
 async fn https_get(s: &Server, tls: &TlsConnector, path: &str, token: &str) -> (u16, Value) {
-    let tcp = TcpStream::connect(s.addr).await.expect("connect");
-    let mut stream = tls
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS handshake");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf).await;
+    let buf = within(
+        format!("GET {path} over TLS"),
+        Duration::from_secs(20),
+        async {
+            let tcp = TcpStream::connect(s.addr).await.expect("connect");
+            let mut stream = tls
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("TLS handshake");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            stream.write_all(req.as_bytes()).await.expect("write");
+            let mut buf = Vec::new();
+            let _ = stream.read_to_end(&mut buf).await;
+            buf
+        },
+    )
+    .await;
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text
         .split(' ')
@@ -104,22 +114,29 @@ async fn serves_https_wss_and_turns() {
     assert!(plain.map(|r| r.status().as_u16() != 200).unwrap_or(true));
 
     // The signaling WebSocket works over TLS (wss://).
-    let tcp = TcpStream::connect(s.addr).await.expect("connect");
-    let stream = tls
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS");
-    let url = format!("wss://localhost/rtc?token={token}");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-        .await
-        .expect("wss upgrade");
-    let welcome = ws.next().await.expect("frame").expect("ok");
+    let welcome = within(
+        "the welcome frame over wss://",
+        Duration::from_secs(20),
+        async {
+            let tcp = TcpStream::connect(s.addr).await.expect("connect");
+            let stream = tls
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("TLS");
+            let url = format!("wss://localhost/rtc?token={token}");
+            let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+                .await
+                .expect("wss upgrade");
+            ws.next().await.expect("frame").expect("ok")
+        },
+    )
+    .await;
     assert!(welcome.to_text().expect("text").contains("\"welcome\""));
 }
 
 #[test]
 fn unreadable_certificate_fails_with_a_clear_message() {
-    let out = std::process::Command::new(common::BIN)
+    let child = std::process::Command::new(common::BIN)
         .args([
             "serve",
             "--listen",
@@ -132,8 +149,15 @@ fn unreadable_certificate_fails_with_a_clear_message() {
         ])
         .arg("--data-dir")
         .arg(tempfile::tempdir().expect("tmp").path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run");
+    let out = common::output_within(
+        child,
+        Duration::from_secs(30),
+        "`signalbox serve` with an unreadable certificate to exit",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");

@@ -14,6 +14,7 @@
 //!   that connection reads WebSocket frames as a status line). `tests/rtc.rs` covers it.
 //! - `tests/interop/openapi_hooks.py` drops one failure JSON Schema cannot prevent: `POST /calls`
 //!   refusing a call to yourself (400 `invalid_callee`); see that file.
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 
 mod common;
 

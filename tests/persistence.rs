@@ -13,7 +13,7 @@ use serde_json::json;
 async fn calls_rooms_and_users_survive_a_restart() {
     let mut s = Server::start();
     let dir = s.data_dir.to_str().expect("path").to_string();
-    let out = std::process::Command::new(common::BIN)
+    let mut child = std::process::Command::new(common::BIN)
         .args([
             "user",
             "add",
@@ -23,17 +23,21 @@ async fn calls_rooms_and_users_survive_a_restart() {
             &dir,
         ])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"erin-password\n")?;
-            c.wait()
-        })
-        .expect("user add");
-    assert!(out.success());
+        .expect("spawn user add");
+    if let Some(mut pipe) = child.stdin.take() {
+        use std::io::Write;
+        pipe.write_all(b"erin-password\n")
+            .expect("write the password");
+    }
+    let out = common::output_within(child, Duration::from_secs(60), "`signalbox user add erin`");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (alice, bob) = (s.client("alice"), s.client("bob"));
     let id = alice.call("bob").await;
@@ -129,8 +133,14 @@ async fn kill_9_during_writes_loses_no_acknowledged_row() {
     )
     .await;
     s.kill9();
+    // Each writer's next request fails at once (or within the client's 30 s timeout).
     for w in writers {
-        let _ = w.await;
+        let _ = common::within(
+            "a writer to stop after the kill",
+            Duration::from_secs(40),
+            w,
+        )
+        .await;
     }
     let acked = acknowledged.lock().expect("lock").clone();
     assert!(acked.len() >= 50);

@@ -1,12 +1,13 @@
 //! The `/rtc` WebSocket against the real server: authentication before the upgrade, welcome,
 //! a whole call with offer/answer/candidates, reject, cancel, multi-device, glare, unreachable
 //! callees, REST actions pushed to sockets, reconnect within the grace period, and bad input.
+#![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Rtc, Server};
+use common::{within, Rtc, Server, FRAME_WAIT};
 use serde_json::{json, Value};
 
 fn offer() -> Value {
@@ -42,11 +43,18 @@ async fn refuses_missing_bad_and_expired_tokens_before_the_upgrade() {
             .parse()
             .expect("header"),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
+    let (mut ws, _) = within(
+        "the /rtc handshake with an Authorization header",
+        FRAME_WAIT,
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("connect");
     use futures_util::StreamExt;
-    let first = ws.next().await.expect("frame").expect("ok");
+    let first = within("the welcome frame", FRAME_WAIT, ws.next())
+        .await
+        .expect("frame")
+        .expect("ok");
     assert!(first.to_text().expect("text").contains("\"welcome\""));
 }
 
@@ -472,9 +480,13 @@ async fn bad_frames_get_errors_and_the_connection_carries_on() {
     for _ in 0..2000 {
         alice.send_raw(json!({"type": "ping"}).to_string()).await;
     }
+    // One deadline for the whole search: the pongs read on the way do not extend it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut limited = false;
     for _ in 0..2100 {
-        let v = alice.recv().await;
+        let v = alice
+            .recv_until(deadline, "a rate_limited error after a flood of 2000 pings")
+            .await;
         if v["code"] == "rate_limited" {
             limited = true;
             break;
@@ -482,10 +494,10 @@ async fn bad_frames_get_errors_and_the_connection_carries_on() {
     }
     assert!(limited, "no rate_limited error after a flood");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Drain what is left of the flood's answers, then signal normally.
+    // Drain what is left of the flood's answers (for 500 ms at most), then signal normally.
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
-            alice.recv().await;
+            alice.recv("what is left of the flood's answers").await;
         }
     })
     .await;
@@ -518,7 +530,12 @@ async fn a_silent_connection_is_closed_and_handled_as_a_drop() {
 
     // Bob stops reading (so his client answers no pings) for longer than the heartbeat timeout.
     // Alice keeps answering pings by reading, and sees the call end after the grace period.
-    let ended = alice.recv_within(Duration::from_secs(20)).await;
+    let ended = alice
+        .recv_within(
+            Duration::from_secs(20),
+            "`call-ended` (reason disconnect) after bob went silent",
+        )
+        .await;
     assert_eq!(
         (ended["type"].as_str(), ended["reason"].as_str()),
         (Some("call-ended"), Some("disconnect")),
@@ -528,9 +545,14 @@ async fn a_silent_connection_is_closed_and_handled_as_a_drop() {
     // answer the stale pings first, a broken pipe; never another event.
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+    // One deadline for the close, however many pings arrive before it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), bob.ws.next());
-        match next.await.expect("closed in time") {
+        let next = tokio::time::timeout_at(deadline, bob.ws.next());
+        match next
+            .await
+            .expect("bob's socket closed by the server within 10 s")
+        {
             Some(Ok(Message::Close(frame))) => {
                 assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
                 break;

@@ -1,14 +1,19 @@
 //! Test harness: starts the real `signalbox` binary on 127.0.0.1 port 0 with a temporary data
 //! directory, waits for its "listening on" line, mints tokens with the server's own secret, and
 //! hands out a small JSON HTTP client. The process is killed and the directory removed on drop.
+//!
+//! Every wait here has a deadline fixed when the wait starts, which nothing (a skipped ping, an
+//! unrelated frame) pushes back, and a wait that runs out panics naming what it waited for.
 #![allow(clippy::disallowed_methods)] // tests are an edge: they read the clock
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::fmt::Display;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -52,7 +57,10 @@ fn spawn(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start signalbox");
-    let stdout = child.stdout.take().expect("stdout");
+    let Some(stdout) = child.stdout.take() else {
+        kill_and_reap(&mut child);
+        panic!("signalbox started without a stdout pipe");
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -65,10 +73,112 @@ fn spawn(
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("signalbox did not report its listening address within 30 s");
-    (child, addr.parse().expect("address"))
+    // Absolute: lines that are not the "listening on" one do not extend it.
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            // Never leave a half-started server behind.
+            let status = child.try_wait();
+            kill_and_reap(&mut child);
+            panic!(
+                "signalbox did not report its listening address within 30 s ({e}; exit status: \
+                 {status:?}); its stderr is above"
+            );
+        }
+    };
+    match addr.parse() {
+        Ok(addr) => (child, addr),
+        Err(e) => {
+            kill_and_reap(&mut child);
+            panic!("signalbox printed an unreadable listening address {addr:?}: {e}");
+        }
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Awaits `fut` for at most `limit` (measured from the call), then panics naming `what`.
+#[track_caller]
+pub fn within<F: Future>(
+    what: impl Display,
+    limit: Duration,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    let caller = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("{caller}: timed out after {limit:?} waiting for {what}"),
+        }
+    }
+}
+
+/// Waits for a child process (its stdin already closed or fed) and collects its output, for at
+/// most `limit`: past that the child is killed and the test fails naming `what`, with whatever the
+/// child printed so far.
+#[track_caller]
+pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                kill_and_reap(&mut child);
+                let out = stdout.join().unwrap_or_default();
+                let err = stderr.join().unwrap_or_default();
+                panic!(
+                    "timed out after {limit:?} waiting for {what} (killed it); stdout: {}; stderr: {}",
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&err)
+                );
+            }
+            Err(e) => {
+                kill_and_reap(&mut child);
+                panic!("waiting for {what}: {e}");
+            }
+        }
+    };
+    // The pipes reach EOF once the child is gone (unless it left a grandchild holding them).
+    let join = |h: std::thread::JoinHandle<Vec<u8>>, name: &str| {
+        while !h.is_finished() {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(5),
+                "{what} exited ({status}) but its {name} stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h.join().unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: join(stdout, "stdout"),
+        stderr: join(stderr, "stderr"),
+    }
 }
 
 impl Server {
@@ -327,7 +437,7 @@ impl Client {
     }
 }
 
-/// Polls `f` until it returns Some or the deadline passes.
+/// Polls `f` until it returns Some or the deadline passes (a poll that hangs counts too).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -335,16 +445,21 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(v) = f().await {
-            return v;
+        match tokio::time::timeout_at(deadline, f()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what} (a poll hung)"),
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// How long one `recv`, `expect` or `request` waits for its frame, in all.
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 
 /// A `/rtc` WebSocket client speaking JSON frames.
 pub struct Rtc {
@@ -355,12 +470,21 @@ pub struct Rtc {
     next_id: u64,
 }
 
+/// What `Rtc::next_frame` got before its deadline.
+enum Frame {
+    Json(Value),
+    /// The deadline passed; the control frames (pings, pongs) skipped meanwhile.
+    Deadline {
+        skipped: usize,
+    },
+}
+
 impl Rtc {
     /// Connects as `user` and reads the `welcome`.
     pub async fn connect(server: &Server, user: &str) -> Rtc {
         Rtc::connect_token(server, &server.token(user))
             .await
-            .expect("connect /rtc")
+            .unwrap_or_else(|e| panic!("connect /rtc as {user}: {e}"))
     }
 
     pub async fn connect_token(
@@ -368,24 +492,31 @@ impl Rtc {
         token: &str,
     ) -> Result<Rtc, tokio_tungstenite::tungstenite::Error> {
         let url = format!("ws://{}/rtc?token={token}", server.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let (ws, _) = within(
+            "the /rtc WebSocket handshake",
+            FRAME_WAIT,
+            tokio_tungstenite::connect_async(url),
+        )
+        .await?;
         let mut rtc = Rtc {
             ws,
             welcome: Value::Null,
             next_id: 0,
         };
-        let welcome = rtc.recv().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        rtc.welcome = welcome;
+        rtc.welcome = rtc.expect("welcome").await;
         Ok(rtc)
     }
 
     pub async fn send_raw(&mut self, text: String) {
         use futures_util::SinkExt;
-        self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
-            .await
-            .expect("send");
+        let frame = tokio_tungstenite::tungstenite::Message::Text(text.into());
+        within(
+            "the server to take a frame",
+            FRAME_WAIT,
+            self.ws.send(frame),
+        )
+        .await
+        .expect("send");
     }
 
     /// Sends a message with a fresh id and returns the id.
@@ -397,29 +528,58 @@ impl Rtc {
         id
     }
 
-    /// The next JSON frame (pings are skipped); panics after 10 s.
-    pub async fn recv(&mut self) -> Value {
-        self.recv_within(Duration::from_secs(10)).await
-    }
-
-    /// The next JSON frame within `limit`.
-    pub async fn recv_within(&mut self, limit: Duration) -> Value {
+    /// The next JSON frame (a close frame as `{"type": "closed"}`) or the deadline; pings and
+    /// pongs are skipped without moving the deadline.
+    async fn next_frame(&mut self, deadline: tokio::time::Instant, what: &str) -> Frame {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
+        let mut skipped = 0;
         loop {
-            let msg = tokio::time::timeout(limit, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame")
-                .expect("connection closed")
-                .expect("websocket error");
+            let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return Frame::Deadline { skipped };
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => panic!("WebSocket error while waiting for {what}: {e}"),
+                None => panic!("the connection closed while waiting for {what}"),
+            };
             match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json frame"),
-                Message::Close(c) => {
-                    return serde_json::json!({"type": "closed", "frame": format!("{c:?}")})
+                Message::Text(t) => {
+                    return Frame::Json(serde_json::from_str(t.as_str()).unwrap_or_else(|e| {
+                        panic!("a non-JSON frame while waiting for {what}: {e}: {t}")
+                    }))
                 }
-                _ => continue,
+                Message::Close(c) => {
+                    return Frame::Json(
+                        serde_json::json!({"type": "closed", "frame": format!("{c:?}")}),
+                    )
+                }
+                _ => skipped += 1,
             }
         }
+    }
+
+    /// The next JSON frame before `deadline`; panics naming `what` when none comes.
+    pub async fn recv_until(&mut self, deadline: tokio::time::Instant, what: &str) -> Value {
+        let started = tokio::time::Instant::now();
+        match self.next_frame(deadline, what).await {
+            Frame::Json(v) => v,
+            Frame::Deadline { skipped } => panic!(
+                "timed out after {:?} waiting for {what} ({skipped} ping/pong frames skipped)",
+                started.elapsed()
+            ),
+        }
+    }
+
+    /// The next JSON frame within `limit` from now, whatever pings come meanwhile.
+    pub async fn recv_within(&mut self, limit: Duration, what: &str) -> Value {
+        self.recv_until(tokio::time::Instant::now() + limit, what)
+            .await
+    }
+
+    /// The next JSON frame within `FRAME_WAIT`.
+    pub async fn recv(&mut self, what: &str) -> Value {
+        self.recv_within(FRAME_WAIT, what).await
     }
 
     /// The next frame, which must be of `kind`.
@@ -429,30 +589,82 @@ impl Rtc {
         v
     }
 
+    /// The next frame, within `FRAME_WAIT`, which must be of `kind`.
     pub async fn expect(&mut self, kind: &str) -> Value {
-        let v = self.recv().await;
+        self.expect_within(kind, FRAME_WAIT).await
+    }
+
+    /// The next frame, within `limit`, which must be of `kind`.
+    pub async fn expect_within(&mut self, kind: &str, limit: Duration) -> Value {
+        let v = self.recv_within(limit, &format!("a `{kind}` frame")).await;
         Rtc::expect_kind(v, kind)
     }
 
-    /// Sends and returns the ack (or error) answering it, skipping unrelated events.
+    /// Sends and returns the ack (or error) answering it, skipping unrelated events; all of it
+    /// within `FRAME_WAIT`.
     pub async fn request(&mut self, msg: Value) -> Value {
+        let kind = msg["type"].as_str().unwrap_or("?").to_string();
+        let deadline = tokio::time::Instant::now() + FRAME_WAIT;
         let id = self.send(msg).await;
+        let what = format!("the ack, error or pong answering request {id} (`{kind}`)");
+        let mut unrelated = Vec::new();
         loop {
-            let v = self.recv().await;
-            if v["id"] == id && (v["type"] == "ack" || v["type"] == "error" || v["type"] == "pong")
-            {
-                return v;
+            match self.next_frame(deadline, &what).await {
+                Frame::Json(v) => {
+                    if v["id"] == id
+                        && (v["type"] == "ack" || v["type"] == "error" || v["type"] == "pong")
+                    {
+                        return v;
+                    }
+                    unrelated.push(v["type"].as_str().unwrap_or("?").to_string());
+                }
+                Frame::Deadline { skipped } => panic!(
+                    "timed out after {FRAME_WAIT:?} waiting for {what}; meanwhile {} unrelated \
+                     frames {unrelated:?} and {skipped} ping/pong frames",
+                    unrelated.len()
+                ),
             }
         }
     }
 
-    /// Asserts that no frame arrives within `wait`.
+    /// Asserts that no JSON frame arrives within `wait` (pings and pongs do not count).
     pub async fn expect_silence(&mut self, wait: Duration) {
-        use futures_util::StreamExt;
-        if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) =
-            tokio::time::timeout(wait, self.ws.next()).await
-        {
-            panic!("expected silence, got {t}");
+        let deadline = tokio::time::Instant::now() + wait;
+        if let Frame::Json(v) = self.next_frame(deadline, "silence").await {
+            panic!("expected silence for {wait:?}, got {v}");
+        }
+    }
+}
+
+/// Bounded reads and writes on a blocking TCP stream, by an absolute deadline (the socket
+/// timeouts are set to what is left before each call, so a trickle of bytes cannot extend it).
+pub fn read_to_end_by(stream: &mut std::net::TcpStream, deadline: Instant, what: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out reading {what}: got {} bytes",
+            out.len()
+        );
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set_read_timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("timed out reading {what}: got {} bytes", out.len())
+            }
+            // A reset after the answer (the server closed before reading the whole body).
+            Err(_) => return out,
         }
     }
 }
