@@ -314,6 +314,11 @@ impl<R: Clone> Core<R> {
         if a.id != alloc.id {
             return PeerOutput::Gone;
         }
+        if a.expires <= now {
+            // Past its lifetime: relays nothing, though the next sweep has yet to remove it.
+            Stats::add(&self.stats.dropped_packets, 1);
+            return PeerOutput::Drop;
+        }
         let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
         if !a.permissions.allows(peer.ip(), now) {
             Stats::add(&self.stats.dropped_packets, 1);
@@ -337,6 +342,17 @@ impl<R: Clone> Core<R> {
 
     /// Drops expired allocations, permissions, channels and cached replies.
     pub fn sweep(&mut self, now: Now) {
+        self.remove_expired_allocations(now);
+        for a in self.allocations.values_mut() {
+            a.permissions.sweep(now.instant);
+            a.channels.sweep(now.instant);
+        }
+        self.replies.sweep(now.instant);
+        self.reservations.retain(|_, r| r.expires > now.instant);
+    }
+
+    /// Removes every allocation past its lifetime.
+    fn remove_expired_allocations(&mut self, now: Now) {
         let expired: Vec<FiveTuple> = self
             .allocations
             .iter()
@@ -346,12 +362,18 @@ impl<R: Clone> Core<R> {
         for tuple in expired {
             self.remove(tuple, now);
         }
-        for a in self.allocations.values_mut() {
-            a.permissions.sweep(now.instant);
-            a.channels.sweep(now.instant);
+    }
+
+    /// Removes the allocation on `tuple` if it is past its lifetime, so no request or packet
+    /// sees an allocation the next sweep would remove (the sweep runs only now and then).
+    fn expire_if_due(&mut self, tuple: FiveTuple, now: Now) {
+        if self
+            .allocations
+            .get(&tuple)
+            .is_some_and(|a| a.expires <= now.instant)
+        {
+            self.remove(tuple, now);
         }
-        self.replies.sweep(now.instant);
-        self.reservations.retain(|_, r| r.expires > now.instant);
     }
 
     /// A stream transport closed: its allocation (if any) ends now (RFC 8656 §3.1).
@@ -442,6 +464,10 @@ impl<R: Clone> Core<R> {
         let Some(a) = self.allocations.get_mut(&tuple) else {
             return self.dropped();
         };
+        if a.expires <= now.instant {
+            self.remove(tuple, now);
+            return self.dropped();
+        }
         let Some(peer) = a.channels.peer(channel, now.instant) else {
             return self.dropped();
         };
@@ -471,6 +497,7 @@ impl<R: Clone> Core<R> {
         now: Now,
         binder: &mut dyn RelayBinder<R>,
     ) -> ClientOutput<R> {
+        self.expire_if_due(tuple, now);
         let method = m.typ.method;
         let class = m.typ.class;
         if class == CLASS_INDICATION {
@@ -586,6 +613,12 @@ impl<R: Clone> Core<R> {
                 }
                 _ => return (error(m, 400), false),
             }
+        }
+        if self.users.get(&authed.user).copied().unwrap_or(0) >= self.cfg.user_quota
+            || self.allocations.len() >= self.cfg.total_quota as usize
+        {
+            // Allocations past their lifetime do not count, swept or not.
+            self.remove_expired_allocations(now);
         }
         let held = self.users.get(&authed.user).copied().unwrap_or(0);
         if held >= self.cfg.user_quota {

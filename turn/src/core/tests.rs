@@ -579,6 +579,33 @@ fn user_quota_is_486_and_total_quota_508() {
     assert_eq!(h.stats.snapshot().quota_rejections, 2);
 }
 
+/// Found by turn/tests/props.rs: the sweep runs only now and then, and an allocation past its
+/// lifetime but not yet swept used to answer 437 to its own client's new Allocate, count against
+/// the quotas and still relay.
+#[test]
+fn an_allocation_past_its_lifetime_is_gone_before_the_sweep() {
+    let mut h = Harness::new();
+    let alice = h.cred("alice");
+    let first = h.allocate(client(1), &alice);
+    let relayed = Harness::relayed(&first);
+    let first_ref = h.alloc_ref(client(1));
+    h.permit(client(1), &alice, peer("203.0.113.7:5000"));
+    h.allocate(client(2), &alice);
+    h.advance(600);
+    // No sweep has run. A peer datagram to the old relay is not relayed.
+    assert!(matches!(
+        h.core
+            .handle_peer(first_ref, peer("203.0.113.7:5000"), 10, h.now.instant),
+        PeerOutput::Drop
+    ));
+    // Its own client may allocate again, and the user's quota of 2 is free again.
+    let alice = h.cred("alice");
+    let again = h.allocate(client(1), &alice);
+    assert_ne!(Harness::relayed(&again), relayed, "a new relay address");
+    h.allocate(client(3), &alice);
+    assert_eq!(h.core.state_size().allocations, 2);
+}
+
 #[test]
 fn no_relay_port_is_508() {
     let mut h = Harness::new();
