@@ -11,7 +11,9 @@
 //! The handler runs synchronously in socketioxide's read path: it checks size and rate and
 //! queues the event in arrival order for the socket's worker task, which carries events out
 //! one at a time (as `/rtc` does) and answers each: its ack, or `{ok:false, error}` (the
-//! `webrtc:error` event when the client asked for no ack).
+//! `webrtc:error` event when the client asked for no ack). Emits fail until socketioxide has
+//! sent CONNECT, so the worker starts the socket's writer and answers events only once the
+//! namespace's connect handler says the socket is connected; what arrives before waits in order.
 //!
 //! Mapping (see DESIGN.md): `webrtc:call` ↔ `call-initiate` (+ `webrtc:offer` when the invite
 //! carries an SDP); `webrtc:offer` → `call-sdp-update` (a callee's offer while ringing accepts
@@ -118,7 +120,13 @@ pub fn layer(app: AppState) -> SocketIoLayer {
         async move { open(&app, &s, auth.ok()).map_err(|e| format!("{}: {e}", e.code())) }
     };
     // Everything happens in the middleware, before CONNECT is answered: see the module docs.
-    let connected = |_: SocketRef| async {};
+    // socketioxide calls this handler once CONNECT is sent and the socket counts as connected:
+    // only from then on can it emit, so the socket's worker waits for this signal.
+    let connected = |s: SocketRef| async move {
+        if let Some(Connected(flag)) = s.extensions.get::<Connected>() {
+            let _ = flag.send(true);
+        }
+    };
     io.ns("/", connected.with(admit));
     layer
 }
@@ -136,6 +144,12 @@ fn token(s: &SocketRef, auth: Option<Value>) -> Result<String, Error> {
         message: "send auth: {token}".into(),
     })
 }
+
+/// Set once socketioxide has sent CONNECT and marked the socket connected (kept in the
+/// socket's extensions by [`open`], raised by the namespace's connect handler). Before that an
+/// emit fails, so the worker neither emits events nor answers any until it is raised.
+#[derive(Clone)]
+struct Connected(Arc<watch::Sender<bool>>);
 
 /// One queued event: its name, payload and how to answer it.
 struct Incoming {
@@ -255,23 +269,40 @@ fn open(app: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Error>
     let (session, outbox) = app.signaling.open_session(&me.id);
     s.join(format!("user:{}", me.id));
     s.on_fallback(Inlet { queue, limits });
+    let (connected_tx, connected) = watch::channel(false);
+    s.extensions.insert(Connected(Arc::new(connected_tx)));
     let (closed_tx, closed) = watch::channel(false);
     let closed_tx = Arc::new(closed_tx);
     s.on_disconnect(move || {
         let _ = closed_tx.send(true);
         async {}
     });
-    tokio::spawn(write_events(s.clone(), outbox));
     tokio::spawn(work(
         app.clone(),
         s.clone(),
         me,
         session,
         slot,
-        events,
-        closed,
+        Inputs {
+            events,
+            outbox,
+            connected,
+            closed,
+        },
     ));
     Ok(())
+}
+
+/// What a socket's worker listens to.
+struct Inputs {
+    /// The socket's events, queued by [`Inlet`].
+    events: mpsc::Receiver<Incoming>,
+    /// The session's outgoing events, emitted by [`write_events`] once connected.
+    outbox: crate::app::Outbox,
+    /// See [`Connected`].
+    connected: watch::Receiver<bool>,
+    /// Raised by the socket's disconnect handler.
+    closed: watch::Receiver<bool>,
 }
 
 /// Emits the session's events to the socket until its outbox ends.
@@ -289,16 +320,24 @@ async fn write_events(socket: SocketRef, mut outbox: crate::app::Outbox) {
     let _ = socket.disconnect();
 }
 
-/// Carries out the socket's events one at a time, in order, until it disconnects.
+/// Once the socket is connected, starts its writer and carries out its events one at a time,
+/// in order, until it disconnects. Events that arrive or are delivered before then wait in
+/// their queues.
 async fn work(
     app: AppState,
     socket: SocketRef,
     me: Principal,
     session: SessionId,
     _slot: ConnectionSlot,
-    mut events: mpsc::Receiver<Incoming>,
-    mut closed: watch::Receiver<bool>,
+    inputs: Inputs,
 ) {
+    let Inputs {
+        mut events,
+        outbox,
+        mut connected,
+        mut closed,
+    } = inputs;
+    let mut outbox = Some(outbox);
     // A socket can also vanish without its disconnect handler (socketioxide drops it when the
     // CONNECT answer cannot be sent): check now and then that it is still connected, so its
     // session and its place under the connection caps are never leaked.
@@ -314,7 +353,16 @@ async fn work(
                 }
                 break;
             }
-            next = events.recv() => match next {
+            up = connected.wait_for(|up| *up), if outbox.is_some() => {
+                if up.is_err() {
+                    break;
+                }
+                if let Some(outbox) = outbox.take() {
+                    tokio::spawn(write_events(socket.clone(), outbox));
+                }
+                continue;
+            }
+            next = events.recv(), if outbox.is_none() => match next {
                 Some(i) => i,
                 None => break,
             },
