@@ -1,8 +1,8 @@
 //! Fuzzes the TCP/TLS stream framing (`io::framing::next_frame`): every frame lies inside the
-//! buffer and consumes at least its own length, and splitting a stream does not depend on how
-//! the bytes arrive: the first input byte chooses read sizes, the rest is the stream, and the
-//! frames found chunk by chunk (as the connection loop reads them) equal those found in the
-//! whole buffer at once.
+//! buffer and consumes at least its own length, is STUN (unpadded) or ChannelData (padded to a
+//! multiple of 4), and splitting a stream does not depend on how the bytes arrive: the first
+//! input byte chooses read sizes, the rest is the stream, and the frames found chunk by chunk
+//! (as the connection loop reads them) equal those found in the whole buffer at once.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +24,15 @@ fn split_whole(buf: &[u8]) -> (Vec<Vec<u8>>, bool) {
                     "a frame lies inside the buffer"
                 );
                 assert!(consumed - len < 4, "padding is under 4 bytes");
+                match buf[start] >> 6 {
+                    0 => assert_eq!(len, consumed, "a STUN message is not padded"),
+                    1 => assert_eq!(
+                        consumed % 4,
+                        0,
+                        "ChannelData is padded to 4 (RFC 8656 §12.5)"
+                    ),
+                    _ => panic!("a frame is STUN or ChannelData"),
+                }
                 frames.push(buf[start..start + len].to_vec());
                 start += consumed;
             }

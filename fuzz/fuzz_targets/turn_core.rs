@@ -3,10 +3,24 @@
 //! methods and attributes that are correctly signed (so they get past authentication into the
 //! Allocate/Refresh/CreatePermission/ChannelBind handlers), ChannelData, peer datagrams on relay
 //! sockets, time advances, sweeps and stream closes, under an arbitrary configuration. Nothing
-//! may panic, and the core's bookkeeping stays within its quotas.
+//! may panic, and:
+//! - every reply is a STUN response to the request's transaction, with an error code the core
+//!   documents; a retransmission gets the same answer; a fresh success says what happened
+//!   (Binding and Allocate give the client's address, Allocate the relayed address of the
+//!   allocation now on that 5-tuple and a lifetime within bounds, Refresh 0 removes it);
+//! - relaying happens only from the allocation on that 5-tuple, and a ChannelData payload is
+//!   exactly the frame's data;
+//! - a peer datagram is `Gone` exactly when its allocation is not the current one, and goes to a
+//!   channel number in range;
+//! - allocations stay within the total and per-user quotas, each has its own relay address,
+//!   and each closes once.
+//!
+//! Set `TURN_CORE_TRACE=1` to print every step and answer when replaying one input.
 #![no_main]
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arbitrary::{Result, Unstructured};
@@ -15,10 +29,11 @@ use signalbox_turn::credentials::mint;
 use signalbox_turn::nonce::NonceKey;
 use signalbox_turn::peer_policy::PeerPolicy;
 use signalbox_turn::testing::{
-    channel_data, new_core, request, AllocRef, Attr, Core, CoreConfig, FiveTuple, Now, PortChoice,
-    RelayBinder, Signer,
+    channel_data, classify, method, new_core, read_answer, request, AllocRef, Attr, ClientOutput,
+    Core, CoreConfig, CoreEvent, FiveTuple, Kind, Now, Payload, PeerOutput, PortChoice,
+    RelayBinder, Signer, CHANNEL_DATA_HEADER,
 };
-use signalbox_turn::Transport;
+use signalbox_turn::{Transport, DEFAULT_LIFETIME, MAX_LIFETIME};
 
 const SECRET: &[u8] = b"fuzz-secret";
 const REALM: &str = "signalbox";
@@ -31,18 +46,25 @@ const ATTR_TYPES: [u16; 16] = [
     0x8022, 0x8028, 0x0042, 0xC001,
 ];
 
-/// Relay sockets that may fail to bind; records what was bound so peer datagrams can target
-/// current and stale allocations.
+/// Error codes the core answers with (RFC 8489 / RFC 8656).
+const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+
+/// Relay sockets that may fail to bind and, like the OS, never bind a port that is still in
+/// use; records what was bound so peer datagrams can target current and stale allocations.
 struct Binder {
     fail: bool,
     next_port: u16,
-    bound: Vec<(AllocRef, SocketAddr)>,
+    /// Every bind: the allocation, its address, its handle.
+    bound: Vec<(AllocRef, SocketAddr, u32)>,
+    /// Ports of relay sockets not closed yet, by handle.
+    open: HashMap<u32, u16>,
 }
 
 impl RelayBinder<u32> for Binder {
     fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> std::io::Result<(SocketAddr, u32)> {
+        let in_use = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use");
         if self.fail {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "full"));
+            return Err(in_use());
         }
         let port = match port {
             PortChoice::Exact(p) => p,
@@ -55,10 +77,31 @@ impl RelayBinder<u32> for Binder {
                 self.next_port
             }
         };
+        if self.open.values().any(|&p| p == port) {
+            return Err(in_use());
+        }
         let addr = SocketAddr::from(([198, 51, 100, 1], port));
-        self.bound.push((alloc, addr));
-        Ok((addr, u32::try_from(self.bound.len()).unwrap_or(u32::MAX)))
+        let handle = u32::try_from(self.bound.len()).unwrap_or(u32::MAX);
+        self.bound.push((alloc, addr, handle));
+        self.open.insert(handle, port);
+        Ok((addr, handle))
     }
+}
+
+fn trace() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TURN_CORE_TRACE").is_some())
+}
+
+/// The method of a STUN message type (the class bits taken out).
+fn method_of(raw: &[u8]) -> u16 {
+    let t = u16::from_be_bytes([raw[0], raw[1]]);
+    (t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2)
+}
+
+/// Whether a STUN message type is a request (class 00).
+fn is_request(raw: &[u8]) -> bool {
+    u16::from_be_bytes([raw[0], raw[1]]) & 0x0110 == 0
 }
 
 fn addr(u: &mut Unstructured<'_>) -> Result<SocketAddr> {
@@ -120,6 +163,9 @@ struct World {
     wall: SystemTime,
     t: Duration,
     total_quota: usize,
+    user_quota: usize,
+    /// Transactions seen per 5-tuple: a repeated one may be answered from the reply cache.
+    seen: HashSet<(FiveTuple, [u8; 12])>,
 }
 
 impl World {
@@ -130,6 +176,86 @@ impl World {
         }
     }
 
+    /// Hands the core one datagram or frame and checks what it does with it.
+    fn client(&mut self, t: FiveTuple, raw: &[u8], now: Now) -> ClientOutput<u32> {
+        let out = self.core.handle_client(t, raw, now, &mut self.binder);
+        if trace() {
+            eprintln!("  {t:?} {} bytes -> {out:?}", raw.len());
+        }
+        match &out {
+            ClientOutput::Nothing => {}
+            ClientOutput::Reply(bytes) => self.check_reply(t, raw, bytes),
+            ClientOutput::Relay {
+                relay,
+                peer: _,
+                payload,
+            } => {
+                let current = self.core.relay_of(&t).map(|(r, _)| *r);
+                assert_eq!(
+                    current,
+                    Some(*relay),
+                    "relays from the 5-tuple's allocation"
+                );
+                match (payload, classify(raw)) {
+                    (Payload::Input(range), Kind::ChannelData(_, len)) => {
+                        assert_eq!(*range, CHANNEL_DATA_HEADER..CHANNEL_DATA_HEADER + len);
+                        assert!(range.end <= raw.len(), "the payload lies in the frame");
+                    }
+                    (Payload::Owned(data), Kind::Stun(_)) => {
+                        assert_eq!(method_of(raw), method::SEND, "only Send relays from STUN");
+                        assert!(data.len() < raw.len());
+                    }
+                    (p, k) => panic!("relayed {p:?} out of {k:?}"),
+                }
+            }
+        }
+        out
+    }
+
+    fn check_reply(&mut self, t: FiveTuple, raw: &[u8], bytes: &[u8]) {
+        assert!(
+            matches!(classify(raw), Kind::Stun(_)) && is_request(raw),
+            "only STUN requests are answered"
+        );
+        let a = read_answer(bytes).expect("a reply is a STUN response");
+        let tid: [u8; 12] = raw[8..20].try_into().expect("12 bytes");
+        assert_eq!(a.tid, tid, "a reply answers the request's transaction");
+        assert_eq!(a.success, a.code.is_none(), "{a:?}");
+        if let Some(code) = a.code {
+            assert!(ERROR_CODES.contains(&code), "undocumented error {code}");
+        }
+        // A transaction seen before may be answered from the reply cache, as it was then.
+        if !self.seen.insert((t, tid)) || !a.success {
+            return;
+        }
+        let lifetime_ok = |l: Option<u32>| {
+            l.is_some_and(|l| {
+                (DEFAULT_LIFETIME.as_secs()..=MAX_LIFETIME.as_secs()).contains(&u64::from(l))
+            })
+        };
+        match method_of(raw) {
+            method::BINDING => assert_eq!(a.mapped, Some(t.client), "Binding: {a:?}"),
+            method::ALLOCATE => {
+                let relay = self.core.relay_of(&t).map(|(_, addr)| addr);
+                assert!(relay.is_some(), "a successful Allocate allocates");
+                assert_eq!(a.relayed, relay, "Allocate: {a:?}");
+                assert_eq!(a.mapped, Some(t.client), "Allocate: {a:?}");
+                assert!(lifetime_ok(a.lifetime), "Allocate: {a:?}");
+            }
+            method::REFRESH if a.lifetime == Some(0) => {
+                assert!(self.core.relay_of(&t).is_none(), "Refresh 0 deallocates");
+            }
+            method::REFRESH => {
+                assert!(lifetime_ok(a.lifetime), "Refresh: {a:?}");
+                assert!(self.core.relay_of(&t).is_some());
+            }
+            method::CREATE_PERMISSION | method::CHANNEL_BIND => {
+                assert!(self.core.relay_of(&t).is_some(), "needs an allocation");
+            }
+            m => panic!("success for method {m:#x}"),
+        }
+    }
+
     fn step(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
         let now = self.now();
         match u.int_in_range(0..=8u8)? {
@@ -137,7 +263,7 @@ impl World {
             0 => {
                 let t = tuple(u)?;
                 let raw = bytes(u, 200)?;
-                let _ = self.core.handle_client(t, &raw, now, &mut self.binder);
+                self.client(t, &raw, now);
             }
             // A signed request or indication with arbitrary method and attributes.
             1 | 2 | 3 => {
@@ -179,10 +305,16 @@ impl World {
                 };
                 let tid: [u8; 12] = u.arbitrary()?;
                 let raw = request(method, indication, tid, &attrs, Some(&signer));
-                let _ = self.core.handle_client(t, &raw, now, &mut self.binder);
-                // Sometimes the same bytes again (a retransmission).
+                if trace() {
+                    eprintln!("request {method:#x} indication={indication} {attrs:?} as {user}");
+                }
+                let first = self.client(t, &raw, now);
+                // Sometimes the same bytes again (a retransmission): the same answer.
                 if u.ratio(1, 8)? {
-                    let _ = self.core.handle_client(t, &raw, now, &mut self.binder);
+                    let again = self.client(t, &raw, now);
+                    if let ClientOutput::Reply(_) = first {
+                        assert_eq!(first, again, "a retransmission gets the same answer");
+                    }
                 }
             }
             // ChannelData, possibly with a lying length.
@@ -193,17 +325,29 @@ impl World {
                 if u.ratio(1, 4)? {
                     frame.truncate(u.int_in_range(0..=frame.len())?);
                 }
-                let _ = self.core.handle_client(t, &frame, now, &mut self.binder);
+                self.client(t, &frame, now);
             }
             // A datagram from a peer on a current or stale relay socket.
             5 => {
                 if self.binder.bound.is_empty() {
                     return Ok(());
                 }
-                let (alloc, _) = *u.choose(&self.binder.bound)?;
+                let (alloc, _, handle) = *u.choose(&self.binder.bound)?;
                 let p = peer(u)?;
                 let len = u.int_in_range(0..=1500usize)?;
-                let _ = self.core.handle_peer(alloc, p, len, now.instant);
+                let current = self.core.relay_of(&alloc.tuple).map(|(r, _)| *r) == Some(handle);
+                let out = self.core.handle_peer(alloc, p, len, now.instant);
+                if trace() {
+                    eprintln!("peer {p} -> relay {handle}: {len} bytes -> {out:?}");
+                }
+                assert_eq!(
+                    out == PeerOutput::Gone,
+                    !current,
+                    "Gone exactly for a stale allocation"
+                );
+                if let PeerOutput::Channel(n) = out {
+                    assert!((0x4000..=0x4FFF).contains(&n), "channel {n:#x}");
+                }
             }
             6 => self.t += Duration::from_secs(u.int_in_range(0..=4000u64)?),
             7 => self.core.sweep(now),
@@ -219,13 +363,35 @@ impl World {
         if u.ratio(1, 16)? {
             self.binder.fail = !self.binder.fail;
         }
-        let _ = self.core.drain_events();
+        for event in self.core.drain_events() {
+            if let CoreEvent::Closed { relay, .. } = event {
+                assert!(
+                    self.binder.open.remove(&relay).is_some(),
+                    "relay {relay} closes once"
+                );
+            }
+        }
         let size = self.core.state_size();
         assert!(
             size.allocations <= self.total_quota,
             "total quota: {size:?}"
         );
         assert_eq!(size.allocations, size.relay_addresses, "{size:?}");
+        assert_eq!(
+            size.allocations,
+            self.binder.open.len(),
+            "open relays: {size:?}"
+        );
+        let mut per_user: HashMap<String, usize> = HashMap::new();
+        for a in self.core.live_allocations() {
+            *per_user.entry(a.user).or_default() += 1;
+        }
+        assert!(
+            per_user.values().all(|&n| n <= self.user_quota),
+            "user quota {}: {per_user:?}",
+            self.user_quota
+        );
+        assert_eq!(size.users, per_user.len(), "{size:?}");
         Ok(())
     }
 }
@@ -255,22 +421,29 @@ fn run(data: &[u8]) -> Result<()> {
         relay_is_v6: u.ratio(1, 8)?,
     };
     let total_quota = cfg.total_quota as usize;
+    let user_quota = cfg.user_quota as usize;
     let mut w = World {
         core: new_core(cfg, NonceKey::new(NONCE_KEY)),
         binder: Binder {
             fail: false,
             next_port: 49152,
             bound: Vec::new(),
+            open: HashMap::new(),
         },
         nonce: NonceKey::new(NONCE_KEY),
         start: Instant::now(),
         wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         t: Duration::ZERO,
         total_quota,
+        user_quota,
+        seen: HashSet::new(),
     };
     for _ in 0..64 {
         if u.is_empty() {
             break;
+        }
+        if trace() {
+            eprintln!("t={:?}", w.t);
         }
         w.step(&mut u)?;
     }

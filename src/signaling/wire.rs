@@ -594,6 +594,27 @@ mod tests {
     }
 
     #[test]
+    fn numeric_ids_are_echoed_exactly() {
+        // Found by fuzz/fuzz_targets/rtc_wire.rs: serde_json's default float parsing is not
+        // correctly rounded, so a numeric id with an exponent (or past u64) came back as a
+        // neighbouring number and the client could not match the answer to its request.
+        for raw in [
+            "1.1111111111113113e+75",
+            "1111111111111111111111",
+            "1.1111111111111111e21",
+            "0.30000000000000004",
+            "7",
+        ] {
+            let exact: f64 = raw.parse().expect("a number");
+            let f = parse(&format!(r#"{{"type":"ping","id":{raw}}}"#));
+            let id = f.id.expect("a numeric id is echoed");
+            assert_eq!(id.as_f64(), Some(exact), "{raw} is echoed as {id}");
+            let echoed: Value = serde_json::from_str(&id.to_string()).expect("JSON");
+            assert_eq!(echoed, id, "{raw}: the echo reads back as the same number");
+        }
+    }
+
+    #[test]
     fn seed_events_share_the_checks_and_codes() {
         let r = parse_seed_event("webrtc:call", json!({"to": "bob", "room_name": "r"}));
         assert!(matches!(r, Ok(Request::Invite(Invite { ref to, .. })) if to == "bob"));
