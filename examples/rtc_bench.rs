@@ -28,20 +28,16 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use signalbox::auth::{Principal, Tokens};
-use signalbox::clock::now_ms;
-use tokio::net::TcpStream;
-use tokio::time::{timeout, timeout_at, MissedTickBehavior};
+use tokio::time::{timeout_at, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::{
+    connect, machine_ticks, next_json, percentile, proc_cpu_ticks, proc_kib, Minter, Res, Ws,
+};
+
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
-type Res<T> = Result<T, String>;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Above this per-connection rate the server's limiter (100/s sustained, burst 300) interferes.
 const MAX_PER_SENDER: f64 = 90.0;
 
@@ -121,95 +117,14 @@ fn parse_opts() -> Res<Opts> {
     Ok(o)
 }
 
-/// A /proc/<pid>/status field in KiB (VmRSS, VmHWM).
-fn proc_kib(pid: &str, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+/// How long a call-setup step may take (one deadline per wait; skipped frames do not extend it).
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// utime + stime of a process in clock ticks (USER_HZ, 100 on Linux).
-fn proc_cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Busy and total jiffies of the whole machine (all cores), from /proc/stat.
-fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = f.iter().take(8).sum();
-    let idle = f.get(3)? + f.get(4)?;
-    Some((total - idle, total))
-}
-
-struct Minter {
-    tokens: Tokens,
-    now: i64,
-}
-
-impl Minter {
-    fn token(&self, user: &str) -> Res<String> {
-        let p = Principal {
-            id: user.to_string(),
-            name: None,
-            admin: false,
-        };
-        self.tokens
-            .mint(&p, self.now, 6 * 3600)
-            .map_err(|e| format!("minting a token: {e}"))
-    }
-}
-
-/// Connects, authenticates with `?token=` and waits for the `welcome` frame.
-async fn connect(addr: &str, token: &str) -> Res<Ws> {
-    let url = format!("ws://{addr}/rtc?token={token}");
-    // `true`: TCP_NODELAY on the client side, so Nagle does not add latency here.
-    let (mut ws, _) = timeout(CONNECT_TIMEOUT, connect_async_with_config(url, None, true))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let first = next_json(&mut ws).await?;
-    if first["type"] != "welcome" {
-        return Err(format!("expected welcome, got {first}"));
-    }
-    Ok(ws)
-}
-
-/// The next JSON text frame (pings are answered by tungstenite as we read).
-async fn next_json<S>(ws: &mut S) -> Res<Value>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let msg = timeout(FRAME_TIMEOUT, ws.next())
-            .await
-            .map_err(|_| "no frame within 15 s".to_string())?
-            .ok_or("connection closed")?
-            .map_err(|e| format!("read: {e}"))?;
-        match msg {
-            Message::Text(t) => {
-                return serde_json::from_str(t.as_str()).map_err(|e| format!("bad JSON: {e}"))
-            }
-            Message::Close(c) => return Err(format!("closed by server: {c:?}")),
-            _ => continue,
-        }
-    }
-}
-
-/// Waits for a frame of `kind` (and `id`, when given), skipping others.
+/// Waits for a frame of `kind` (and `id`, when given), skipping others, until one deadline.
 async fn wait_for(ws: &mut Ws, kind: &str, id: Option<u64>) -> Res<Value> {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     for _ in 0..100 {
-        let v = next_json(ws).await?;
+        let v = next_json(ws, deadline, kind).await?;
         if v["type"] == "error" {
             return Err(format!("server error while waiting for {kind}: {v}"));
         }
@@ -232,19 +147,11 @@ async fn connect_many(addr: &str, tokens: Vec<String>, parallel: usize) -> Vec<R
     futures_util::stream::iter(tokens)
         .map(|t| {
             let addr = addr.clone();
-            async move { connect(&addr, &t).await }
+            async move { connect(&addr, &t).await.map(|(ws, _)| ws) }
         })
         .buffered(parallel)
         .collect()
         .await
-}
-
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(ns: u64) -> String {
@@ -425,13 +332,7 @@ fn main() {
 }
 
 async fn run(o: Opts) -> Res<()> {
-    let secret_path = o.data_dir.join("jwt-secret");
-    let secret = std::fs::read_to_string(&secret_path)
-        .map_err(|e| format!("{}: {e}", secret_path.display()))?;
-    let minter = Minter {
-        tokens: Tokens::new(secret.trim().as_bytes()),
-        now: now_ms() / 1000,
-    };
+    let minter = Minter::from_data_dir(&o.data_dir)?;
     let pid = o.server_pid.map(|p| p.to_string());
     let rss = |field: &str| pid.as_deref().and_then(|p| proc_kib(p, field));
     let me = std::process::id().to_string();
@@ -440,7 +341,7 @@ async fn run(o: Opts) -> Res<()> {
     // ---- Phase 1: idle connections -------------------------------------------------------
     // One warm-up connection first, so one-time allocations (runtime, SQLite pages, TLS-free
     // HTTP stack) are in the "before" figure rather than charged to the idle connections.
-    let warm = connect(&o.addr, &minter.token("warmup")?).await?;
+    let (warm, _) = connect(&o.addr, &minter.token("warmup")?).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss("VmRSS:");
     println!(
