@@ -36,7 +36,7 @@
 //!
 //! ```text
 //! soak --addr 127.0.0.1:PORT --data-dir DIR [--server-pid PID] [--conns 5000] [--secs 600]
-//!      [--rate 100] [--candidates 4] [--resume-every 7] [--reconnect-every 5] [--settle 45]
+//!      [--rate 50] [--candidates 4] [--resume-every 7] [--reconnect-every 5] [--settle 45]
 //!      [--parallel 200] [--report-every 30] [--threads 0]
 //! ```
 //! Each flag can also be given as an environment variable: `SOAK_CONNS`, `SOAK_SECS`,
@@ -53,7 +53,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{sleep, sleep_until, timeout_at, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
@@ -153,7 +153,7 @@ fn parse_opts() -> Res<Opts> {
             .transpose()?,
         conns: get(&raw, "conns", 5000)?,
         secs: get(&raw, "secs", 600)?,
-        rate: get(&raw, "rate", 100.0)?,
+        rate: get(&raw, "rate", 50.0)?,
         candidates: get(&raw, "candidates", 4)?,
         resume_every: get(&raw, "resume-every", 7)?,
         reconnect_every: get(&raw, "reconnect-every", 5)?,
@@ -198,6 +198,9 @@ struct Tally {
     cycles: u64,
     failed_cycles: u64,
     resumes: u64,
+    /// Calls a failed cycle left behind that the resync hung up, and frames it discarded.
+    resync_hangups: u64,
+    resync_frames: u64,
     reconnects: u64,
     /// Client → server frames and server → client JSON frames.
     frames_sent: u64,
@@ -247,6 +250,8 @@ impl Tally {
         self.cycles += o.cycles;
         self.failed_cycles += o.failed_cycles;
         self.resumes += o.resumes;
+        self.resync_hangups += o.resync_hangups;
+        self.resync_frames += o.resync_frames;
         self.reconnects += o.reconnects;
         self.frames_sent += o.frames_sent;
         self.frames_received += o.frames_received;
@@ -591,6 +596,27 @@ impl Conn {
         self.reader.abort();
     }
 
+    /// Drops what was read (after a resync; counted as `resync_frames`, not as unexpected).
+    fn discard(&mut self, t: &mut Tally) {
+        while let Ok(inbound) = self.rx.try_recv() {
+            match inbound {
+                Inbound::Frame(..) => {
+                    t.frames_received += 1;
+                    t.resync_frames += 1;
+                }
+                Inbound::Closed(why) => {
+                    if !self.closing && self.closed.is_none() {
+                        *t.closed_by_server.entry(why.clone()).or_default() += 1;
+                        t.problem(format!("{}: connection ended: {why}", self.user));
+                    }
+                    self.closed = Some(why);
+                }
+            }
+        }
+        t.resync_frames += self.stash.len() as u64;
+        self.stash.clear();
+    }
+
     /// Drops the connection without a close frame (as a lost network would).
     fn drop_abruptly(mut self, t: &mut Tally) {
         self.flush_unexpected(t);
@@ -613,7 +639,15 @@ async fn open(
             Ok((Conn::new(user, ws, hard_end), welcome))
         }
         Err(e) => {
-            *t.connect_failures.entry(e.clone()).or_default() += 1;
+            // Grouped by the kind of failure (ids and bodies cut off).
+            let kind: String = e
+                .split('{')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(100)
+                .collect();
+            *t.connect_failures.entry(kind).or_default() += 1;
             t.problem(format!("{user}: connect failed: {e}"));
             Err(e)
         }
@@ -886,6 +920,49 @@ async fn resume(
     Ok(c)
 }
 
+/// How long a resync lets the answers to its hang-ups arrive before it discards what came.
+const RESYNC_WAIT: Duration = Duration::from_secs(3);
+
+/// After a failed cycle (already counted: lost, error or unexpected frames): both sides close
+/// and reconnect, and every call either `welcome` still lists is hung up, so the pair's next
+/// cycle starts clean. Without this a call left ringing makes the next invite in the other
+/// direction a `call_glare` error, and one stall of the server cascades through every later
+/// cycle of the pair. What arrives until `RESYNC_WAIT` has passed is discarded and counted as
+/// `resync_frames`; the hang-ups are not counted as expected messages.
+async fn resync(ctx: &PairCtx, x: &mut Side, y: &mut Side, t: &mut Tally) {
+    let mut live = std::collections::BTreeSet::new();
+    for side in [&mut *x, &mut *y] {
+        if let Some(c) = side.conn.take() {
+            c.close(t).await;
+        }
+        side.conn = match open_retry(&ctx.addr, &side.user, &side.token, ctx.hard_end, t).await {
+            Ok((c, welcome)) => {
+                live.extend(welcome_calls(&welcome));
+                Some(c)
+            }
+            Err(_) => None,
+        };
+    }
+    if !live.is_empty() {
+        let deadline = Instant::now() + RESYNC_WAIT;
+        if let Some(c) = x.conn.as_mut().or(y.conn.as_mut()) {
+            for call_id in &live {
+                let hangup = json!({"type": "call-hangup", "callId": call_id}).to_string();
+                if let Ok(Ok(())) = timeout_at(deadline, c.sink.send(Message::text(hangup))).await {
+                    t.frames_sent += 1;
+                    t.resync_hangups += 1;
+                }
+            }
+        }
+        sleep_until(deadline).await;
+    }
+    for side in [x, y] {
+        if let Some(c) = side.conn.as_mut() {
+            c.discard(t);
+        }
+    }
+}
+
 /// Runs cycles for one pair until `end`, paced at one per `period` from `first`.
 async fn pair_task(
     ctx: Arc<PairCtx>,
@@ -914,18 +991,8 @@ async fn pair_task(
         match cycle(&ctx, no, a, b, &mut t).await {
             Ok(()) => t.cycles += 1,
             Err(_) => {
-                // Start clean: both sides reconnect (whatever is left is reported).
                 t.failed_cycles += 1;
-                for side in [&mut x, &mut y] {
-                    if let Some(c) = side.conn.take() {
-                        c.close(&mut t).await;
-                    }
-                    match open_retry(&ctx.addr, &side.user, &side.token, ctx.hard_end, &mut t).await
-                    {
-                        Ok((c, _)) => side.conn = Some(c),
-                        Err(_) => side.conn = None,
-                    }
-                }
+                resync(&ctx, &mut x, &mut y, &mut t).await;
             }
         }
         no += 1;
@@ -1002,6 +1069,14 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The 1-, 5- and 15-minute load averages (other processes on the machine skew the figures).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn kib(v: Option<u64>) -> String {
@@ -1210,27 +1285,30 @@ async fn run(o: Opts) -> Res<bool> {
         }
         secs_done += 1;
         if secs_done % o.report_every == 0 {
-            let (cycles, sent, recv, lost, errs, unexp) = match shared.lock() {
+            let (cycles, failed, sent, recv, lost, errs, unexp) = match shared.lock() {
                 Ok(s) => (
                     s.cycles,
+                    s.failed_cycles,
                     s.frames_sent,
                     s.frames_received,
                     s.lost_requests() + s.lost_events(),
                     s.error_count(),
                     s.unexpected_count(),
                 ),
-                Err(_) => (0, 0, 0, 0, 0, 0),
+                Err(_) => (0, 0, 0, 0, 0, 0, 0),
             };
             let dt = last_report.0.elapsed().as_secs_f64();
             let now = read();
             println!(
-                "  t={:>4} s: {cycles} cycles ({:.0}/s), sent {sent} ({:.0}/s), received {recv} \
-                 ({:.0}/s), lost {lost}, errors {errs}, unexpected {unexp}; server {}",
+                "  t={:>4} s: {cycles} cycles ({:.0}/s), {failed} failed, sent {sent} ({:.0}/s), \
+                 received {recv} ({:.0}/s), lost {lost}, errors {errs}, unexpected {unexp}; server \
+                 {}; load average {}",
                 start.elapsed().as_secs(),
                 (cycles - last_report.1) as f64 / dt,
                 (sent - last_report.2) as f64 / dt,
                 (recv - last_report.3) as f64 / dt,
-                show(now)
+                show(now),
+                loadavg()
             );
             last_report = (Instant::now(), cycles, sent, recv);
         }
@@ -1355,6 +1433,20 @@ async fn run(o: Opts) -> Res<bool> {
         tally.unexpected,
         tally.closed_by_server
     );
+    if !tally.connect_failures.is_empty() {
+        let mut reasons: Vec<_> = tally.connect_failures.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1));
+        println!("connect failures by reason (most frequent first):");
+        for (why, n) in reasons.into_iter().take(8) {
+            println!("  {n:>7} {why}");
+        }
+    }
+    if tally.resync_hangups + tally.resync_frames > 0 {
+        println!(
+            "resyncs after failed cycles: {} leftover calls hung up, {} frames discarded",
+            tally.resync_hangups, tally.resync_frames
+        );
+    }
     let mut setup = tally.setup_us.clone();
     setup.sort_unstable();
     println!(
@@ -1456,7 +1548,7 @@ async fn run(o: Opts) -> Res<bool> {
             println!("  {p}");
         }
     }
-    let result = json!({
+    let mut result = json!({
         "conns": o.conns, "secs": o.secs, "rate_target": o.rate, "candidates": o.candidates,
         "churn_secs": churn_secs,
         "cycles": tally.cycles, "failed_cycles": tally.failed_cycles,
@@ -1485,6 +1577,9 @@ async fn run(o: Opts) -> Res<bool> {
         "calls_by_status": calls.as_ref().ok(),
         "ok": ok,
     });
+    // (More keys than one json! invocation expands.)
+    result["resync_hangups"] = json!(tally.resync_hangups);
+    result["resync_frames"] = json!(tally.resync_frames);
     println!("RESULT {result}");
     println!("{}", if ok { "SOAK PASSED" } else { "SOAK FAILED" });
     Ok(ok)

@@ -2,9 +2,9 @@
 # Soak benchmark for /rtc (run on demand; not part of the tests or CI).
 #
 #   bench/soak/run.sh [--tolerance 10] [--rss-floor-mb 16] [client flags]
-#       client flags: [--conns 5000] [--secs 600] [--rate 100] [--candidates 4]
+#       client flags: [--conns 5000] [--secs 600] [--rate 50] [--candidates 4]
 #                     [--resume-every 7] [--reconnect-every 5] [--settle 45] [--parallel 200]
-#   bench/soak/run.sh --conns 500 --secs 60 --rate 50        # the smoke run
+#   bench/soak/run.sh --conns 500 --secs 60                  # the smoke run
 #
 # Builds the release server and examples/soak.rs, writes a config file into a fresh temporary
 # data directory, starts `signalbox serve` on 127.0.0.1 port 0 (no TURN) and reads the server's
@@ -29,12 +29,14 @@
 # so the default max_connections_per_user (20) holds; max_connections is written as
 # max(50000, 2 x conns) so the total cap can never refuse the soak. The per-connection rate
 # limit (100/s, burst 300) stays at its default: a soak connection sends a few messages per
-# call cycle. The server keeps a dropped connection's calls for reconnect_grace (20 s); the
-# default --settle (45 s) is longer than that and than ring_timeout (45 s, hence 45), so a call a
-# failed cycle left behind has ended before the "after" reading.
+# call cycle. --rate (call cycles per second over all pairs) defaults to 50: at 100 the server's
+# SQLite writes saturate on a 2-core VM shared with other work and the run collapses (see
+# BENCHMARKS.md, "Soak"). The server keeps a dropped connection's calls for reconnect_grace
+# (20 s); the default --settle (45 s) is longer than that and than ring_timeout (45 s, hence
+# 45), so a call a failed cycle left behind has ended before the "after" reading.
 #
-# Environment: CARGO_TARGET_DIR builds elsewhere; OUT=file keeps the full output (default: a temp
-# file next to the data directory, kept); SERVER_BIN=path runs another server build;
+# Environment: CARGO_TARGET_DIR builds elsewhere; OUT=file keeps the full output (default: a file
+# next to the temporary data directory; it and OUT.server.log, the server's log, are kept); SERVER_BIN=path runs another server build;
 # SOAK_LOG_LEVEL (default info) is the server's log_level; SOAK_TIMEOUT caps the client
 # (default: secs + settle + 1200 s); SOAK_TRIM_CHECK=1 (needs gdb and ptrace rights) calls
 # malloc_trim(0) in the server after the "after" reading and prints VmRSS again, to tell memory
@@ -87,6 +89,8 @@ cleanup() {
         kill "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
     fi
+    # The server's log outlives the data directory (for a post-mortem of a failed run).
+    [ -f "$data/server.err" ] && cp "$data/server.err" "$out.server.log" 2>/dev/null
     rm -rf "$data"
 }
 trap cleanup EXIT
@@ -200,5 +204,5 @@ server=
 } >"$data/summary.txt"
 cat "$data/summary.txt"
 cat "$data/summary.txt" >>"$out"
-echo "full output: $out"
+echo "full output: $out (server log: $out.server.log)"
 exit "$status"

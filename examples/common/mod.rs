@@ -98,6 +98,13 @@ pub async fn connect(addr: &str, token: &str) -> Res<(Ws, Value)> {
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let first = next_json(&mut ws, deadline, "welcome").await?;
+    if first["type"] == "error" {
+        return Err(format!(
+            "error instead of welcome: {} ({})",
+            first["code"].as_str().unwrap_or("?"),
+            first["message"].as_str().unwrap_or("")
+        ));
+    }
     if first["type"] != "welcome" {
         return Err(format!("expected welcome, got {first}"));
     }
