@@ -314,17 +314,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if opts.threads > 0 {
-        rt.worker_threads(opts.threads);
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rtc_bench: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = common::runtime("rtc_bench", opts.threads);
     if let Err(e) = rt.block_on(run(opts)) {
         eprintln!("rtc_bench: {e}");
         std::process::exit(1);

@@ -1050,17 +1050,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if opts.threads > 0 {
-        rt.worker_threads(opts.threads);
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("soak: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = common::runtime("soak", opts.threads);
     match rt.block_on(run(opts)) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -8,23 +8,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, Rtc, Server};
+use common::{eventually, metric, node_script, Rtc, Server};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Runs `sio_limits.mjs` with a hard deadline and returns its JSON summary line.
 async fn sio_limits(args: &[&str]) -> Value {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    assert!(
-        dir.join("node_modules/socket.io-client").is_dir(),
-        "socket.io-client is not installed: run scripts/install-test-deps"
-    );
-    let child = tokio::process::Command::new("node")
-        .arg(dir.join("sio_limits.mjs"))
+    let node = node_script("sio_limits.mjs");
+    let child = tokio::process::Command::new(&node[0])
+        .args(&node[1..])
         .args(args)
         .kill_on_drop(true)
         .output();
@@ -56,14 +51,6 @@ async fn rtc_refusal(s: &Server, user: &str) -> Option<(u16, Value)> {
         }
         Err(e) => panic!("unexpected /rtc error: {e}"),
     }
-}
-
-/// The value of a labelled Prometheus sample, e.g. `name{transport="rtc"}`.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
 }
 
 #[tokio::test]
@@ -100,19 +87,19 @@ async fn connection_caps_hold_per_user_on_both_transports() {
     .await;
 
     let text = s.metrics().await;
-    let refused_rtc = sample(
+    let refused_rtc = metric(
         &text,
         r#"signalbox_signaling_connections_refused_total{transport="rtc",limit="per_user"}"#,
     );
-    let refused_sio = sample(
+    let refused_sio = metric(
         &text,
         r#"signalbox_signaling_connections_refused_total{transport="socketio",limit="per_user"}"#,
     );
-    assert!(refused_rtc >= Some(1.0), "{text}");
-    assert_eq!(refused_sio, Some(1.0), "{text}");
-    let open = sample(&text, r#"signalbox_signaling_connections{transport="rtc"}"#);
+    assert!(refused_rtc >= Some(1), "{text}");
+    assert_eq!(refused_sio, Some(1), "{text}");
+    let open = metric(&text, r#"signalbox_signaling_connections{transport="rtc"}"#);
     assert!(
-        open >= Some(20.0),
+        open >= Some(20),
         "19 of alice's, bob's and the new one: {open:?}"
     );
     drop(bob);
@@ -163,11 +150,11 @@ async fn a_socketio_burst_gets_an_answer_for_every_event() {
     // The connection stays usable.
     assert_eq!(tally["after"]["ok"], true, "{tally}");
     let text = s.metrics().await;
-    let counted = sample(
+    let counted = metric(
         &text,
         r#"signalbox_signaling_rate_limited_total{transport="socketio"}"#,
     );
-    assert_eq!(counted, Some(limited as f64), "{text}");
+    assert_eq!(counted, Some(limited), "{text}");
 }
 
 #[tokio::test]

@@ -6,29 +6,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{within, Rtc, Server};
+use common::{interop_dir, node_script, within, Rtc, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-fn node_script(name: &str) -> Vec<String> {
-    let dir = interop_dir();
-    assert!(
-        dir.join("node_modules/socket.io-client").is_dir(),
-        "socket.io-client is not installed: run scripts/install-test-deps"
-    );
-    vec!["node".into(), dir.join(name).display().to_string()]
-}
 
 fn client_command(kind: &str) -> Vec<String> {
     let dir = interop_dir();

@@ -15,6 +15,7 @@
 # CPU use while sending, so a run with a busy neighbour can be recognised and repeated.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --bin signalbox --example rtc_bench
@@ -44,14 +45,7 @@ server_pin=() client_pin=()
     >"$data/server.out" 2>"$data/server.err" &
 server=$!
 
-addr=
-for _ in $(seq 1 300); do
-    addr=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$data/server.out" | head -n1)
-    [ -n "$addr" ] && [ -s "$data/jwt-secret" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$data/server.err" >&2; echo "server exited" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not print its address" >&2; exit 1; }
+addr=$(server_address "$server" "$data")
 
 {
     echo "# signalbox /rtc signaling benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -44,6 +44,7 @@
 # environment so they cannot override the config written here. Only 127.0.0.1 is contacted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 
 tolerance=10
 rss_floor_mb=16
@@ -118,14 +119,7 @@ done
 "$server_bin" serve --config "$data/signalbox.toml" >"$data/server.out" 2>"$data/server.err" &
 server=$!
 
-addr=
-for _ in $(seq 1 300); do
-    addr=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$data/server.out" | head -n1)
-    [ -n "$addr" ] && [ -s "$data/jwt-secret" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$data/server.err" >&2; echo "server exited" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not print its address" >&2; exit 1; }
+addr=$(server_address "$server" "$data")
 case "$addr" in 127.0.0.1:*) ;; *) echo "server listens on $addr, not loopback" >&2; exit 1 ;; esac
 
 status_kib() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$server/status"; }

@@ -25,6 +25,19 @@ pub type Res<T> = Result<T, String>;
 /// TCP connect, WebSocket handshake and the `welcome` frame together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A multi-threaded tokio runtime with `threads` workers (0: one per core); a tool that cannot
+/// build one says so as `tool` and exits 1.
+pub fn runtime(tool: &str, threads: usize) -> tokio::runtime::Runtime {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        rt.worker_threads(threads);
+    }
+    rt.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("{tool}: runtime: {e}");
+        std::process::exit(1);
+    })
+}
+
 /// A /proc/<pid>/status field in KiB (VmRSS, VmHWM).
 pub fn proc_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -683,7 +683,24 @@ impl Server {
     }
 }
 
-/// The value of an unlabelled sample `name` in Prometheus text.
+/// `tests/interop`: the third-party clients' scripts, `node_modules` and `.venv`.
+pub fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// The command that runs the Node script `name` of `tests/interop` with socket.io-client,
+/// which must be installed.
+pub fn node_script(name: &str) -> Vec<String> {
+    let dir = interop_dir();
+    assert!(
+        dir.join("node_modules/socket.io-client").is_dir(),
+        "socket.io-client is not installed: run scripts/install-test-deps"
+    );
+    vec!["node".into(), dir.join(name).display().to_string()]
+}
+
+/// The value of the sample `name` in Prometheus text: a bare name, or one with its labels as
+/// the server prints them (`name{transport="rtc"}`).
 pub fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.split(' ').next() == Some(name))

@@ -351,6 +351,18 @@ impl<R: Clone> Core<R> {
         self.reservations.retain(|_, r| r.expires > now.instant);
     }
 
+    /// The error a new allocation for `user` gets from the quotas: 486 over the user's, 508 over
+    /// the server's.
+    fn quota_refusal(&self, user: &str) -> Option<u16> {
+        if self.users.get(user).copied().unwrap_or(0) >= self.cfg.user_quota {
+            Some(486)
+        } else if self.allocations.len() >= self.cfg.total_quota as usize {
+            Some(508)
+        } else {
+            None
+        }
+    }
+
     /// Removes every allocation past its lifetime.
     fn remove_expired_allocations(&mut self, now: Now) {
         let expired: Vec<FiveTuple> = self
@@ -614,20 +626,13 @@ impl<R: Clone> Core<R> {
                 _ => return (error(m, 400), false),
             }
         }
-        if self.users.get(&authed.user).copied().unwrap_or(0) >= self.cfg.user_quota
-            || self.allocations.len() >= self.cfg.total_quota as usize
-        {
+        if self.quota_refusal(&authed.user).is_some() {
             // Allocations past their lifetime do not count, swept or not.
             self.remove_expired_allocations(now);
         }
-        let held = self.users.get(&authed.user).copied().unwrap_or(0);
-        if held >= self.cfg.user_quota {
+        if let Some(code) = self.quota_refusal(&authed.user) {
             Stats::add(&self.stats.quota_rejections, 1);
-            return (error(m, 486), false);
-        }
-        if self.allocations.len() >= self.cfg.total_quota as usize {
-            Stats::add(&self.stats.quota_rejections, 1);
-            return (error(m, 508), false);
+            return (error(m, code), false);
         }
         if let Some(t) = token {
             match self.reservations.remove(&t) {
