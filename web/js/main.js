@@ -5,7 +5,7 @@
 // diagnostics and tests).
 
 import { configureApi, api } from './api.js';
-import { session, isExpired } from './session.js';
+import { session, isExpired, msUntilExpiry } from './session.js';
 import { RtcSocket } from './rtc-socket.js';
 import { CallController } from './call.js';
 import { RoomController } from './room.js';
@@ -106,6 +106,7 @@ session.addEventListener('change', (e) => {
   renderSignedIn(user, reason);
   if (user) {
     welcomed = false;
+    watchExpiry();
     socket.connect();
     route();
     if (pendingRoom) { const id = pendingRoom; pendingRoom = null; joinRoom(id); }
@@ -178,9 +179,22 @@ room.addEventListener('change', () => {
 });
 
 // ---- expiry watch ------------------------------------------------------------------------------
-setInterval(() => {
-  if (session.token && isExpired(session.token) && !call.busy && !room.active) session.signOut(EXPIRED);
-}, 30000);
+// Signs out the moment the token expires, with a clear message; a call or room in progress is
+// left to finish first (checked again every few seconds until it has).
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+let expiryTimer = null;
+function watchExpiry() {
+  clearTimeout(expiryTimer);
+  const left = msUntilExpiry(session.token);
+  if (left === null) return;
+  expiryTimer = setTimeout(checkExpiry, Math.min(Math.max(left, 0) + 100, LONGEST_TIMER_MS));
+}
+function checkExpiry() {
+  if (!session.token) return;
+  if (!isExpired(session.token)) { watchExpiry(); return; }
+  if (call.busy || room.active) { expiryTimer = setTimeout(checkExpiry, 5000); return; }
+  session.signOut(EXPIRED);
+}
 
 // ---- boot ------------------------------------------------------------------------------------------
 initSignin();

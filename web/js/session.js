@@ -17,6 +17,12 @@ export function claims(token) {
   }
 }
 
+/** Milliseconds until the token's `exp` (negative once past), or null for a token without one. */
+export function msUntilExpiry(token) {
+  const c = token ? claims(token) : null;
+  return c && typeof c.exp === 'number' ? c.exp * 1000 - Date.now() : null;
+}
+
 export function isExpired(token, skewSeconds = 0) {
   const c = claims(token);
   return !!(c && typeof c.exp === 'number' && c.exp * 1000 <= Date.now() + skewSeconds * 1000);
