@@ -1,0 +1,251 @@
+//! One participant of an SFU room: its str0m session, the tracks it publishes, the tracks it is
+//! sent (each a copy of another participant's track) and the state of the SDP negotiation that
+//! adds and removes them.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::Rtc;
+
+/// Who a participant is to the caller (its signaling session, say). Also the stream id the
+/// participant's tracks carry to the others (`a=msid`), so a client can put each on its tile.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParticipantId(pub String);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ParticipantId {
+    fn from(s: &str) -> Self {
+        ParticipantId(s.to_owned())
+    }
+}
+
+/// A track a participant publishes: media the SFU receives on `mid`.
+#[derive(Debug)]
+pub(crate) struct TrackIn {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// When the SFU last asked the publisher for a keyframe on this track.
+    pub last_keyframe_request: Option<Instant>,
+}
+
+/// Which published track a forwarded track copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub participant: ParticipantId,
+    pub mid: Mid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrackOutState {
+    /// To be added in the next offer.
+    ToOpen,
+    /// Offered as `mid`, answer awaited.
+    Negotiating(Mid),
+    /// Negotiated: media is forwarded on `mid`.
+    Open(Mid),
+    /// To be stopped in the next offer (its publisher left).
+    ToStop(Mid),
+    /// Offered stopped, answer awaited.
+    NegotiatingStop(Mid),
+}
+
+/// A track the SFU sends to this participant.
+#[derive(Debug)]
+pub(crate) struct TrackOut {
+    pub source: Source,
+    pub kind: MediaKind,
+    pub state: TrackOutState,
+    /// The publisher has left: the track is stopped at the next negotiation.
+    pub source_gone: bool,
+}
+
+impl TrackOut {
+    pub fn open_mid(&self) -> Option<Mid> {
+        match self.state {
+            TrackOutState::Open(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// The shortest time between two keyframe requests to one publisher's track.
+pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub room: String,
+    pub rtc: Rtc,
+    pub tracks_in: Vec<TrackIn>,
+    pub tracks_out: Vec<TrackOut>,
+    /// The SFU's offer the participant has not answered yet.
+    pub pending: Option<SdpPendingOffer>,
+    pub connected: bool,
+    /// When str0m last asked to be woken.
+    pub timeout: Option<Instant>,
+}
+
+impl Participant {
+    pub fn new(id: ParticipantId, room: String, rtc: Rtc) -> Self {
+        Participant {
+            id,
+            room,
+            rtc,
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            pending: None,
+            connected: false,
+            timeout: None,
+        }
+    }
+
+    /// Records a track the participant publishes.
+    pub fn publish(&mut self, mid: Mid, kind: MediaKind) {
+        if self.tracks_in.iter().all(|t| t.mid != mid) {
+            self.tracks_in.push(TrackIn {
+                mid,
+                kind,
+                last_keyframe_request: None,
+            });
+        }
+    }
+
+    /// Starts sending a copy of another participant's track (negotiated at the next offer).
+    pub fn subscribe(&mut self, source: Source, kind: MediaKind) {
+        if self.tracks_out.iter().all(|t| t.source != source) {
+            self.tracks_out.push(TrackOut {
+                source,
+                kind,
+                state: TrackOutState::ToOpen,
+                source_gone: false,
+            });
+        }
+    }
+
+    /// Stops the copies of every track `publisher` published (it left the room).
+    pub fn unsubscribe_all(&mut self, publisher: &ParticipantId) {
+        for t in &mut self.tracks_out {
+            if &t.source.participant == publisher {
+                t.source_gone = true;
+            }
+        }
+        // Never offered: nothing to take back.
+        self.tracks_out
+            .retain(|t| !(t.source_gone && t.state == TrackOutState::ToOpen));
+    }
+
+    /// The mid this participant is sent `source` on, once negotiated.
+    pub fn forwarded_mid(&self, source: &Source) -> Option<Mid> {
+        self.tracks_out
+            .iter()
+            .find(|t| !t.source_gone && &t.source == source)
+            .and_then(TrackOut::open_mid)
+    }
+
+    /// The published track a forwarded `mid` copies.
+    pub fn source_of(&self, mid: Mid) -> Option<&Source> {
+        self.tracks_out
+            .iter()
+            .find(|t| t.open_mid() == Some(mid) && !t.source_gone)
+            .map(|t| &t.source)
+    }
+
+    /// Builds the SFU's next offer to this participant when tracks are to be added or stopped
+    /// and no offer is already waiting for its answer. Returns the SDP text.
+    pub fn negotiate_if_needed(&mut self) -> Option<String> {
+        if self.pending.is_some() {
+            return None;
+        }
+        for t in &mut self.tracks_out {
+            if let TrackOutState::Open(m) = t.state {
+                if t.source_gone {
+                    t.state = TrackOutState::ToStop(m);
+                }
+            }
+        }
+        let mut change = self.rtc.sdp_api();
+        let mut offered = Vec::new();
+        for (i, t) in self.tracks_out.iter().enumerate() {
+            match t.state {
+                TrackOutState::ToOpen => {
+                    let stream = t.source.participant.0.clone();
+                    let mid =
+                        change.add_media(t.kind, Direction::SendOnly, Some(stream), None, None);
+                    offered.push((i, TrackOutState::Negotiating(mid)));
+                }
+                TrackOutState::ToStop(m) => {
+                    change.stop_media(m);
+                    offered.push((i, TrackOutState::NegotiatingStop(m)));
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return None;
+        }
+        let (offer, pending) = change.apply()?;
+        for (i, state) in offered {
+            self.tracks_out[i].state = state;
+        }
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
+    /// The SFU's offer was answered: offered tracks are open, stopped ones are gone.
+    pub fn answered(&mut self) {
+        for t in &mut self.tracks_out {
+            if let TrackOutState::Negotiating(m) = t.state {
+                t.state = TrackOutState::Open(m);
+            }
+        }
+        self.tracks_out
+            .retain(|t| !matches!(t.state, TrackOutState::NegotiatingStop(_)));
+    }
+
+    /// The participant's own offer crossed the SFU's (str0m drops the SFU's pending offer when
+    /// it accepts one): what was being offered is offered again next time.
+    pub fn offer_rolled_back(&mut self) {
+        self.pending = None;
+        for t in &mut self.tracks_out {
+            t.state = match t.state {
+                TrackOutState::Negotiating(_) => TrackOutState::ToOpen,
+                TrackOutState::NegotiatingStop(m) => TrackOutState::ToStop(m),
+                s => s,
+            };
+        }
+    }
+
+    /// Asks the participant for a keyframe on the track it publishes on `mid`, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`]. Returns whether a request went out.
+    pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) -> bool {
+        let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
+            return false;
+        };
+        if let Some(last) = track.last_keyframe_request {
+            if now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL {
+                return false;
+            }
+        }
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let kind = if writer.is_request_keyframe_possible(kind) {
+            kind
+        } else if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            return false;
+        };
+        if writer.request_keyframe(None, kind).is_err() {
+            return false;
+        }
+        track.last_keyframe_request = Some(now);
+        true
+    }
+}

@@ -1,0 +1,275 @@
+//! The SFU's IO edge: one UDP socket for every participant, one tokio task that owns the sans-IO
+//! [`Sfu`] and feeds it datagrams, timers and the signaling's commands, and a handle the
+//! signaling uses to join, answer, offer and leave. Offers the SFU makes and its events go out on
+//! a channel, for the signaling to deliver to the participant's session.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::SfuError;
+use crate::participant::ParticipantId;
+use crate::sfu::{Output, Sfu, SfuConfig, SfuEvent};
+use crate::Protocol;
+
+/// Something the signaling must pass on to a participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The SFU's offer (tracks added or stopped): send it to the participant; its answer goes
+    /// to [`SfuHandle::answer`].
+    Offer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    Event(SfuEvent),
+}
+
+enum Command {
+    Join {
+        room: String,
+        participant: ParticipantId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        participant: ParticipantId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Offer {
+        participant: ParticipantId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+}
+
+/// The running SFU, as the signaling sees it. Dropping every handle stops the task.
+#[derive(Clone)]
+pub struct SfuHandle {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+}
+
+/// Why a call on the handle did not get its answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HandleError {
+    #[error(transparent)]
+    Refused(#[from] SfuError),
+    #[error("the SFU is not running")]
+    Stopped,
+}
+
+/// The largest datagram read (Ethernet-sized packets plus room; str0m sends at most ~1200).
+const DATAGRAM_MAX: usize = 2048;
+/// Commands queued for the SFU's task before callers wait.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Binds `listen` (UDP) and starts the SFU's task. Participants are told to send to
+/// `advertised` (the external address behind NAT, or the address of a concrete `listen`);
+/// an unspecified `listen` needs `advertised`.
+pub async fn start(
+    listen: SocketAddr,
+    advertised: Option<IpAddr>,
+    notices: mpsc::Sender<Notice>,
+) -> io::Result<(SfuHandle, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(listen).await?;
+    let local_addr = socket.local_addr()?;
+    let ip = match advertised {
+        Some(ip) => ip,
+        None if !local_addr.ip().is_unspecified() => local_addr.ip(),
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the SFU listens on an unspecified address: an advertised address is needed",
+            ))
+        }
+    };
+    let candidate = SocketAddr::new(ip, local_addr.port());
+    let sfu = Sfu::new(SfuConfig {
+        candidates: vec![candidate],
+    })
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let task = tokio::spawn(run(sfu, socket, local_addr, rx, notices));
+    Ok((
+        SfuHandle {
+            commands: tx,
+            local_addr,
+        },
+        task,
+    ))
+}
+
+impl SfuHandle {
+    /// The socket's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Joins `participant` to `room` with its offer; returns the SFU's answer.
+    pub async fn join(
+        &self,
+        room: &str,
+        participant: ParticipantId,
+        offer: String,
+    ) -> Result<String, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Join {
+            room: room.to_owned(),
+            participant,
+            offer,
+            reply,
+        })
+        .await?;
+        Ok(answer.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    /// The participant's answer to the SFU's last offer.
+    pub async fn answer(
+        &self,
+        participant: ParticipantId,
+        answer: String,
+    ) -> Result<(), HandleError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Answer {
+            participant,
+            answer,
+            reply,
+        })
+        .await?;
+        Ok(done.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    /// An offer of the participant's own (a new track, an ICE restart); returns the answer.
+    pub async fn offer(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+    ) -> Result<String, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Offer {
+            participant,
+            offer,
+            reply,
+        })
+        .await?;
+        Ok(answer.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    /// The participant leaves its room.
+    pub async fn leave(&self, participant: ParticipantId) -> Result<(), HandleError> {
+        self.send(Command::Leave { participant }).await
+    }
+
+    async fn send(&self, command: Command) -> Result<(), HandleError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| HandleError::Stopped)
+    }
+}
+
+/// The edge's one clock read.
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+async fn run(
+    mut sfu: Sfu,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    mut commands: mpsc::Receiver<Command>,
+    notices: mpsc::Sender<Notice>,
+) {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut wake: Option<Instant> = None;
+    loop {
+        // Without a timer, wake once a second anyway (nothing is due; it keeps the loop simple).
+        let deadline = wake.unwrap_or_else(|| now() + Duration::from_secs(1));
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                apply(&mut sfu, command);
+            }
+            received = socket.recv_from(&mut buf) => {
+                match received {
+                    Ok((n, source)) => {
+                        let accepted = sfu.receive(now(), Protocol::Udp, source, local_addr, &buf[..n]);
+                        if !accepted {
+                            tracing::trace!(%source, "sfu: datagram of no participant");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "sfu: receive failed"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
+        }
+        wake = drain(&mut sfu, &socket, &notices).await;
+    }
+}
+
+fn apply(sfu: &mut Sfu, command: Command) {
+    match command {
+        Command::Join {
+            room,
+            participant,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(sfu.join(now(), &room, participant, &offer));
+        }
+        Command::Answer {
+            participant,
+            answer,
+            reply,
+        } => {
+            let _ = reply.send(sfu.accept_answer(&participant, &answer));
+        }
+        Command::Offer {
+            participant,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(sfu.accept_offer(&participant, &offer));
+        }
+        Command::Leave { participant } => sfu.leave(&participant),
+    }
+}
+
+/// Sends what the SFU produced; returns when it wants to be woken.
+async fn drain(
+    sfu: &mut Sfu,
+    socket: &UdpSocket,
+    notices: &mpsc::Sender<Notice>,
+) -> Option<Instant> {
+    loop {
+        match sfu.poll_output() {
+            Output::Timeout(at) => return at,
+            Output::Transmit(t) => {
+                if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                    tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed");
+                }
+            }
+            Output::Offer { participant, sdp } => {
+                if notices
+                    .send(Notice::Offer { participant, sdp })
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("sfu: nobody takes the SFU's notices");
+                }
+            }
+            Output::Event(e) => {
+                let _ = notices.send(Notice::Event(e)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The SFU: participants grouped in rooms, datagrams demultiplexed to their sessions, media and
+//! keyframe requests routed between the participants of one room, and the outputs the IO edge
+//! acts on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+
+use crate::error::SfuError;
+use crate::participant::{Participant, ParticipantId, Source};
+
+/// How the SFU is reached.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The addresses participants send to (host candidates in the SFU's answers): the UDP
+    /// socket's address, or the external address of a server behind NAT.
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// Something for the IO edge to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Send this SDP offer to the participant over its signaling; its answer goes to
+    /// [`Sfu::accept_answer`].
+    Offer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    /// Something happened that the signaling or analytics may want to know.
+    Event(SfuEvent),
+    /// Nothing more until this time (or the next datagram): call [`Sfu::handle_timeout`] then.
+    /// `None`: no session has a timer (no participants); wait for a join or a datagram.
+    Timeout(Option<Instant>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// The participant's media connection is up (ICE and DTLS done).
+    Connected(ParticipantId),
+    /// The participant's media connection failed or closed; it stays in the room until the
+    /// caller removes it with [`Sfu::leave`] (after a reconnect grace, say).
+    Disconnected(ParticipantId),
+    /// The participant publishes a track, forwarded to the others of its room.
+    TrackPublished {
+        participant: ParticipantId,
+        mid: String,
+        kind: MediaKind,
+    },
+}
+
+/// What a participant's session produced that concerns other participants.
+enum Propagate {
+    TrackOpened(ParticipantId, Mid, MediaKind),
+    Media(ParticipantId, Box<MediaData>),
+    KeyframeWanted(Source, KeyframeRequestKind),
+}
+
+pub struct Sfu {
+    candidates: Vec<Candidate>,
+    participants: BTreeMap<ParticipantId, Participant>,
+    rooms: HashMap<String, BTreeSet<ParticipantId>>,
+    /// Remote address → participant, learnt from accepted datagrams: most datagrams skip the
+    /// search through every session.
+    by_source: HashMap<(Protocol, SocketAddr), ParticipantId>,
+    queue: VecDeque<Output>,
+    /// The latest time given in (keyframe request pacing).
+    now: Option<Instant>,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Result<Self, SfuError> {
+        let candidates = config
+            .candidates
+            .iter()
+            .map(|a| Candidate::host(*a, "udp").map_err(|_| SfuError::BadCandidate(a.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Sfu {
+            candidates,
+            participants: BTreeMap::new(),
+            rooms: HashMap::new(),
+            by_source: HashMap::new(),
+            queue: VecDeque::new(),
+            now: None,
+        })
+    }
+
+    /// The participants of `room`, in a stable order.
+    pub fn members(&self, room: &str) -> Vec<ParticipantId> {
+        self.rooms
+            .get(room)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the participant's media connection is up.
+    pub fn is_connected(&self, participant: &ParticipantId) -> bool {
+        self.participants
+            .get(participant)
+            .is_some_and(|p| p.connected)
+    }
+
+    /// A participant joins `room` with its offer; returns the SFU's answer. The tracks the others
+    /// publish are offered to the newcomer next (an [`Output::Offer`]), and the newcomer's
+    /// tracks to them once its session reports them. On an error nothing has changed.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: ParticipantId,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        if self.participants.contains_key(&participant) {
+            return Err(SfuError::AlreadyJoined(participant.0));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        self.now = Some(now);
+        let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+        for c in &self.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Rejected(e.to_string()))?;
+        let mut newcomer = Participant::new(participant.clone(), room.to_owned(), rtc);
+        for other in self.members(room) {
+            if let Some(p) = self.participants.get(&other) {
+                for t in &p.tracks_in {
+                    newcomer.subscribe(
+                        Source {
+                            participant: other.clone(),
+                            mid: t.mid,
+                        },
+                        t.kind,
+                    );
+                }
+            }
+        }
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(participant.clone());
+        self.participants.insert(participant, newcomer);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The participant answers the SFU's last offer.
+    pub fn accept_answer(
+        &mut self,
+        participant: &ParticipantId,
+        answer_sdp: &str,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(participant)
+            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let answer =
+            SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let pending = p.pending.take().ok_or(SfuError::NoOfferPending)?;
+        match p.rtc.sdp_api().accept_answer(pending, answer) {
+            Ok(()) => {
+                p.answered();
+                self.request_keyframes_for(participant);
+                Ok(())
+            }
+            Err(e) => {
+                // The offer is void: what it carried is offered again.
+                p.offer_rolled_back();
+                Err(SfuError::Rejected(e.to_string()))
+            }
+        }
+    }
+
+    /// The participant offers a change of its own (a track added, such as a screen share, or an
+    /// ICE restart); returns the SFU's answer. An offer of the SFU still waiting for its answer
+    /// is dropped and made again afterwards.
+    pub fn accept_offer(
+        &mut self,
+        participant: &ParticipantId,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        let p = self
+            .participants
+            .get_mut(participant)
+            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let offer =
+            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Rejected(e.to_string()))?;
+        if p.pending.is_some() {
+            p.offer_rolled_back();
+        }
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A candidate the participant trickles (the `candidate` string of an RTCIceCandidate, with or
+    /// without its `candidate:` prefix). The SFU is ICE-lite: the candidate is where the
+    /// participant may be reached, and connectivity checks still come from the participant.
+    pub fn add_remote_candidate(
+        &mut self,
+        participant: &ParticipantId,
+        candidate: &str,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .participants
+            .get_mut(participant)
+            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let c = Candidate::from_sdp_string(line)
+            .map_err(|e| SfuError::BadRemoteCandidate(e.to_string()))?;
+        p.rtc.add_remote_candidate(c);
+        Ok(())
+    }
+
+    /// The participant leaves: its session ends and the copies of its tracks are stopped for the
+    /// others. Unknown participants are ignored.
+    pub fn leave(&mut self, participant: &ParticipantId) {
+        let Some(mut gone) = self.participants.remove(participant) else {
+            return;
+        };
+        gone.rtc.disconnect();
+        self.by_source.retain(|_, p| p != participant);
+        if let Some(members) = self.rooms.get_mut(&gone.room) {
+            members.remove(participant);
+            if members.is_empty() {
+                self.rooms.remove(&gone.room);
+            }
+        }
+        for other in self.members(&gone.room) {
+            if let Some(p) = self.participants.get_mut(&other) {
+                p.unsubscribe_all(participant);
+            }
+        }
+    }
+
+    /// A datagram arrived on the SFU's socket. Returns false when no participant's session
+    /// accepts it (the caller may count or drop it; nothing changed).
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        self.now = Some(now);
+        let Ok(contents) = contents.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let known = self
+            .by_source
+            .get(&(proto, source))
+            .filter(|id| {
+                self.participants
+                    .get(*id)
+                    .is_some_and(|p| p.rtc.accepts(&input))
+            })
+            .cloned();
+        let owner = known.or_else(|| {
+            self.participants
+                .values()
+                .find(|p| p.rtc.is_alive() && p.rtc.accepts(&input))
+                .map(|p| p.id.clone())
+        });
+        let Some(owner) = owner else {
+            return false;
+        };
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return false;
+        };
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::debug!(participant = %owner, error = %e, "sfu: input refused by the session");
+        }
+        self.by_source.insert((proto, source), owner);
+        true
+    }
+
+    /// Time has come: every session whose timer is due runs it.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        for p in self.participants.values_mut() {
+            if p.rtc.is_alive() && p.timeout.is_none_or(|t| t <= now) {
+                p.timeout = None;
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(participant = %p.id, error = %e, "sfu: timeout failed");
+                }
+            }
+        }
+    }
+
+    /// The next thing to do. Call until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        loop {
+            if let Some(out) = self.queue.pop_front() {
+                return out;
+            }
+            if !self.drive() {
+                return Output::Timeout(self.participants.values().filter_map(|p| p.timeout).min());
+            }
+        }
+    }
+
+    /// Polls every session until each waits for time or input, queueing what it produced and
+    /// routing what concerns others. Returns whether anything happened.
+    fn drive(&mut self) -> bool {
+        let mut progressed = false;
+        let ids: Vec<ParticipantId> = self.participants.keys().cloned().collect();
+        let mut propagate = Vec::new();
+        for id in &ids {
+            let Some(p) = self.participants.get_mut(id) else {
+                continue;
+            };
+            if let Some(sdp) = p.negotiate_if_needed() {
+                self.queue.push_back(Output::Offer {
+                    participant: id.clone(),
+                    sdp,
+                });
+                progressed = true;
+            }
+            while p.rtc.is_alive() {
+                match p.rtc.poll_output() {
+                    Ok(RtcOutput::Timeout(t)) => {
+                        p.timeout = Some(t);
+                        break;
+                    }
+                    Ok(RtcOutput::Transmit(t)) => {
+                        self.queue.push_back(Output::Transmit(t));
+                        progressed = true;
+                    }
+                    Ok(RtcOutput::Event(e)) => {
+                        progressed = true;
+                        on_event(p, e, &mut self.queue, &mut propagate);
+                    }
+                    Err(e) => {
+                        tracing::debug!(participant = %id, error = %e, "sfu: session failed");
+                        p.rtc.disconnect();
+                        if p.connected {
+                            p.connected = false;
+                            self.queue
+                                .push_back(Output::Event(SfuEvent::Disconnected(id.clone())));
+                        }
+                        progressed = true;
+                    }
+                }
+            }
+        }
+        for item in propagate {
+            progressed = true;
+            self.route(item);
+        }
+        progressed
+    }
+
+    fn route(&mut self, item: Propagate) {
+        match item {
+            Propagate::TrackOpened(publisher, mid, kind) => {
+                let room = match self.participants.get(&publisher) {
+                    Some(p) => p.room.clone(),
+                    None => return,
+                };
+                for other in self.members(&room) {
+                    if other == publisher {
+                        continue;
+                    }
+                    if let Some(p) = self.participants.get_mut(&other) {
+                        p.subscribe(
+                            Source {
+                                participant: publisher.clone(),
+                                mid,
+                            },
+                            kind,
+                        );
+                    }
+                }
+            }
+            Propagate::Media(publisher, data) => self.forward(&publisher, &data),
+            Propagate::KeyframeWanted(source, kind) => {
+                let Some(now) = self.now else { return };
+                if let Some(p) = self.participants.get_mut(&source.participant) {
+                    p.request_keyframe(source.mid, kind, now);
+                }
+            }
+        }
+    }
+
+    /// Writes one frame of `publisher`'s to every other participant of its room that is sent
+    /// that track. Only members of the publisher's own room are looked at.
+    fn forward(&mut self, publisher: &ParticipantId, data: &MediaData) {
+        let room = match self.participants.get(publisher) {
+            Some(p) => p.room.clone(),
+            None => return,
+        };
+        let source = Source {
+            participant: publisher.clone(),
+            mid: data.mid,
+        };
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        for other in members {
+            if other == publisher {
+                continue;
+            }
+            let Some(p) = self.participants.get_mut(other) else {
+                continue;
+            };
+            let Some(mid) = p.forwarded_mid(&source) else {
+                continue;
+            };
+            let Some(writer) = p.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, Arc::clone(&data.data)) {
+                tracing::debug!(participant = %other, error = %e, "sfu: forwarding failed");
+            }
+        }
+    }
+
+    /// A subscriber's tracks were just negotiated: ask their publishers for keyframes so the
+    /// new tiles show a picture at once.
+    fn request_keyframes_for(&mut self, subscriber: &ParticipantId) {
+        let Some(p) = self.participants.get(subscriber) else {
+            return;
+        };
+        let sources: Vec<Source> = p
+            .tracks_out
+            .iter()
+            .filter(|t| t.kind == MediaKind::Video && t.open_mid().is_some() && !t.source_gone)
+            .map(|t| t.source.clone())
+            .collect();
+        let Some(now) = self.now else { return };
+        for s in sources {
+            if let Some(publisher) = self.participants.get_mut(&s.participant) {
+                publisher.request_keyframe(s.mid, KeyframeRequestKind::Pli, now);
+            }
+        }
+    }
+}
+
+/// One event of a participant's session.
+fn on_event(
+    p: &mut Participant,
+    e: Event,
+    queue: &mut VecDeque<Output>,
+    propagate: &mut Vec<Propagate>,
+) {
+    match e {
+        Event::Connected => {
+            p.connected = true;
+            queue.push_back(Output::Event(SfuEvent::Connected(p.id.clone())));
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) if p.connected => {
+            p.connected = false;
+            queue.push_back(Output::Event(SfuEvent::Disconnected(p.id.clone())));
+        }
+        Event::MediaAdded(added) if added.direction.is_receiving() => {
+            p.publish(added.mid, added.kind);
+            queue.push_back(Output::Event(SfuEvent::TrackPublished {
+                participant: p.id.clone(),
+                mid: added.mid.to_string(),
+                kind: added.kind,
+            }));
+            propagate.push(Propagate::TrackOpened(p.id.clone(), added.mid, added.kind));
+        }
+        Event::MediaData(data) => {
+            if !data.contiguous {
+                propagate.push(Propagate::KeyframeWanted(
+                    Source {
+                        participant: p.id.clone(),
+                        mid: data.mid,
+                    },
+                    KeyframeRequestKind::Pli,
+                ));
+            }
+            propagate.push(Propagate::Media(p.id.clone(), Box::new(data)));
+        }
+        Event::KeyframeRequest(req) => {
+            if let Some(source) = p.source_of(req.mid) {
+                propagate.push(Propagate::KeyframeWanted(source.clone(), req.kind));
+            }
+        }
+        _ => {}
+    }
+}
