@@ -3,7 +3,7 @@
 //! [`crate::signaling::call`], and writes status, timestamps and an event together, so a refused
 //! change writes nothing and a crash never leaves half a change.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use crate::auth::Principal;
@@ -251,7 +251,7 @@ pub fn create_direct(conn: &mut Connection, new: &NewCall) -> Result<CallRecord,
             "calleeId: you cannot call yourself",
         ));
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let video = new.call_type == CallType::Video;
     let inserted = tx.execute(
         "INSERT INTO calls (id, kind, call_type, caller_id, callee_id, room_id, room_name, status, created_at)
@@ -335,7 +335,7 @@ pub fn apply_action(
     action: Action,
     now: i64,
 ) -> Result<(CallRecord, Transition), Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     let actor = match principal {
         Some(p) => call.actor(p)?,
@@ -357,7 +357,7 @@ pub fn join_as_guest(
     principal: &Principal,
     now: i64,
 ) -> Result<(CallRecord, bool), Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     if call.kind != CallKind::Direct {
         return Err(Error::conflict(
@@ -415,7 +415,7 @@ pub fn set_media(
     kind: &str,
     now: i64,
 ) -> Result<CallRecord, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     if let Actor::Admin = call.actor(principal)? {
         return Err(Error::forbidden(
@@ -559,7 +559,7 @@ pub fn prepare_to_ring(
     caller: &Principal,
     callee: &str,
 ) -> Result<CallRecord, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let call = get_visible(&tx, id, caller)?;
     if call.caller_id != caller.id || call.kind != CallKind::Direct {
         return Err(Error::forbidden(

@@ -8,18 +8,62 @@ pub mod migrations;
 pub mod rooms;
 pub mod users;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::error::Error;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "signalbox.db";
+
+/// Takes turns for this process's write transactions. SQLite has one write lock; a writer that
+/// finds it taken waits in busy_timeout's handler, which sleeps 1, 2, 5 … 100 ms between tries,
+/// so under load the lock stood idle while writers slept and commits per second fell as the load
+/// rose (BENCHMARKS.md, "Soak"). Waiting here instead hands the lock on the moment it is free.
+static WRITER: Mutex<()> = Mutex::new(());
+
+/// A write transaction (`BEGIN IMMEDIATE`) holding this process's writer turn until it commits
+/// or is dropped (rolled back). Every read-modify-write of the store begins with [`begin_write`].
+pub struct WriteTx<'c> {
+    // Declared first: dropped (rolled back) before the turn is handed on.
+    tx: Transaction<'c>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// Waits for this process's writer turn, then begins an immediate transaction on `conn`.
+pub fn begin_write(conn: &mut Connection) -> Result<WriteTx<'_>, rusqlite::Error> {
+    let turn = WRITER.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    Ok(WriteTx { tx, _turn: turn })
+}
+
+impl WriteTx<'_> {
+    /// Commits, then hands the writer turn on.
+    pub fn commit(self) -> Result<(), rusqlite::Error> {
+        let WriteTx { tx, _turn } = self;
+        tx.commit()
+    }
+}
+
+impl<'c> Deref for WriteTx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.tx
+    }
+}
+
+impl<'c> DerefMut for WriteTx<'c> {
+    fn deref_mut(&mut self) -> &mut Transaction<'c> {
+        &mut self.tx
+    }
+}
 
 /// A cloneable handle to the database.
 #[derive(Clone)]

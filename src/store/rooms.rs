@@ -2,7 +2,7 @@
 //! A room's live session is a call of kind `room`: created by the first join, ended when the last
 //! participant leaves, so group calls show in history and analytics like 1:1 calls.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::auth::Principal;
 use crate::error::Error;
@@ -113,7 +113,7 @@ pub fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, E
 }
 
 pub fn create(conn: &mut Connection, new: &NewRoom) -> Result<Room, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     tx.execute(
         "INSERT INTO rooms (id, name, owner_id, max_participants, is_private, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -157,7 +157,7 @@ pub fn join(
     new_call_id: &str,
     now: i64,
 ) -> Result<Joined, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let room = get_visible(&tx, id, p)?;
     if let (Some(peer), Some(call_id)) = (room.peer_of(&p.id), room.call_id.clone()) {
         let peer_id = peer.peer_id.clone();
@@ -255,7 +255,7 @@ fn end_room_call(
 
 /// Leaves a room; the last one out ends the room call.
 pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Left, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let room = get_visible(&tx, id, p)?;
     let peer_id = room
         .peer_of(&p.id)
@@ -295,7 +295,7 @@ pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result
 
 /// Deletes a room (owner or admin); its live call ends with reason `room-closed`.
 pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Room, Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = super::begin_write(conn)?;
     let room = get_visible(&tx, id, p)?;
     if room.owner_id != p.id && !p.admin {
         return Err(Error::forbidden(
