@@ -38,9 +38,10 @@
 # Environment: CARGO_TARGET_DIR builds elsewhere; OUT=file keeps the full output (default: a file
 # next to the temporary data directory; it and OUT.server.log, the server's log, are kept); SERVER_BIN=path runs another server build;
 # SOAK_LOG_LEVEL (default info) is the server's log_level; SOAK_TIMEOUT caps the client
-# (default: secs + settle + 1200 s); SOAK_TRIM_CHECK=1 (needs gdb and ptrace rights) calls
-# malloc_trim(0) in the server after the "after" reading and prints VmRSS again, to tell memory
-# glibc's allocator keeps from memory still in use (it does not change the verdict). SIGNALBOX_* variables are removed from the server's
+# (default: secs + settle + 1200 s); SOAK_MEMORY_CHECK=1 (needs gdb and ptrace rights) reads
+# sqlite3_memory_used() in the server at the baseline and after the settle (SQLite's own heap:
+# its page caches and schemas, which the database the run wrote fills), so the summary can tell
+# it from the memory of the connections (it does not change the verdict). SIGNALBOX_* variables are removed from the server's
 # environment so they cannot override the config written here. Only 127.0.0.1 is contacted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -134,6 +135,13 @@ sleep 1
 base_rss=$(rss_kib)
 base_anon=$(status_kib RssAnon)
 base_fds=$(fds)
+# SQLite's own heap in KiB, read in the server by gdb (SOAK_MEMORY_CHECK=1), or empty.
+sqlite_kib() {
+    [ "${SOAK_MEMORY_CHECK:-0}" = 1 ] && command -v gdb >/dev/null || return 0
+    gdb -p "$server" -batch -ex 'print (long long)sqlite3_memory_used()' 2>/dev/null \
+        | awk '/^\$1 = / {printf "%d", $3 / 1024}'
+}
+base_sqlite=$(sqlite_kib)
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
@@ -172,12 +180,11 @@ if kill -0 "$server" 2>/dev/null; then
         "$base_anon" "$after_anon" "$rss_limit" "$bound" "$rss_ok" \
         "$base_fds" "$after_fds" "$(awk -v a="$after_fds" -v b="$base_fds" 'BEGIN{print (a/b-1)*100}')" \
         "$fds_limit" "$tolerance" "$fds_ok" "$cpu")
-    # Diagnostic only (does not change the verdict): memory the allocator keeps but could give
-    # back. gdb attaches to the server and calls glibc's malloc_trim(0).
-    if [ "${SOAK_TRIM_CHECK:-0}" = 1 ] && command -v gdb >/dev/null; then
-        gdb -p "$server" -batch -ex 'call (int)malloc_trim(0)' >/dev/null 2>&1 || true
-        verdict=$(printf '%s\nafter malloc_trim(0) (diagnostic, SOAK_TRIM_CHECK=1): VmRSS %d KiB, RssAnon %d KiB' \
-            "$verdict" "$(rss_kib)" "$(status_kib RssAnon)")
+    # Diagnostic only (does not change the verdict): how much of the memory is SQLite's.
+    after_sqlite=$(sqlite_kib)
+    if [ -n "$after_sqlite" ]; then
+        verdict=$(printf '%s\nSQLite heap (diagnostic, SOAK_MEMORY_CHECK=1): %s KiB at the baseline, %s KiB after; VmRSS without it: %d -> %d KiB' \
+            "$verdict" "${base_sqlite:-?}" "$after_sqlite" "$((base_rss - ${base_sqlite:-0}))" "$((after_rss - after_sqlite))")
     fi
 else
     server_alive="no (it exited during the run)"
