@@ -3,6 +3,7 @@
 //! adds and removes them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
@@ -80,7 +81,7 @@ pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500
 
 pub(crate) struct Participant {
     pub id: ParticipantId,
-    pub room: String,
+    pub room: Arc<str>,
     pub rtc: Rtc,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
@@ -92,7 +93,7 @@ pub(crate) struct Participant {
 }
 
 impl Participant {
-    pub fn new(id: ParticipantId, room: String, rtc: Rtc) -> Self {
+    pub fn new(id: ParticipantId, room: Arc<str>, rtc: Rtc) -> Self {
         Participant {
             id,
             room,
@@ -140,11 +141,11 @@ impl Participant {
             .retain(|t| !(t.source_gone && t.state == TrackOutState::ToOpen));
     }
 
-    /// The mid this participant is sent `source` on, once negotiated.
-    pub fn forwarded_mid(&self, source: &Source) -> Option<Mid> {
+    /// The mid this participant is sent `publisher`'s track `mid` on, once negotiated.
+    pub fn forwarded_mid(&self, publisher: &ParticipantId, mid: Mid) -> Option<Mid> {
         self.tracks_out
             .iter()
-            .find(|t| !t.source_gone && &t.source == source)
+            .find(|t| !t.source_gone && &t.source.participant == publisher && t.source.mid == mid)
             .and_then(TrackOut::open_mid)
     }
 
@@ -159,7 +160,13 @@ impl Participant {
     /// Builds the SFU's next offer to this participant when tracks are to be added or stopped
     /// and no offer is already waiting for its answer. Returns the SDP text.
     pub fn negotiate_if_needed(&mut self) -> Option<String> {
-        if self.pending.is_some() {
+        // Called on every pass over the sessions: nothing to offer is the common case.
+        let due = |t: &TrackOut| match t.state {
+            TrackOutState::ToOpen | TrackOutState::ToStop(_) => true,
+            TrackOutState::Open(_) => t.source_gone,
+            _ => false,
+        };
+        if self.pending.is_some() || !self.tracks_out.iter().any(due) {
             return None;
         }
         for t in &mut self.tracks_out {

@@ -120,15 +120,14 @@ impl SfuHandle {
         participant: ParticipantId,
         offer: String,
     ) -> Result<String, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Join {
-            room: room.to_owned(),
+        let room = room.to_owned();
+        self.ask(|reply| Command::Join {
+            room,
             participant,
             offer,
             reply,
         })
-        .await?;
-        Ok(answer.await.map_err(|_| HandleError::Stopped)??)
+        .await
     }
 
     /// The participant's answer to the SFU's last offer.
@@ -137,14 +136,12 @@ impl SfuHandle {
         participant: ParticipantId,
         answer: String,
     ) -> Result<(), HandleError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Command::Answer {
+        self.ask(|reply| Command::Answer {
             participant,
             answer,
             reply,
         })
-        .await?;
-        Ok(done.await.map_err(|_| HandleError::Stopped)??)
+        .await
     }
 
     /// An offer of the participant's own (a new track, an ICE restart); returns the answer.
@@ -153,14 +150,12 @@ impl SfuHandle {
         participant: ParticipantId,
         offer: String,
     ) -> Result<String, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Offer {
+        self.ask(|reply| Command::Offer {
             participant,
             offer,
             reply,
         })
-        .await?;
-        Ok(answer.await.map_err(|_| HandleError::Stopped)??)
+        .await
     }
 
     /// The participant leaves its room.
@@ -173,6 +168,16 @@ impl SfuHandle {
             .send(command)
             .await
             .map_err(|_| HandleError::Stopped)
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for the SFU's reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (reply, answered) = oneshot::channel();
+        self.send(make(reply)).await?;
+        Ok(answered.await.map_err(|_| HandleError::Stopped)??)
     }
 }
 

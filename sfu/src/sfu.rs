@@ -66,7 +66,7 @@ enum Propagate {
 pub struct Sfu {
     candidates: Vec<Candidate>,
     participants: BTreeMap<ParticipantId, Participant>,
-    rooms: HashMap<String, BTreeSet<ParticipantId>>,
+    rooms: HashMap<Arc<str>, BTreeSet<ParticipantId>>,
     /// Remote address → participant, learnt from accepted datagrams: most datagrams skip the
     /// search through every session.
     by_source: HashMap<(Protocol, SocketAddr), ParticipantId>,
@@ -90,6 +90,12 @@ impl Sfu {
             queue: VecDeque::new(),
             now: None,
         })
+    }
+
+    fn participant_mut(&mut self, id: &ParticipantId) -> Result<&mut Participant, SfuError> {
+        self.participants
+            .get_mut(id)
+            .ok_or_else(|| SfuError::UnknownParticipant(id.0.clone()))
     }
 
     /// The participants of `room`, in a stable order.
@@ -131,8 +137,9 @@ impl Sfu {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::Rejected(e.to_string()))?;
-        let mut newcomer = Participant::new(participant.clone(), room.to_owned(), rtc);
-        for other in self.members(room) {
+        let room: Arc<str> = Arc::from(room);
+        let mut newcomer = Participant::new(participant.clone(), Arc::clone(&room), rtc);
+        for other in self.members(&room) {
             if let Some(p) = self.participants.get(&other) {
                 for t in &p.tracks_in {
                     newcomer.subscribe(
@@ -146,7 +153,7 @@ impl Sfu {
             }
         }
         self.rooms
-            .entry(room.to_owned())
+            .entry(room)
             .or_default()
             .insert(participant.clone());
         self.participants.insert(participant, newcomer);
@@ -159,10 +166,7 @@ impl Sfu {
         participant: &ParticipantId,
         answer_sdp: &str,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(participant)
-            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let p = self.participant_mut(participant)?;
         let answer =
             SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let pending = p.pending.take().ok_or(SfuError::NoOfferPending)?;
@@ -188,10 +192,7 @@ impl Sfu {
         participant: &ParticipantId,
         offer_sdp: &str,
     ) -> Result<String, SfuError> {
-        let p = self
-            .participants
-            .get_mut(participant)
-            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let p = self.participant_mut(participant)?;
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let answer = p
@@ -213,10 +214,7 @@ impl Sfu {
         participant: &ParticipantId,
         candidate: &str,
     ) -> Result<(), SfuError> {
-        let p = self
-            .participants
-            .get_mut(participant)
-            .ok_or_else(|| SfuError::UnknownParticipant(participant.0.clone()))?;
+        let p = self.participant_mut(participant)?;
         let line = candidate.trim();
         let line = line.strip_prefix("a=").unwrap_or(line);
         let c = Candidate::from_sdp_string(line)
@@ -326,12 +324,8 @@ impl Sfu {
     /// routing what concerns others. Returns whether anything happened.
     fn drive(&mut self) -> bool {
         let mut progressed = false;
-        let ids: Vec<ParticipantId> = self.participants.keys().cloned().collect();
         let mut propagate = Vec::new();
-        for id in &ids {
-            let Some(p) = self.participants.get_mut(id) else {
-                continue;
-            };
+        for (id, p) in self.participants.iter_mut() {
             if let Some(sdp) = p.negotiate_if_needed() {
                 self.queue.push_back(Output::Offer {
                     participant: id.clone(),
@@ -376,9 +370,12 @@ impl Sfu {
     fn route(&mut self, item: Propagate) {
         match item {
             Propagate::TrackOpened(publisher, mid, kind) => {
-                let room = match self.participants.get(&publisher) {
-                    Some(p) => p.room.clone(),
-                    None => return,
+                let Some(room) = self
+                    .participants
+                    .get(&publisher)
+                    .map(|p| Arc::clone(&p.room))
+                else {
+                    return;
                 };
                 for other in self.members(&room) {
                     if other == publisher {
@@ -408,13 +405,12 @@ impl Sfu {
     /// Writes one frame of `publisher`'s to every other participant of its room that is sent
     /// that track. Only members of the publisher's own room are looked at.
     fn forward(&mut self, publisher: &ParticipantId, data: &MediaData) {
-        let room = match self.participants.get(publisher) {
-            Some(p) => p.room.clone(),
-            None => return,
-        };
-        let source = Source {
-            participant: publisher.clone(),
-            mid: data.mid,
+        let Some(room) = self
+            .participants
+            .get(publisher)
+            .map(|p| Arc::clone(&p.room))
+        else {
+            return;
         };
         let Some(members) = self.rooms.get(&room) else {
             return;
@@ -426,7 +422,7 @@ impl Sfu {
             let Some(p) = self.participants.get_mut(other) else {
                 continue;
             };
-            let Some(mid) = p.forwarded_mid(&source) else {
+            let Some(mid) = p.forwarded_mid(publisher, data.mid) else {
                 continue;
             };
             let Some(writer) = p.rtc.writer(mid) else {

@@ -8,7 +8,7 @@ pub mod migrations;
 pub mod rooms;
 pub mod users;
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -56,12 +56,6 @@ impl<'c> Deref for WriteTx<'c> {
     type Target = Transaction<'c>;
     fn deref(&self) -> &Transaction<'c> {
         &self.tx
-    }
-}
-
-impl<'c> DerefMut for WriteTx<'c> {
-    fn deref_mut(&mut self) -> &mut Transaction<'c> {
-        &mut self.tx
     }
 }
 

@@ -24,8 +24,8 @@ export function msUntilExpiry(token) {
 }
 
 export function isExpired(token, skewSeconds = 0) {
-  const c = claims(token);
-  return !!(c && typeof c.exp === 'number' && c.exp * 1000 <= Date.now() + skewSeconds * 1000);
+  const left = msUntilExpiry(token);
+  return left !== null && left <= skewSeconds * 1000;
 }
 
 class Session extends EventTarget {
