@@ -134,7 +134,7 @@ run_server() {
     # chroot execs env, env execs signalbox: $! is the server itself.
     chroot --userspec=signalbox:signalbox "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/signalbox \
         /usr/bin/signalbox serve --config /etc/signalbox/signalbox.toml \
-        --listen "127.0.0.1:$port" --turn-listen "127.0.0.1:$turn_port" \
+        --listen "127.0.0.1:$port" --turn-listen "127.0.0.1:$turn_port" --sfu-listen 127.0.0.1:0 \
         > "$work/server.out" 2> "$work/server.err" &
     server_pid=$!
     for _ in $(seq 1 100); do

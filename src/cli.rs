@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// Do not run the embedded STUN/TURN relay.
     #[arg(long)]
     pub no_turn: bool,
+    /// SFU media listen address (UDP) [default: 0.0.0.0:3479].
+    #[arg(long, value_name = "ADDR")]
+    pub sfu_listen: Option<String>,
+    /// Public IP the SFU advertises when the server is behind NAT.
+    #[arg(long, value_name = "IP")]
+    pub sfu_external_ip: Option<String>,
+    /// Do not run the embedded SFU: rooms stay peer-to-peer.
+    #[arg(long)]
+    pub no_sfu: bool,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -187,6 +196,8 @@ impl ServeArgs {
             ("tls_key", "tls-key", &self.tls_key),
             ("relay_ports", "relay-ports", &self.relay_ports),
             ("log_format", "log-format", &self.log_format),
+            ("sfu_listen", "sfu-listen", &self.sfu_listen),
+            ("sfu_external_ip", "sfu-external-ip", &self.sfu_external_ip),
         ];
         for (key, flag, value) in scalars {
             if let Some(v) = value {
@@ -202,6 +213,9 @@ impl ServeArgs {
         }
         if self.no_turn {
             layers.apply_flag("no_turn", "no-turn", "true".into());
+        }
+        if self.no_sfu {
+            layers.apply_flag("no_sfu", "no-sfu", "true".into());
         }
         Ok(layers)
     }

@@ -99,6 +99,10 @@ pub const KEYS: &[KeySpec] = &[
     key("turn_total_quota", "1000", "Most simultaneous TURN allocations in total (then 508)."),
     key("turn_max_bitrate", "0", "Per-allocation relay bandwidth cap in bits per second; 0 means none."),
     list("turn_external_urls", "Extra TURN URIs sharing turn_secret (e.g. turn:turn2.example.com:3478), listed in /ice-config."),
+    key("no_sfu", "false", "true: do not run the embedded SFU; every room stays a peer-to-peer mesh."),
+    key("sfu_listen", "0.0.0.0:3479", "SFU media listen address (UDP), one port for every room participant."),
+    key("sfu_external_ip", "", "Public IP the SFU advertises to participants when the server is behind NAT."),
+    key("sfu_threshold", "3", "Participants from which an `auto` room moves from peer-to-peer to the SFU."),
 ];
 
 /// Environment variables that are not keys but are still ours.
@@ -404,6 +408,16 @@ pub struct TurnSettings {
     pub external_urls: Vec<String>,
 }
 
+/// Settings of the embedded SFU for group rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub external_ip: Option<IpAddr>,
+    /// Participants from which an `auto` room uses the SFU.
+    pub threshold: u32,
+}
+
 /// Limits that hold on every signaling transport alike (`/rtc` and Socket.IO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketLimits {
@@ -434,6 +448,7 @@ pub struct Config {
     pub login_rate_per_minute: u32,
     pub trusted_proxies: Vec<IpNet>,
     pub turn: TurnSettings,
+    pub sfu: SfuSettings,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -443,6 +458,15 @@ fn non_empty(s: &str) -> Option<String> {
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| format!("`{s}` is not an address like 0.0.0.0:8080 or [::]:8080"))
+}
+
+fn parse_optional_ip(s: &str) -> Result<Option<IpAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("`{s}` is not an IP address"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -626,20 +650,19 @@ impl Config {
                     }
                 })?,
                 credential_ttl: l.parse("turn_credential_ttl", parse_duration)?,
-                external_ip: l.parse("turn_external_ip", |s| {
-                    if s.is_empty() {
-                        return Ok(None);
-                    }
-                    s.parse()
-                        .map(Some)
-                        .map_err(|_| format!("`{s}` is not an IP address"))
-                })?,
+                external_ip: l.parse("turn_external_ip", parse_optional_ip)?,
                 user_quota: l.parse("turn_user_quota", |s| parse_number(s, 1, 100_000))?,
                 total_quota: l.parse("turn_total_quota", |s| parse_number(s, 1, 10_000_000))?,
                 max_bitrate: l.parse("turn_max_bitrate", |s| {
                     parse_number::<u64>(s, 0, u64::MAX).map(|n| (n > 0).then_some(n))
                 })?,
                 external_urls: l.parse_list("turn_external_urls", parse_turn_url)?,
+            },
+            sfu: SfuSettings {
+                enabled: !l.parse("no_sfu", parse_bool)?,
+                listen: l.parse("sfu_listen", parse_addr)?,
+                external_ip: l.parse("sfu_external_ip", parse_optional_ip)?,
+                threshold: l.parse("sfu_threshold", |s| parse_number(s, 2, 1000))?,
             },
         })
     }
@@ -698,6 +721,10 @@ mod tests {
         assert_eq!(c.ring_timeout, Duration::from_secs(45));
         assert_eq!(c.reconnect_grace, Duration::from_secs(20));
         assert!(c.turn.enabled);
+        assert!(c.sfu.enabled);
+        assert_eq!(c.sfu.listen, "0.0.0.0:3479".parse().expect("addr"));
+        assert_eq!(c.sfu.threshold, 3);
+        assert_eq!(c.sfu.external_ip, None);
         assert!(c.tls.is_none());
         assert!(c.cors_origins.is_empty());
     }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod relay;
 pub mod secrets;
 pub mod server;
+pub mod sfu;
 pub mod signaling;
 pub mod store;
 pub mod tls;

@@ -3,7 +3,7 @@
 //! (allocation opened/closed with bytes and packets) for call analytics, and exports its
 //! counters to Prometheus.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Relay {
 
 /// The address relays are advertised on when nothing says otherwise: the local address of
 /// the default route. A UDP `connect` sends no packet; it only asks the kernel for the route.
-fn default_route_ip() -> Option<IpAddr> {
+pub(crate) fn default_route_ip() -> Option<IpAddr> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
     socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9)).ok()?;
     let ip = socket.local_addr().ok()?.ip();
@@ -77,8 +77,13 @@ pub fn relay_addresses(
     (listen_ip, Some(ip))
 }
 
-/// Maps our configuration onto the relay's.
-pub fn turn_config(config: &Config, secrets: &Secrets) -> anyhow::Result<TurnConfig> {
+/// Maps our configuration onto the relay's. `own_peers` are addresses of this server that
+/// relay-only clients must reach although they may be private or loopback (the SFU's).
+pub fn turn_config(
+    config: &Config,
+    secrets: &Secrets,
+    own_peers: &[SocketAddr],
+) -> anyhow::Result<TurnConfig> {
     let (relay_bind_ip, external_ip) = relay_addresses(config, default_route_ip);
     let t = &config.turn;
     let (tls_listen, tls_cert_path, tls_key_path) = match &config.tls {
@@ -101,6 +106,7 @@ pub fn turn_config(config: &Config, secrets: &Secrets) -> anyhow::Result<TurnCon
         realm: t.realm.clone(),
         secrets: secrets.turn.clone(),
         allow_peers: t.allow_peers.clone(),
+        allow_peer_addrs: own_peers.to_vec(),
         user_quota: t.user_quota,
         total_quota: t.total_quota,
         max_bitrate_bps: t.max_bitrate,
@@ -185,8 +191,9 @@ impl Relay {
         config: &Config,
         secrets: &Secrets,
         store: Store,
+        own_peers: &[SocketAddr],
     ) -> anyhow::Result<Arc<Relay>> {
-        let turn = turn_config(config, secrets)?;
+        let turn = turn_config(config, secrets, own_peers)?;
         let (tx, rx) = mpsc::channel(4096);
         let server = TurnServer::start(turn, tx)
             .await
@@ -406,12 +413,18 @@ mod tests {
             jwt: vec![1],
             turn: vec![b"s1".to_vec(), b"s2".to_vec()],
         };
-        let t = turn_config(&c, &secrets).expect("config");
+        let sfu: SocketAddr = "127.0.0.1:3479".parse().expect("addr");
+        let t = turn_config(&c, &secrets, &[sfu]).expect("config");
         assert_eq!(t.udp_listen, Some("127.0.0.1:0".parse().expect("addr")));
         assert_eq!(t.tcp_listen, t.udp_listen);
         assert_eq!(t.tls_listen, None, "no certificate, no TLS");
         assert_eq!(t.relay_ports, 50000..=50010);
         assert_eq!(t.allow_peers.len(), 1);
+        assert_eq!(
+            t.allow_peer_addrs,
+            vec![sfu],
+            "the SFU is reachable through the relay"
+        );
         assert_eq!(t.user_quota, 3);
         assert_eq!(t.max_bitrate_bps, Some(1_000_000));
         assert_eq!(t.secrets.len(), 2);

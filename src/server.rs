@@ -46,8 +46,18 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     let store = Store::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let sfu = crate::sfu::start(&config).await?;
+    if let Some((sfu, _)) = &sfu {
+        println!(
+            "signalbox sfu listening on udp {} (advertised {})",
+            sfu.handle.local_addr(),
+            sfu.advertised
+        );
+    }
     let relay = if config.turn.enabled {
-        let relay = Relay::start(&config, &secrets, store.clone()).await?;
+        // Relay-only participants reach the SFU through the relay, whatever its address.
+        let own_peers: Vec<SocketAddr> = sfu.iter().map(|(s, _)| s.advertised).collect();
+        let relay = Relay::start(&config, &secrets, store.clone(), &own_peers).await?;
         let a = relay.addrs;
         let show = |x: Option<SocketAddr>| x.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         println!(
@@ -64,7 +74,11 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
         .clone()
         .map(|r| Box::new(RelayMetrics(r)) as Box<dyn prometheus_client::collector::Collector>);
     let metrics = Metrics::new(store.latency_histogram(), collector);
-    Ok(Arc::new(App::new(config, store, secrets, metrics, relay)))
+    let app = Arc::new(App::new(config, store, secrets, metrics, relay));
+    if let Some((sfu, notices)) = sfu {
+        crate::sfu::attach(&app.signaling, &app.config, &sfu, notices);
+    }
+    Ok(app)
 }
 
 /// Runs the server until a shutdown signal.

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
+use crate::signaling::topology::RoomMode;
 use crate::store::analytics::{QualitySummary, RelaySession};
 use crate::store::calls::{CallEvent, CallKind, CallRecord, Participant};
 use crate::store::rooms::Room;
@@ -217,6 +218,7 @@ pub struct RoomView {
     #[schema(minimum = 2, maximum = 16)]
     pub max_participants: u32,
     pub is_private: bool,
+    pub mode: RoomMode,
     /// Users admitted to a private room (besides the owner and admins).
     pub members: Vec<String>,
     pub participants: Vec<RoomPeerView>,
@@ -237,6 +239,7 @@ pub fn room(r: &Room) -> Value {
         owner_id: r.owner_id.clone(),
         max_participants: r.max_participants,
         is_private: r.is_private,
+        mode: r.mode,
         members: r.members.clone(),
         participants: r
             .peers

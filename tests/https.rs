@@ -142,6 +142,7 @@ fn unreadable_certificate_fails_with_a_clear_message() {
             "--listen",
             "127.0.0.1:0",
             "--no-turn",
+            "--no-sfu",
             "--tls-cert",
             "/nonexistent/cert.pem",
             "--tls-key",

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use signalbox::signaling::call::{transition, Action, Actor, CallStatus, Role};
 use signalbox::signaling::event::Event;
 use signalbox::signaling::switchboard::{Output, SessionId, Switchboard};
+use signalbox::signaling::topology::RoomMode;
 
 const RING_SECS: u64 = 45;
 const GRACE_SECS: u64 = 20;
@@ -457,9 +458,15 @@ impl World {
                     .map(|u| (peer_id(room, u), u.clone()))
                     .collect();
                 members.insert(user.clone(), s);
-                let (peers, out) =
-                    self.board
-                        .room_join(room, &room_call(room), &peer_id(room, &user), s);
+                let now = self.now();
+                let (peers, _, out) = self.board.room_join(
+                    room,
+                    &room_call(room),
+                    &peer_id(room, &user),
+                    s,
+                    RoomMode::Auto,
+                    now,
+                );
                 assert_eq!(
                     peers.into_iter().collect::<BTreeSet<_>>(),
                     want_peers,
@@ -485,7 +492,8 @@ impl World {
                     return Vec::new(); // the database refuses a leave by a non-member
                 }
                 let want: BTreeSet<SessionId> = members.values().copied().collect();
-                let out = self.board.room_leave(room, &peer_id(room, &user));
+                let now = self.now();
+                let out = self.board.room_leave(room, &peer_id(room, &user), now);
                 let got: BTreeSet<SessionId> = deliveries(&out).iter().map(|d| d.0).collect();
                 assert_eq!(got, want, "the others hear of the leave");
                 out

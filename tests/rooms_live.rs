@@ -17,7 +17,7 @@ async fn three_peers_mesh_and_leave() {
         .client("alice")
         .post(
             "/rooms",
-            json!({"name": "Mesh", "maxParticipants": 3, "isPrivate": false}),
+            json!({"name": "Mesh", "maxParticipants": 3, "isPrivate": false, "mode": "mesh"}),
         )
         .await
         .expect(201)["room"]

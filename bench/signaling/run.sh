@@ -41,7 +41,7 @@ server_pin=() client_pin=()
 [ -n "${SERVER_CPUS:-}" ] && server_pin=(taskset -c "$SERVER_CPUS")
 [ -n "${CLIENT_CPUS:-}" ] && client_pin=(taskset -c "$CLIENT_CPUS")
 
-"${server_pin[@]}" "$server_bin" serve --listen 127.0.0.1:0 --data-dir "$data" --no-turn \
+"${server_pin[@]}" "$server_bin" serve --listen 127.0.0.1:0 --data-dir "$data" --no-turn --no-sfu \
     >"$data/server.out" 2>"$data/server.err" &
 server=$!
 

@@ -105,6 +105,7 @@ cat >"$data/signalbox.toml" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$data"
 no_turn = true
+no_sfu = true
 log_level = "${SOAK_LOG_LEVEL:-info}"
 max_connections = $max_connections
 max_connections_per_user = 20

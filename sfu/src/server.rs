@@ -1,7 +1,8 @@
 //! The SFU's IO edge: one UDP socket for every participant, one tokio task that owns the sans-IO
 //! [`Sfu`] and feeds it datagrams, timers and the signaling's commands, and a handle the
-//! signaling uses to join, answer, offer and leave. Offers the SFU makes and its events go out on
-//! a channel, for the signaling to deliver to the participant's session.
+//! signaling uses to negotiate, answer, add candidates and leave. The SDP the SFU sends a
+//! participant (its answers and its own offers) and its events go out on one channel, in the
+//! order they were made, for the signaling to deliver to the participant's session.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,11 @@ use crate::Protocol;
 /// Something the signaling must pass on to a participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
+    /// The SFU's answer to the participant's offer.
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+    },
     /// The SFU's offer (tracks added or stopped): send it to the participant; its answer goes
     /// to [`SfuHandle::answer`].
     Offer {
@@ -29,21 +35,22 @@ pub enum Notice {
 }
 
 enum Command {
-    Join {
+    Negotiate {
         room: String,
         participant: ParticipantId,
         offer: String,
-        reply: oneshot::Sender<Result<String, SfuError>>,
+        may_join: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidate {
+        participant: ParticipantId,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Answer {
         participant: ParticipantId,
         answer: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
-    },
-    Offer {
-        participant: ParticipantId,
-        offer: String,
-        reply: oneshot::Sender<Result<String, SfuError>>,
     },
     Leave {
         participant: ParticipantId,
@@ -77,7 +84,7 @@ const COMMAND_QUEUE: usize = 1024;
 pub async fn start(
     listen: SocketAddr,
     advertised: Option<IpAddr>,
-    notices: mpsc::Sender<Notice>,
+    notices: mpsc::UnboundedSender<Notice>,
 ) -> io::Result<(SfuHandle, JoinHandle<()>)> {
     let socket = UdpSocket::bind(listen).await?;
     let local_addr = socket.local_addr()?;
@@ -113,18 +120,36 @@ impl SfuHandle {
         self.local_addr
     }
 
-    /// Joins `participant` to `room` with its offer; returns the SFU's answer.
-    pub async fn join(
+    /// The participant's offer: the first joins it to `room` (when `may_join`), later ones
+    /// renegotiate (a track added, an ICE restart). The SFU's answer goes out as
+    /// [`Notice::Answer`], before any offer the SFU makes next.
+    pub async fn negotiate(
         &self,
         room: &str,
         participant: ParticipantId,
         offer: String,
-    ) -> Result<String, HandleError> {
+        may_join: bool,
+    ) -> Result<(), HandleError> {
         let room = room.to_owned();
-        self.ask(|reply| Command::Join {
+        self.ask(|reply| Command::Negotiate {
             room,
             participant,
             offer,
+            may_join,
+            reply,
+        })
+        .await
+    }
+
+    /// A candidate the participant trickles.
+    pub async fn candidate(
+        &self,
+        participant: ParticipantId,
+        candidate: String,
+    ) -> Result<(), HandleError> {
+        self.ask(|reply| Command::Candidate {
+            participant,
+            candidate,
             reply,
         })
         .await
@@ -144,23 +169,17 @@ impl SfuHandle {
         .await
     }
 
-    /// An offer of the participant's own (a new track, an ICE restart); returns the answer.
-    pub async fn offer(
-        &self,
-        participant: ParticipantId,
-        offer: String,
-    ) -> Result<String, HandleError> {
-        self.ask(|reply| Command::Offer {
-            participant,
-            offer,
-            reply,
-        })
-        .await
-    }
-
     /// The participant leaves its room.
     pub async fn leave(&self, participant: ParticipantId) -> Result<(), HandleError> {
         self.send(Command::Leave { participant }).await
+    }
+
+    /// [`SfuHandle::leave`] without waiting: for callers that cannot await. Fails only when
+    /// the command queue is full or the SFU stopped.
+    pub fn leave_now(&self, participant: ParticipantId) -> Result<(), HandleError> {
+        self.commands
+            .try_send(Command::Leave { participant })
+            .map_err(|_| HandleError::Stopped)
     }
 
     async fn send(&self, command: Command) -> Result<(), HandleError> {
@@ -192,7 +211,7 @@ async fn run(
     socket: UdpSocket,
     local_addr: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
-    notices: mpsc::Sender<Notice>,
+    notices: mpsc::UnboundedSender<Notice>,
 ) {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut wake: Option<Instant> = None;
@@ -202,7 +221,7 @@ async fn run(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                apply(&mut sfu, command);
+                apply(&mut sfu, command, &notices);
             }
             received = socket.recv_from(&mut buf) => {
                 match received {
@@ -218,18 +237,39 @@ async fn run(
             _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
         }
         wake = drain(&mut sfu, &socket, &notices).await;
+        if notices.is_closed() {
+            tracing::debug!("sfu: nobody takes the SFU's notices any more");
+        }
     }
 }
 
-fn apply(sfu: &mut Sfu, command: Command) {
+fn apply(sfu: &mut Sfu, command: Command, notices: &mpsc::UnboundedSender<Notice>) {
     match command {
-        Command::Join {
+        Command::Negotiate {
             room,
             participant,
             offer,
+            may_join,
             reply,
         } => {
-            let _ = reply.send(sfu.join(now(), &room, participant, &offer));
+            let answer = if sfu.contains(&participant) {
+                sfu.accept_offer(&participant, &offer)
+            } else if may_join {
+                sfu.join(now(), &room, participant.clone(), &offer)
+            } else {
+                Err(SfuError::UnknownParticipant(participant.0.clone()))
+            };
+            // The answer is queued before the reply, so it precedes any offer made afterwards.
+            let _ = reply.send(answer.map(|sdp| {
+                let _ = notices.send(Notice::Answer { participant, sdp });
+            }));
+        }
+        Command::Candidate {
+            participant,
+            candidate,
+            reply,
+        } => {
+            let _ = reply.send(sfu.add_remote_candidate(&participant, &candidate));
         }
         Command::Answer {
             participant,
@@ -237,13 +277,6 @@ fn apply(sfu: &mut Sfu, command: Command) {
             reply,
         } => {
             let _ = reply.send(sfu.accept_answer(&participant, &answer));
-        }
-        Command::Offer {
-            participant,
-            offer,
-            reply,
-        } => {
-            let _ = reply.send(sfu.accept_offer(&participant, &offer));
         }
         Command::Leave { participant } => sfu.leave(&participant),
     }
@@ -253,7 +286,7 @@ fn apply(sfu: &mut Sfu, command: Command) {
 async fn drain(
     sfu: &mut Sfu,
     socket: &UdpSocket,
-    notices: &mpsc::Sender<Notice>,
+    notices: &mpsc::UnboundedSender<Notice>,
 ) -> Option<Instant> {
     loop {
         match sfu.poll_output() {
@@ -263,17 +296,13 @@ async fn drain(
                     tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed");
                 }
             }
+            // Unbounded: notices are few (SDP and state changes), and the media loop must
+            // never wait for the signaling.
             Output::Offer { participant, sdp } => {
-                if notices
-                    .send(Notice::Offer { participant, sdp })
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!("sfu: nobody takes the SFU's notices");
-                }
+                let _ = notices.send(Notice::Offer { participant, sdp });
             }
             Output::Event(e) => {
-                let _ = notices.send(Notice::Event(e)).await;
+                let _ = notices.send(Notice::Event(e));
             }
         }
     }

@@ -106,6 +106,11 @@ impl Sfu {
             .unwrap_or_default()
     }
 
+    /// Whether the participant has joined (and not left).
+    pub fn contains(&self, participant: &ParticipantId) -> bool {
+        self.participants.contains_key(participant)
+    }
+
     /// Whether the participant's media connection is up.
     pub fn is_connected(&self, participant: &ParticipantId) -> bool {
         self.participants

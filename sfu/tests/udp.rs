@@ -1,6 +1,7 @@
 //! The SFU's UDP edge with real sockets on 127.0.0.1: two WebRTC clients (str0m sessions, each
-//! on its own UDP socket) join one room through the handle, answer the SFU's offers that arrive
-//! as notices, and each decodes the other's audio — real datagrams, real DTLS-SRTP.
+//! on its own UDP socket) join one room through the handle, take the SFU's answers and offers
+//! that arrive as notices (in order), and each decodes the other's audio — real datagrams, real
+//! DTLS-SRTP.
 #![allow(clippy::disallowed_methods)] // clients read the clock, as browsers do
 
 use std::collections::HashMap;
@@ -21,12 +22,18 @@ use tokio::sync::mpsc;
 /// Everything in this test must happen within this much time.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Runs one client: joins through `sfu`, answers the offers routed to it, publishes audio every
-/// 20 ms, and counts the frames it receives.
+/// SDP from the SFU for one client, as the signaling routes it.
+enum FromSfu {
+    Answer(String),
+    Offer(String),
+}
+
+/// Runs one client: joins through `sfu`, takes its answer and answers the offers routed to it,
+/// publishes audio every 20 ms, and counts the frames it receives.
 async fn client(
     name: &'static str,
     sfu: SfuHandle,
-    mut offers: mpsc::Receiver<String>,
+    mut offers: mpsc::Receiver<FromSfu>,
     received: Arc<AtomicUsize>,
     stop: Instant,
 ) {
@@ -39,10 +46,17 @@ async fn client(
     let mut change = rtc.sdp_api();
     let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     let (offer, pending) = change.apply().expect("an offer");
-    let answer = sfu
-        .join("room", ParticipantId(name.into()), offer.to_sdp_string())
-        .await
-        .expect("the SFU accepts the join");
+    sfu.negotiate(
+        "room",
+        ParticipantId(name.into()),
+        offer.to_sdp_string(),
+        true,
+    )
+    .await
+    .expect("the SFU accepts the join");
+    let Some(FromSfu::Answer(answer)) = offers.recv().await else {
+        panic!("{name}: the SFU's answer comes first");
+    };
     rtc.sdp_api()
         .accept_answer(
             pending,
@@ -88,7 +102,7 @@ async fn client(
                 });
                 rtc.handle_input(input).expect("client input");
             }
-            Some(sdp) = offers.recv() => {
+            Some(FromSfu::Offer(sdp)) = offers.recv() => {
                 let offer = SdpOffer::from_sdp_string(&sdp).expect("SFU offer parses");
                 let answer = rtc.sdp_api().accept_offer(offer).expect("SFU offer accepted");
                 sfu.answer(ParticipantId(name.into()), answer.to_sdp_string())
@@ -115,7 +129,7 @@ async fn client(
 #[tokio::test]
 async fn two_clients_hear_each_other_through_the_sfu_over_real_udp() {
     signalbox_sfu::init_crypto();
-    let (notices_tx, mut notices) = mpsc::channel(256);
+    let (notices_tx, mut notices) = mpsc::unbounded_channel();
     let (sfu, task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), None, notices_tx)
         .await
         .expect("the SFU starts on 127.0.0.1");
@@ -146,11 +160,23 @@ async fn two_clients_hear_each_other_through_the_sfu_over_real_udp() {
             counts.iter().map(|(k, v)| (*k, v.load(Ordering::Relaxed))).collect::<Vec<_>>()
         );
         match tokio::time::timeout(Duration::from_millis(100), notices.recv()).await {
+            Ok(Some(Notice::Answer { participant, sdp })) => {
+                let inbox = inboxes
+                    .get(&participant)
+                    .expect("answers go to a participant of the room");
+                inbox
+                    .send(FromSfu::Answer(sdp))
+                    .await
+                    .expect("client takes the answer");
+            }
             Ok(Some(Notice::Offer { participant, sdp })) => {
                 let inbox = inboxes
                     .get(&participant)
                     .expect("offers go to a participant of the room");
-                inbox.send(sdp).await.expect("client takes the offer");
+                inbox
+                    .send(FromSfu::Offer(sdp))
+                    .await
+                    .expect("client takes the offer");
             }
             Ok(Some(Notice::Event(SfuEvent::Connected(p)))) => connected.push(p),
             Ok(Some(Notice::Event(_))) | Err(_) => {}
@@ -159,9 +185,22 @@ async fn two_clients_hear_each_other_through_the_sfu_over_real_udp() {
     }
 
     // A bad join is refused through the handle, with the reason.
-    let refused = sfu.join("room", "mallory".into(), "not sdp".into()).await;
+    let refused = sfu
+        .negotiate("room", "mallory".into(), "not sdp".into(), true)
+        .await;
     assert!(
         matches!(refused, Err(HandleError::Refused(SfuError::BadSdp(_)))),
+        "{refused:?}"
+    );
+    // An offer from someone who has not joined is refused when joining is not allowed.
+    let refused = sfu
+        .negotiate("room", "mallory".into(), "not sdp".into(), false)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(HandleError::Refused(SfuError::UnknownParticipant(_)))
+        ),
         "{refused:?}"
     );
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::app::sfu::SFU_PEER;
 use crate::app::{participants, Done, Origin, Signaling};
 use crate::auth::Principal;
 use crate::clock::now_ms;
@@ -427,6 +428,9 @@ impl Signaling {
         candidate: Value,
         to: Option<&str>,
     ) -> Result<Done<()>, Error> {
+        if to == Some(SFU_PEER) {
+            return self.sfu_candidate(session, me, id, candidate).await;
+        }
         let out = self
             .route(
                 session,
@@ -449,6 +453,9 @@ impl Signaling {
         sdp: Value,
         to: Option<&str>,
     ) -> Result<Done<()>, Error> {
+        if to == Some(SFU_PEER) {
+            return self.sfu_sdp(session, me, id, sdp).await;
+        }
         let out = self
             .route(
                 session,

@@ -14,9 +14,10 @@ pub mod calls;
 pub mod delivery;
 pub mod requests;
 pub mod rooms;
+pub mod sfu;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -110,6 +111,8 @@ pub struct Signaling {
     store: Store,
     next_session: AtomicU64,
     ring_timeout: Duration,
+    /// The embedded SFU, once the server started one (see [`Signaling::attach_sfu`]).
+    sfu: OnceLock<signalbox_sfu::SfuHandle>,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -141,6 +144,7 @@ impl Signaling {
             store,
             next_session: AtomicU64::new(1),
             ring_timeout,
+            sfu: OnceLock::new(),
         })
     }
 
@@ -204,6 +208,7 @@ impl Signaling {
                     let this = self.clone();
                     tokio::spawn(async move { this.expire(call_id, action).await });
                 }
+                Output::SfuLeave { peer_id } => self.sfu_forget(peer_id),
                 Output::RoomLeft { room_id, user } => {
                     let this = self.clone();
                     tokio::spawn(async move {

@@ -116,12 +116,17 @@ impl Signaling {
                         "peerId": j.joined.peer_id,
                         "callId": j.joined.call_id,
                         "peers": j.peers.iter().map(|(p, u)| json!({ "peerId": p, "userId": u })).collect::<Vec<_>>(),
+                        "topology": j.topology.as_str(),
                     }))
                 })),
             Request::RoomLeave { room_id } => Ok(self
                 .leave_room(me, &room_id)
                 .await?
                 .map(|left| ack(json!({ "roomId": left.room.id })))),
+            Request::SfuLeave { call_id } => Ok(self
+                .sfu_leave(session, me, &call_id)
+                .await?
+                .map(|()| call_ack(&call_id))),
         }
     }
 }

@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use crate::app::{Done, Origin, Signaling};
 use crate::auth::Principal;
-use crate::clock::now_ms;
+use crate::clock::{monotonic, now_ms};
 use crate::error::Error;
+use crate::signaling::topology::{RoomMode, Topology};
 use crate::store::calls::{self, CallRecord};
 use crate::store::rooms::{self, Joined, Left, NewRoom, Room};
 
@@ -19,6 +20,8 @@ use crate::store::rooms::{self, Joined, Left, NewRoom, Room};
 pub struct RoomJoin {
     pub joined: Joined,
     pub peers: Vec<(String, String)>,
+    /// The topology in force after the join (mesh for a REST join: no live peer).
+    pub topology: Topology,
 }
 
 /// A room to create (validated by the transport).
@@ -27,6 +30,7 @@ pub struct CreateRoom {
     pub name: String,
     pub max_participants: u32,
     pub is_private: bool,
+    pub mode: RoomMode,
     pub members: Vec<String>,
 }
 
@@ -43,6 +47,7 @@ impl Signaling {
             owner_id: me.id.clone(),
             max_participants: new.max_participants,
             is_private: new.is_private,
+            mode: new.mode,
             members: new.members,
             now: now_ms(),
         };
@@ -63,14 +68,25 @@ impl Signaling {
             .store
             .run(move |c| rooms::join(c, &room_id, &me2, &peer, &call, now))
             .await?;
-        let (peers, out) = match origin.session() {
-            Some(session) => {
-                self.board()
-                    .room_join(&joined.room.id, &joined.call_id, &joined.peer_id, session)
-            }
-            None => (Vec::new(), Vec::new()),
+        let (peers, topology, out) = match origin.session() {
+            Some(session) => self.board().room_join(
+                &joined.room.id,
+                &joined.call_id,
+                &joined.peer_id,
+                session,
+                joined.room.mode,
+                monotonic(),
+            ),
+            None => (Vec::new(), Topology::Mesh, Vec::new()),
         };
-        Ok(self.done(RoomJoin { joined, peers }, out))
+        Ok(self.done(
+            RoomJoin {
+                joined,
+                peers,
+                topology,
+            },
+            out,
+        ))
     }
 
     /// Leaves a room: the remaining peers get `room-peer-left`; the last one out ends the room
@@ -89,7 +105,9 @@ impl Signaling {
                 Ok((left, ended))
             })
             .await?;
-        let mut out = self.board().room_leave(&left.room.id, &left.peer_id);
+        let mut out = self
+            .board()
+            .room_leave(&left.room.id, &left.peer_id, monotonic());
         if let Some(call) = &ended {
             out.extend(self.ended(call, &me.id, "call-hangup", None, None));
         }
@@ -115,7 +133,7 @@ impl Signaling {
         {
             let mut board = self.board();
             for peer in &room.peers {
-                out.extend(board.room_leave(&room.id, &peer.peer_id));
+                out.extend(board.room_leave(&room.id, &peer.peer_id, monotonic()));
             }
         }
         if let Some(call) = &ended {

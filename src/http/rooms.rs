@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::schema::{MessageReply, RoomJoined, RoomReply};
 use crate::http::AppState;
+use crate::signaling::topology::RoomMode;
 use crate::store::rooms;
 use crate::views;
 
@@ -39,6 +40,9 @@ pub struct CreateRoom {
     /// User ids admitted to a private room (at most 100).
     #[schema(schema_with = crate::http::schema::member_list)]
     members: Option<Vec<String>>,
+    /// `auto` (default): peer-to-peer for two, through the server's SFU from `sfu_threshold`
+    /// participants on; `mesh`: always peer-to-peer; `sfu`: always through the SFU.
+    mode: Option<RoomMode>,
 }
 
 /// Create a group room.
@@ -80,6 +84,7 @@ pub async fn create_room(
         name,
         max_participants: max,
         is_private: body.is_private.unwrap_or(false),
+        mode: body.mode.unwrap_or_default(),
         members,
     };
     let room = app.signaling.create_room(&me, new).await?.value;

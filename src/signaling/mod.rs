@@ -4,12 +4,14 @@
 //!
 //! - [`call`]: statuses, end reasons and the one transition function;
 //! - [`switchboard`]: who is connected where, ring deadlines, disconnect grace, room peers;
+//! - [`topology`]: room modes and when a room's media goes through the SFU;
 //! - [`wire`]: the one parser and validator of socket input (`/rtc` frames, Socket.IO events);
 //! - [`event`]: a server-to-client event, independent of transport.
 
 pub mod call;
 pub mod event;
 pub mod switchboard;
+pub mod topology;
 pub mod wire;
 
 #[cfg(test)]
@@ -22,6 +24,7 @@ mod layering {
             ("call.rs", include_str!("call.rs")),
             ("event.rs", include_str!("event.rs")),
             ("switchboard.rs", include_str!("switchboard.rs")),
+            ("topology.rs", include_str!("topology.rs")),
             ("wire.rs", include_str!("wire.rs")),
         ];
         let banned = [

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::signaling::call::Action;
 use crate::signaling::event::Event;
+use crate::signaling::topology::{Decision, RoomMode, Topology, TopologyPolicy};
 
 /// A connection (a `/rtc` WebSocket or a Socket.IO socket).
 pub type SessionId = u64;
@@ -28,6 +29,8 @@ pub enum Output {
     Expire { call_id: String, action: Action },
     /// A dropped connection's peer left a room; the shell persists the leave.
     RoomLeft { room_id: String, user: String },
+    /// A peer is gone from its room: its SFU connection (if any) ends.
+    SfuLeave { peer_id: String },
 }
 
 #[derive(Debug)]
@@ -56,6 +59,46 @@ struct LiveRoom {
     call_id: String,
     /// peer id → (session, user)
     peers: BTreeMap<String, (SessionId, String)>,
+    mode: RoomMode,
+    topology: Topology,
+    /// When an `auto` room that dropped below the threshold goes back to mesh.
+    downgrade_at: Option<Instant>,
+}
+
+impl LiveRoom {
+    /// Tells every peer the room's new topology.
+    fn announce_topology(&self, room_id: &str, out: &mut Vec<Output>) {
+        let event = Arc::new(Event::new(
+            "room-topology",
+            json!({ "roomId": room_id, "callId": self.call_id, "topology": self.topology.as_str() }),
+        ));
+        for (s, _) in self.peers.values() {
+            deliver(out, *s, &event);
+        }
+    }
+
+    /// Applies the policy after the peer count changed; announces a change to the peers.
+    fn retopologise(
+        &mut self,
+        room_id: &str,
+        policy: &TopologyPolicy,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        match policy.decide(self.mode, self.peers.len(), self.topology) {
+            Decision::Now(t) => {
+                self.downgrade_at = None;
+                if t != self.topology {
+                    self.topology = t;
+                    self.announce_topology(room_id, out);
+                }
+            }
+            Decision::DowngradeLater => {
+                self.downgrade_at
+                    .get_or_insert(now + policy.downgrade_delay);
+            }
+        }
+    }
 }
 
 /// The routing state.
@@ -67,6 +110,7 @@ pub struct Switchboard {
     by_user: HashMap<String, Vec<SessionId>>,
     calls: HashMap<String, LiveCall>,
     rooms: HashMap<String, LiveRoom>,
+    topology: TopologyPolicy,
 }
 
 fn deliver(out: &mut Vec<Output>, to: SessionId, event: &Arc<Event>) {
@@ -85,7 +129,19 @@ impl Switchboard {
             by_user: HashMap::new(),
             calls: HashMap::new(),
             rooms: HashMap::new(),
+            topology: TopologyPolicy::default(),
         }
+    }
+
+    /// Sets how room topologies are decided (the default has no SFU: every room is mesh).
+    pub fn with_topology(mut self, policy: TopologyPolicy) -> Self {
+        self.topology = policy;
+        self
+    }
+
+    /// Changes how room topologies are decided, for rooms as their peers come and go.
+    pub fn set_topology(&mut self, policy: TopologyPolicy) {
+        self.topology = policy;
     }
 
     /// A new connection for `user`.
@@ -158,7 +214,7 @@ impl Switchboard {
             if !speaks {
                 continue;
             }
-            out.extend(self.remove_peer(&room_id, &peer_id));
+            out.extend(self.remove_peer(&room_id, &peer_id, now));
             out.push(Output::RoomLeft {
                 room_id,
                 user: user.clone(),
@@ -389,21 +445,26 @@ impl Switchboard {
         out
     }
 
-    /// `session` entered a room's mesh as `peer_id`: the others get `room-peer-joined`.
-    /// Returns the peers already there as (peer id, user).
+    /// `session` entered a room as `peer_id`: the others get `room-topology` when the join
+    /// moved the room to the SFU, then `room-peer-joined`. Returns the peers already there as
+    /// (peer id, user) and the topology in force.
     pub fn room_join(
         &mut self,
         room_id: &str,
         call_id: &str,
         peer_id: &str,
         session: SessionId,
-    ) -> (Vec<(String, String)>, Vec<Output>) {
+        mode: RoomMode,
+        now: Instant,
+    ) -> (Vec<(String, String)>, Topology, Vec<Output>) {
         let mut out = Vec::new();
         let Some(user) = self.user_of(session).map(str::to_string) else {
-            return (Vec::new(), out);
+            return (Vec::new(), Topology::Mesh, out);
         };
+        let policy = self.topology;
         let room = self.rooms.entry(room_id.to_string()).or_default();
         room.call_id = call_id.to_string();
+        room.mode = mode;
         let existing: Vec<(String, String)> = room
             .peers
             .iter()
@@ -420,6 +481,15 @@ impl Switchboard {
             .peers
             .insert(peer_id.to_string(), (session, user.clone()))
             .is_some();
+        // The newcomer learns the topology from its ack: only the others are told.
+        let mut announced = Vec::new();
+        room.retopologise(room_id, &policy, now, &mut announced);
+        out.extend(
+            announced
+                .into_iter()
+                .filter(|o| !matches!(o, Output::Deliver { to, .. } if *to == session)),
+        );
+        let topology = room.topology;
         if let Some(s) = self.sessions.get_mut(&session) {
             if !s.rooms.iter().any(|(r, _)| r == room_id) {
                 s.rooms.push((room_id.to_string(), peer_id.to_string()));
@@ -434,17 +504,21 @@ impl Switchboard {
                 deliver(&mut out, s, &joined);
             }
         }
-        (existing, out)
+        (existing, topology, out)
     }
 
-    fn remove_peer(&mut self, room_id: &str, peer_id: &str) -> Vec<Output> {
+    fn remove_peer(&mut self, room_id: &str, peer_id: &str, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        let policy = self.topology;
         let Some(room) = self.rooms.get_mut(room_id) else {
             return out;
         };
         let Some((_, user)) = room.peers.remove(peer_id) else {
             return out;
         };
+        out.push(Output::SfuLeave {
+            peer_id: peer_id.to_string(),
+        });
         let left = Arc::new(Event::new(
             "room-peer-left",
             json!({ "roomId": room_id, "peerId": peer_id, "userId": user }),
@@ -454,16 +528,41 @@ impl Switchboard {
         }
         if room.peers.is_empty() {
             self.rooms.remove(room_id);
+        } else {
+            room.retopologise(room_id, &policy, now, &mut out);
         }
         out
     }
 
     /// A peer left a room (explicitly or over REST): the others get `room-peer-left`.
-    pub fn room_leave(&mut self, room_id: &str, peer_id: &str) -> Vec<Output> {
+    pub fn room_leave(&mut self, room_id: &str, peer_id: &str, now: Instant) -> Vec<Output> {
         for s in self.sessions.values_mut() {
             s.rooms.retain(|(r, p)| !(r == room_id && p == peer_id));
         }
-        self.remove_peer(room_id, peer_id)
+        self.remove_peer(room_id, peer_id, now)
+    }
+
+    /// The topology in force in a live room (mesh for a room nobody is in).
+    pub fn room_topology(&self, room_id: &str) -> Topology {
+        self.rooms
+            .get(room_id)
+            .map(|r| r.topology)
+            .unwrap_or_default()
+    }
+
+    /// Where a room peer is, whichever its room: its session and its room's call id.
+    pub fn room_peer_anywhere(&self, peer_id: &str) -> Option<(SessionId, String)> {
+        self.rooms
+            .values()
+            .find_map(|r| r.peers.get(peer_id).map(|(s, _)| (*s, r.call_id.clone())))
+    }
+
+    /// Where a room peer is: its session and its room's call id.
+    pub fn room_peer(&self, room_id: &str, peer_id: &str) -> Option<(SessionId, &str)> {
+        let room = self.rooms.get(room_id)?;
+        room.peers
+            .get(peer_id)
+            .map(|(s, _)| (*s, room.call_id.as_str()))
     }
 
     /// The room's peer bound to `session`, if any.
@@ -513,6 +612,18 @@ impl Switchboard {
     /// longer than the grace period end the calls they spoke for (`Disconnect`) and are removed.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        let policy = self.topology;
+        for (id, room) in self.rooms.iter_mut() {
+            if room.downgrade_at.is_some_and(|d| now >= d) {
+                room.downgrade_at = None;
+                if let Decision::DowngradeLater =
+                    policy.decide(room.mode, room.peers.len(), room.topology)
+                {
+                    room.topology = Topology::Mesh;
+                    room.announce_topology(id, &mut out);
+                }
+            }
+        }
         for call in self.calls.values_mut() {
             if call.ring_deadline.is_some_and(|d| now >= d) {
                 call.ring_deadline = None;
@@ -910,9 +1021,9 @@ mod tests {
         b.connect(1, "alice");
         b.connect(2, "carol");
         b.connect(3, "carol");
-        b.room_join("r1", "rc", "pa", 1);
-        b.room_join("r1", "rc", "pc", 2);
-        let (peers, out) = b.room_join("r1", "rc", "pc", 3);
+        b.room_join("r1", "rc", "pa", 1, RoomMode::Auto, Instant::now());
+        b.room_join("r1", "rc", "pc", 2, RoomMode::Auto, Instant::now());
+        let (peers, _, out) = b.room_join("r1", "rc", "pc", 3, RoomMode::Auto, Instant::now());
         assert_eq!(peers, vec![("pa".to_string(), "alice".to_string())]);
         assert!(out.is_empty(), "a rejoin announces nothing");
         assert!(
@@ -937,12 +1048,12 @@ mod tests {
         b.connect(1, "alice");
         b.connect(2, "bob");
         b.connect(3, "carol");
-        let (peers, out) = b.room_join("r1", "rc", "pa", 1);
+        let (peers, _, out) = b.room_join("r1", "rc", "pa", 1, RoomMode::Auto, Instant::now());
         assert!(peers.is_empty() && out.is_empty());
-        let (peers, out) = b.room_join("r1", "rc", "pb", 2);
+        let (peers, _, out) = b.room_join("r1", "rc", "pb", 2, RoomMode::Auto, Instant::now());
         assert_eq!(peers, vec![("pa".to_string(), "alice".to_string())]);
         assert_eq!(delivered(&out), vec![(1, "room-peer-joined")]);
-        let (peers, out) = b.room_join("r1", "rc", "pc", 3);
+        let (peers, _, out) = b.room_join("r1", "rc", "pc", 3, RoomMode::Auto, Instant::now());
         assert_eq!(peers.len(), 2);
         assert_eq!(delivered(&out).len(), 2);
 
@@ -980,7 +1091,7 @@ mod tests {
             "not_found"
         );
 
-        let out = b.room_leave("r1", "pb");
+        let out = b.room_leave("r1", "pb", Instant::now());
         let mut got = delivered(&out);
         got.sort();
         assert_eq!(got, vec![(1, "room-peer-left"), (3, "room-peer-left")]);
@@ -991,5 +1102,81 @@ mod tests {
             user: "carol".into()
         }));
         assert_eq!(delivered(&out), vec![(1, "room-peer-left")]);
+    }
+
+    #[test]
+    fn auto_rooms_move_to_the_sfu_at_the_threshold_and_back_after_the_delay() {
+        let policy = TopologyPolicy {
+            sfu: true,
+            threshold: 3,
+            downgrade_delay: Duration::from_secs(5),
+        };
+        let mut b = board().with_topology(policy);
+        let t0 = Instant::now();
+        for (s, u) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+            b.connect(s, u);
+        }
+        let (_, t, out) = b.room_join("r1", "rc", "pa", 1, RoomMode::Auto, t0);
+        assert_eq!((t, out.len()), (Topology::Mesh, 0));
+        let (_, t, _) = b.room_join("r1", "rc", "pb", 2, RoomMode::Auto, t0);
+        assert_eq!(t, Topology::Mesh, "two stay peer-to-peer");
+        let (_, t, out) = b.room_join("r1", "rc", "pc", 3, RoomMode::Auto, t0);
+        assert_eq!(t, Topology::Sfu, "the third join moves the room to the SFU");
+        // The two already there hear of the topology first, then of the newcomer.
+        let got = delivered(&out);
+        assert_eq!(
+            got,
+            vec![
+                (1, "room-topology"),
+                (2, "room-topology"),
+                (1, "room-peer-joined"),
+                (2, "room-peer-joined")
+            ]
+        );
+        if let Output::Deliver { event, .. } = &out[0] {
+            assert_eq!(event.get("topology"), Some(&json!("sfu")));
+            assert_eq!(event.get("callId"), Some(&json!("rc")));
+        }
+        // Down to two: still on the SFU until the delay has passed.
+        let out = b.room_leave("r1", "pc", t0);
+        assert!(out.contains(&Output::SfuLeave {
+            peer_id: "pc".into()
+        }));
+        assert_eq!(b.room_topology("r1"), Topology::Sfu);
+        assert!(delivered(&b.tick(t0 + Duration::from_secs(4))).is_empty());
+        let got = delivered(&b.tick(t0 + Duration::from_secs(5)));
+        assert_eq!(got, vec![(1, "room-topology"), (2, "room-topology")]);
+        assert_eq!(b.room_topology("r1"), Topology::Mesh);
+
+        // A rise above the threshold during the delay cancels the downgrade.
+        let t1 = t0 + Duration::from_secs(10);
+        b.room_join("r1", "rc", "pc", 3, RoomMode::Auto, t1);
+        b.room_leave("r1", "pc", t1);
+        let (_, t, _) = b.room_join(
+            "r1",
+            "rc",
+            "pc",
+            3,
+            RoomMode::Auto,
+            t1 + Duration::from_secs(1),
+        );
+        assert_eq!(t, Topology::Sfu);
+        assert!(delivered(&b.tick(t1 + Duration::from_secs(30))).is_empty());
+        assert_eq!(b.room_topology("r1"), Topology::Sfu);
+    }
+
+    #[test]
+    fn without_an_sfu_every_room_is_mesh() {
+        let mut b = board();
+        for (s, u) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+            b.connect(s, u);
+        }
+        for (s, p) in [(1, "pa"), (2, "pb"), (3, "pc")] {
+            let (_, t, out) = b.room_join("r1", "rc", p, s, RoomMode::Sfu, Instant::now());
+            assert_eq!(t, Topology::Mesh);
+            assert!(delivered(&out)
+                .iter()
+                .all(|(_, k)| *k == "room-peer-joined"));
+        }
     }
 }

@@ -67,6 +67,9 @@ pub enum ClientMessage {
     RoomLeave {
         room_id: String,
     },
+    SfuLeave {
+        call_id: String,
+    },
 }
 
 /// Every message type a `/rtc` client may send.
@@ -83,6 +86,7 @@ pub const TYPES: &[&str] = &[
     "ping",
     "room-join",
     "room-leave",
+    "sfu-leave",
 ];
 
 /// Every seed 000 event a Socket.IO client may emit.
@@ -174,6 +178,10 @@ pub enum Request {
     },
     RoomLeave {
         room_id: String,
+    },
+    /// The sender's SFU connection in the room call ends (it stays in the room).
+    SfuLeave {
+        call_id: String,
     },
 }
 
@@ -375,6 +383,9 @@ fn validate(msg: ClientMessage) -> Result<Request, Error> {
         },
         ClientMessage::RoomLeave { room_id } => Request::RoomLeave {
             room_id: parse_id(&room_id, "roomId")?,
+        },
+        ClientMessage::SfuLeave { call_id } => Request::SfuLeave {
+            call_id: id(call_id)?,
         },
     })
 }

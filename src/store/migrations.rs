@@ -108,6 +108,10 @@ CREATE TABLE relay_usage (
 );
 CREATE INDEX relay_usage_user ON relay_usage(user_id, opened_at);
 "#,
+    // 2: rooms choose their topology (mesh, SFU, or mesh until enough people join).
+    r#"
+ALTER TABLE rooms ADD COLUMN mode TEXT NOT NULL DEFAULT 'auto';
+"#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer signalbox.

@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
+use crate::signaling::topology::RoomMode;
 use crate::store::calls;
 
 /// Someone currently in a room.
@@ -25,6 +26,8 @@ pub struct Room {
     pub owner_id: String,
     pub max_participants: u32,
     pub is_private: bool,
+    /// Mesh, SFU, or mesh until enough people join.
+    pub mode: RoomMode,
     /// The live group call, while anyone is in the room.
     pub call_id: Option<String>,
     pub created_at: i64,
@@ -52,6 +55,7 @@ pub struct NewRoom {
     pub owner_id: String,
     pub max_participants: u32,
     pub is_private: bool,
+    pub mode: RoomMode,
     pub members: Vec<String>,
     pub now: i64,
 }
@@ -60,7 +64,7 @@ pub struct NewRoom {
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
     let room = conn
         .query_row(
-            "SELECT id, name, owner_id, max_participants, is_private, call_id, created_at
+            "SELECT id, name, owner_id, max_participants, is_private, call_id, created_at, mode
              FROM rooms WHERE id = ?1",
             [id],
             |r| {
@@ -72,6 +76,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
                     is_private: r.get(4)?,
                     call_id: r.get(5)?,
                     created_at: r.get(6)?,
+                    // Written only from a RoomMode; anything else reads as the default.
+                    mode: RoomMode::parse(&r.get::<_, String>(7)?, "mode").unwrap_or_default(),
                     members: Vec::new(),
                     peers: Vec::new(),
                 })
@@ -115,15 +121,16 @@ pub fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, E
 pub fn create(conn: &mut Connection, new: &NewRoom) -> Result<Room, Error> {
     let tx = super::begin_write(conn)?;
     tx.execute(
-        "INSERT INTO rooms (id, name, owner_id, max_participants, is_private, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO rooms (id, name, owner_id, max_participants, is_private, created_at, mode)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             new.id,
             new.name,
             new.owner_id,
             new.max_participants,
             new.is_private,
-            new.now
+            new.now,
+            new.mode.as_str()
         ],
     )?;
     for member in &new.members {

@@ -56,6 +56,10 @@ fn spawn(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // The SFU's default port is fixed: tests give it a free one on loopback.
+    if !args.iter().any(|a| a == "--sfu-listen" || a == "--no-sfu") {
+        cmd.arg("--sfu-listen").arg("127.0.0.1:0");
+    }
     let mut child = cmd.spawn().expect("start signalbox");
     let Some(stdout) = child.stdout.take() else {
         kill_and_reap(&mut child);

@@ -35,6 +35,13 @@ pub struct TurnConfig {
     /// Peer CIDRs allowed even though they fall in a denied special range (e.g. `127.0.0.0/8`
     /// in tests, a LAN in a private deployment). Wins over the built-in deny list.
     pub allow_peers: Vec<ipnet::IpNet>,
+    /// Exact transport addresses (IP and port) a client may reach even when private or
+    /// loopback, e.g. the server's own SFU (`127.0.0.1:PORT` in tests, a LAN `IP:3479`).
+    /// Unlike an `allow_peers` entry, only that one port of the IP is opened: permissions are
+    /// still installed per IP (RFC 8656), but Send indications, ChannelBind and datagrams from
+    /// the peer are checked against the full address. IPv4-mapped IPv6 forms match the IPv4
+    /// entry. Give the concrete address peers use, not an unspecified one (`0.0.0.0:3479`).
+    pub allow_peer_addrs: Vec<SocketAddr>,
     /// Concurrent allocations one user id may hold (486 beyond it).
     pub user_quota: u32,
     /// Concurrent allocations on the whole server (508 beyond it).
@@ -66,6 +73,7 @@ impl Default for TurnConfig {
             realm: "signalbox".to_owned(),
             secrets: Vec::new(),
             allow_peers: Vec::new(),
+            allow_peer_addrs: Vec::new(),
             user_quota: 10,
             total_quota: 1000,
             max_bitrate_bps: None,

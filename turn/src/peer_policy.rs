@@ -3,10 +3,12 @@
 //! Denied by default: every special-purpose range (IANA IPv4/IPv6 special-purpose registries:
 //! loopback, private, link-local, CGNAT, multicast, documentation, benchmarking, reserved,
 //! unspecified, 6to4/Teredo/NAT64 wrappers). IPv4-mapped IPv6 addresses are judged as the IPv4
-//! address they carry. An operator allow-list of CIDRs wins over the deny list. The server's own
-//! relayed addresses are allowed by the core (it knows them), not here.
+//! address they carry. An operator allow-list of CIDRs wins over the deny list, for every port
+//! of the addresses it covers; a list of exact transport addresses (IP and port, e.g. the
+//! server's own SFU) wins for that one port only. The server's own relayed addresses are allowed
+//! by the core (it knows them), not here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -14,21 +16,64 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     allow: Vec<IpNet>,
+    /// Exact transport addresses, IPs normalised.
+    exact: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
     /// A policy that also allows the given CIDRs.
     pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+        Self {
+            allow,
+            exact: Vec::new(),
+        }
     }
 
-    /// Whether a client may create a permission for, bind a channel to, or send to `ip`.
+    /// This policy, also allowing exactly the transport addresses `addrs` (that IP *and* port
+    /// only) even when their IP lies in a denied range. IPv4-mapped IPv6 entries are normalised
+    /// like peers are.
+    pub fn with_exact(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        for a in addrs {
+            let a = SocketAddr::new(normalise(a.ip()), a.port());
+            if !self.exact.contains(&a) {
+                self.exact.push(a);
+            }
+        }
+        self
+    }
+
+    /// The exact transport addresses this policy allows (normalised).
+    pub fn exact(&self) -> &[SocketAddr] {
+        &self.exact
+    }
+
+    /// Whether every port of `ip` may be reached: the CIDR allow-list or the deny list decide.
+    /// Exact addresses do not count here (they allow one port); decisions on a peer transport
+    /// address go through [`PeerPolicy::allows_addr`].
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = normalise(ip);
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return true;
         }
         !is_special(ip)
+    }
+
+    /// Whether a client may create a permission for, bind a channel to, send to, or receive
+    /// from the transport address `peer`: [`PeerPolicy::allows`] on its IP, or `peer` is one of
+    /// the exact addresses (normalised IP and port compared; IPv6 flow info and scope are not).
+    pub fn allows_addr(&self, peer: SocketAddr) -> bool {
+        self.allows(peer.ip()) || self.is_exact(peer)
+    }
+
+    /// Whether `peer` is one of the exact addresses.
+    fn is_exact(&self, peer: SocketAddr) -> bool {
+        if self.exact.is_empty() {
+            return false;
+        }
+        let ip = normalise(peer.ip());
+        self.exact
+            .iter()
+            .any(|a| a.ip() == ip && a.port() == peer.port())
     }
 }
 
@@ -104,6 +149,10 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address parses")
+    }
+
+    fn addr(s: &str) -> SocketAddr {
         s.parse().expect("test address parses")
     }
 
@@ -183,5 +232,35 @@ mod tests {
         let v6 = PeerPolicy::new(vec!["fd00::/8".parse().expect("cidr")]);
         assert!(v6.allows(ip("fd00::5")));
         assert!(!v6.allows(ip("fc00::5")));
+    }
+
+    #[test]
+    fn exact_addresses_allow_one_port_only() {
+        let policy = PeerPolicy::default().with_exact([addr("127.0.0.1:3479"), addr("[::1]:9")]);
+        assert!(policy.allows_addr(addr("127.0.0.1:3479")));
+        assert!(policy.allows_addr(addr("[::ffff:127.0.0.1]:3479")));
+        assert!(!policy.allows_addr(addr("127.0.0.1:22")));
+        assert!(!policy.allows_addr(addr("127.0.0.2:3479")));
+        assert!(policy.allows_addr(addr("[::1]:9")));
+        assert!(!policy.allows_addr(addr("[::1]:10")));
+        // The IP alone is still denied: exact entries never open the whole address.
+        assert!(!policy.allows(ip("127.0.0.1")));
+        // Public peers stay allowed, on any port.
+        assert!(policy.allows_addr(addr("8.8.8.8:22")));
+    }
+
+    #[test]
+    fn mapped_exact_entries_normalise_and_combine_with_cidrs() {
+        let policy = PeerPolicy::new(vec!["10.0.0.0/8".parse().expect("cidr")])
+            .with_exact([addr("[::ffff:192.168.1.5]:3479"), addr("192.168.1.5:3479")]);
+        assert_eq!(policy.exact(), &[addr("192.168.1.5:3479")]);
+        assert!(policy.allows_addr(addr("192.168.1.5:3479")));
+        assert!(policy.allows_addr(addr("[::ffff:192.168.1.5]:3479")));
+        assert!(!policy.allows_addr(addr("192.168.1.5:3480")));
+        assert!(
+            policy.allows_addr(addr("10.1.2.3:22")),
+            "CIDRs still allow every port"
+        );
+        assert!(!policy.allows_addr(addr("172.16.0.1:3479")));
     }
 }

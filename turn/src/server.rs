@@ -195,6 +195,15 @@ fn validate(config: &TurnConfig) -> Result<(), TurnError> {
     if config.secrets.is_empty() {
         tracing::warn!("no TURN secret configured: every Allocate will be refused");
     }
+    for addr in &config.allow_peer_addrs {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            tracing::warn!(
+                %addr,
+                "allow_peer_addrs entry is unspecified or port 0: it only matches that literal \
+                 address; give the concrete address clients reach the peer on"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Relaying through the real server on loopback: the webrtc-rs `turn` client as an independent
 //! client, and the peer policy (loopback refused by default, relayed once 127.0.0.0/8 is
-//! allowed), with usage events carrying the traffic totals.
+//! allowed, or only to and from one exact allowed address), with usage events carrying the
+//! traffic totals.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -239,6 +240,89 @@ async fn loopback_peers_are_relayed_once_allowed_and_usage_is_reported() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s.server.state_size().allocations, 0);
+    s.server.shutdown().await;
+}
+
+/// A Send indication carrying `data` to `p`.
+fn send_indication(p: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_type(MessageType::new(METHOD_SEND, CLASS_INDICATION));
+    m.new_transaction_id().unwrap();
+    m.write_header();
+    peer_attr(p).add_to(&mut m).unwrap();
+    Data(data.to_vec()).add_to(&mut m).unwrap();
+    m.raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_allowed_loopback_address_is_relayed_but_not_its_neighbours() {
+    // The "SFU" is allowed as an exact address; another loopback port (same IP) is not.
+    let sfu = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sfu_addr = sfu.local_addr().unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let s = start(Options {
+        allow_peer_addrs: vec![sfu_addr],
+        ..Options::default()
+    })
+    .await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("relay-only");
+    let client = UdpClient::new(server).await;
+    let r = client.authed(&c, allocate_request()).await;
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(&r).unwrap();
+    let relay_addr = SocketAddr::new(relayed.ip, relayed.port);
+
+    let r = client
+        .authed(
+            &c,
+            request(
+                METHOD_CHANNEL_BIND,
+                &[&ChannelNumber(0x4001), &peer_attr(sfu_addr)],
+            ),
+        )
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    let r = client
+        .authed(
+            &c,
+            request(
+                METHOD_CHANNEL_BIND,
+                &[&ChannelNumber(0x4002), &peer_attr(other_addr)],
+            ),
+        )
+        .await;
+    assert_eq!(error_code(&r), Some(403));
+
+    // Client ↔ SFU both ways.
+    client
+        .socket
+        .send_to(&channel_data(0x4001, b"offer"), server)
+        .await
+        .unwrap();
+    let (got, from) = recv(&sfu).await.expect("the SFU receives");
+    assert_eq!((got.as_slice(), from), (&b"offer"[..], relay_addr));
+    sfu.send_to(b"answer", relay_addr).await.unwrap();
+    let (frame, _) = recv(&client.socket).await.expect("client receives");
+    assert_eq!(frame, [&[0x40, 0x01, 0x00, 0x06][..], b"answer"].concat());
+
+    // The permission for 127.0.0.1 exists, yet the other port is out of reach both ways.
+    client
+        .socket
+        .send_to(&send_indication(other_addr, b"probe"), server)
+        .await
+        .unwrap();
+    assert!(
+        recv(&other).await.is_none(),
+        "a Send to another port is refused"
+    );
+    other.send_to(b"spoof", relay_addr).await.unwrap();
+    assert!(
+        recv(&client.socket).await.is_none(),
+        "datagrams from another port are not delivered"
+    );
+    assert_eq!(s.server.stats().denied_peers, 3);
     s.server.shutdown().await;
 }
 

@@ -238,7 +238,8 @@ impl CoreConfig {
         Self {
             realm: c.realm.clone(),
             secrets: c.secrets.clone(),
-            policy: PeerPolicy::new(c.allow_peers.clone()),
+            policy: PeerPolicy::new(c.allow_peers.clone())
+                .with_exact(c.allow_peer_addrs.iter().copied()),
             user_quota: c.user_quota,
             total_quota: c.total_quota,
             max_bitrate_bps: c.max_bitrate_bps,
@@ -322,6 +323,13 @@ impl<R: Clone> Core<R> {
         let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
         if !a.permissions.allows(peer.ip(), now) {
             Stats::add(&self.stats.dropped_packets, 1);
+            return PeerOutput::Drop;
+        }
+        // Permissions are per IP, but one installed because of an exact allowed address (or
+        // our own relayed address) must not let other ports of that private IP reach the
+        // client: the source must pass the policy on its full address too.
+        if !reachable(&self.cfg.policy, &self.relay_index, peer) {
+            Stats::add(&self.stats.denied_peers, 1);
             return PeerOutput::Drop;
         }
         if let Some(limit) = a.limit_from_peer.as_mut() {
@@ -457,9 +465,10 @@ impl<R: Clone> Core<R> {
         ClientOutput::Nothing
     }
 
-    /// Whether a client may reach `peer`: the policy, or one of our own relayed addresses.
+    /// Whether a client may reach `peer` (full address): the policy, or one of our own relayed
+    /// addresses.
     fn peer_allowed(&self, peer: SocketAddr) -> bool {
-        self.cfg.policy.allows(peer.ip()) || self.relay_index.contains_key(&peer)
+        reachable(&self.cfg.policy, &self.relay_index, peer)
     }
 
     fn channel_data(
@@ -874,6 +883,17 @@ impl<R: Clone> Core<R> {
             at: now.wall,
         });
     }
+}
+
+/// Whether the transport address `peer` may exchange data with a client: the policy on the full
+/// address (CIDRs, deny list, exact addresses), or one of the server's own relayed addresses.
+/// A free function so the hot path can call it while an allocation is borrowed.
+fn reachable(
+    policy: &PeerPolicy,
+    relay_index: &HashMap<SocketAddr, FiveTuple>,
+    peer: SocketAddr,
+) -> bool {
+    policy.allows_addr(peer) || relay_index.contains_key(&peer)
 }
 
 #[cfg(test)]

@@ -1087,3 +1087,271 @@ fn the_core_names_no_io() {
         }
     }
 }
+
+/// A Send indication carrying `data` to `p`.
+fn send_indication(p: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_type(MessageType::new(METHOD_SEND, CLASS_INDICATION));
+    m.new_transaction_id().unwrap();
+    m.write_header();
+    peer_attr(p).add_to(&mut m).unwrap();
+    Data(data.to_vec()).add_to(&mut m).unwrap();
+    m.raw
+}
+
+/// The SFU a relay-only client must reach: loopback, allowed as an exact address only.
+const SFU: &str = "127.0.0.1:3479";
+
+fn exact_sfu_config() -> CoreConfig {
+    let mut cfg = config();
+    cfg.policy = PeerPolicy::default().with_exact([peer(SFU)]);
+    cfg
+}
+
+#[test]
+fn exact_peer_address_is_reachable_both_ways() {
+    let mut h = Harness::with(exact_sfu_config());
+    let cred = h.cred("alice");
+    let sfu = peer(SFU);
+
+    // Channel: CreatePermission, ChannelBind, ChannelData out, ChannelData in.
+    let t = client(1);
+    h.allocate(t, &cred);
+    assert_eq!(h.permit(t, &cred, sfu).typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(h.core.state_size().permissions, 1);
+    assert_eq!(
+        h.bind_channel(t, &cred, 0x4000, sfu).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    match h.send(t, &channel_data(0x4000, b"rtp")) {
+        ClientOutput::Relay { peer: to, .. } => assert_eq!(to, sfu),
+        other => panic!("unexpected {other:?}"),
+    }
+    let a = h.alloc_ref(t);
+    assert_eq!(
+        h.core.handle_peer(a, sfu, 3, h.now.instant),
+        PeerOutput::Channel(0x4000)
+    );
+
+    // Send/Data indications on another allocation with only a permission.
+    let t2 = client(2);
+    h.allocate(t2, &cred);
+    assert_eq!(h.permit(t2, &cred, sfu).typ.class, CLASS_SUCCESS_RESPONSE);
+    match h.send(t2, &send_indication(sfu, b"hello")) {
+        ClientOutput::Relay {
+            peer: to,
+            payload: Payload::Owned(d),
+            ..
+        } => {
+            assert_eq!(to, sfu);
+            assert_eq!(d, b"hello");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let a2 = h.alloc_ref(t2);
+    assert_eq!(
+        h.core.handle_peer(a2, sfu, 5, h.now.instant),
+        PeerOutput::Indication
+    );
+    let s = h.stats.snapshot();
+    assert_eq!((s.packets_to_peer, s.packets_from_peer), (2, 2));
+    assert_eq!((s.denied_peers, s.dropped_packets), (0, 0));
+}
+
+#[test]
+fn other_ports_of_an_exact_address_ip_stay_refused() {
+    let mut h = Harness::with(exact_sfu_config());
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let sfu = peer(SFU);
+    let ssh = peer("127.0.0.1:22");
+
+    // The permission for 127.0.0.1 exists (because of 127.0.0.1:3479)...
+    assert_eq!(h.permit(t, &cred, sfu).typ.class, CLASS_SUCCESS_RESPONSE);
+    assert!(h.core.allocations[&t]
+        .permissions
+        .allows(ssh.ip(), h.now.instant));
+
+    // ...yet a CreatePermission or ChannelBind naming another port is 403,
+    assert_eq!(code(&h.permit(t, &cred, ssh)), 403);
+    assert_eq!(code(&h.bind_channel(t, &cred, 0x4001, ssh)), 403);
+    assert_eq!(h.core.state_size().channels, 0);
+    assert_eq!(h.stats.snapshot().denied_peers, 2);
+    // as is a CreatePermission listing both the allowed and a refused address.
+    let both = h.auth(
+        t,
+        &cred,
+        request(
+            METHOD_CREATE_PERMISSION,
+            &[&peer_attr(sfu), &peer_attr(ssh)],
+        ),
+    );
+    assert_eq!(code(&both), 403);
+    assert_eq!(h.stats.snapshot().denied_peers, 3);
+
+    // a Send to it is dropped and counted as denied,
+    assert_eq!(
+        h.send(t, &send_indication(ssh, b"SSH-2.0")),
+        ClientOutput::Nothing
+    );
+    assert_eq!(h.stats.snapshot().denied_peers, 4);
+
+    // and datagrams from it are not delivered to the client.
+    let a = h.alloc_ref(t);
+    assert_eq!(
+        h.core.handle_peer(a, ssh, 10, h.now.instant),
+        PeerOutput::Drop
+    );
+    assert_eq!(h.stats.snapshot().denied_peers, 5);
+    // Another loopback IP has no permission at all: dropped as before.
+    assert_eq!(
+        h.core
+            .handle_peer(a, peer("127.0.0.2:3479"), 10, h.now.instant),
+        PeerOutput::Drop
+    );
+    let s = h.stats.snapshot();
+    assert_eq!(s.dropped_packets, 1);
+    assert_eq!((s.packets_to_peer, s.packets_from_peer), (0, 0));
+    let usage = h.core.allocations[&t].usage;
+    assert_eq!((usage.packets_to_peer, usage.packets_from_peer), (0, 0));
+}
+
+#[test]
+fn mapped_forms_of_an_exact_address_are_the_same_peer() {
+    let mapped_sfu = peer("[::ffff:127.0.0.1]:3479");
+    let mapped_ssh = peer("[::ffff:127.0.0.1]:22");
+    // The entry in plain form, the peer in mapped form; then the other way round.
+    for entry in [peer(SFU), mapped_sfu] {
+        let mut cfg = config();
+        cfg.policy = PeerPolicy::default().with_exact([entry]);
+        let mut h = Harness::with(cfg);
+        let cred = h.cred("alice");
+        let t = client(1);
+        h.allocate(t, &cred);
+        assert_eq!(
+            h.permit(t, &cred, mapped_sfu).typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "{entry}"
+        );
+        assert_eq!(
+            h.bind_channel(t, &cred, 0x4000, peer(SFU)).typ.class,
+            CLASS_SUCCESS_RESPONSE,
+            "{entry}"
+        );
+        assert_eq!(code(&h.permit(t, &cred, mapped_ssh)), 403, "{entry}");
+        assert_eq!(
+            code(&h.bind_channel(t, &cred, 0x4001, mapped_ssh)),
+            403,
+            "{entry}"
+        );
+        match h.send(t, &send_indication(mapped_sfu, b"x")) {
+            ClientOutput::Relay { peer: to, .. } => assert_eq!(to, peer(SFU), "{entry}"),
+            other => panic!("{entry}: unexpected {other:?}"),
+        }
+        assert_eq!(
+            h.send(t, &send_indication(mapped_ssh, b"x")),
+            ClientOutput::Nothing
+        );
+        let a = h.alloc_ref(t);
+        assert_eq!(
+            h.core.handle_peer(a, mapped_sfu, 1, h.now.instant),
+            PeerOutput::Channel(0x4000),
+            "{entry}"
+        );
+        assert_eq!(
+            h.core.handle_peer(a, mapped_ssh, 1, h.now.instant),
+            PeerOutput::Drop,
+            "{entry}"
+        );
+        assert_eq!(h.stats.snapshot().denied_peers, 4, "{entry}");
+    }
+}
+
+#[test]
+fn cidr_allow_list_still_opens_every_port_next_to_exact_addresses() {
+    let mut cfg = config();
+    cfg.policy =
+        PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]).with_exact([peer("10.0.0.5:3479")]);
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    let t = client(1);
+    h.allocate(t, &cred);
+    let ssh = peer("127.0.0.1:22");
+    assert_eq!(h.permit(t, &cred, ssh).typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(
+        h.bind_channel(t, &cred, 0x4000, peer("127.0.0.1:5000"))
+            .typ
+            .class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert!(matches!(
+        h.send(t, &send_indication(ssh, b"x")),
+        ClientOutput::Relay { .. }
+    ));
+    let a = h.alloc_ref(t);
+    assert_eq!(
+        h.core
+            .handle_peer(a, peer("127.0.0.1:9999"), 1, h.now.instant),
+        PeerOutput::Indication
+    );
+    assert_eq!(
+        h.core
+            .handle_peer(a, peer("127.0.0.1:5000"), 1, h.now.instant),
+        PeerOutput::Channel(0x4000)
+    );
+    // The exact entry still opens one port of its IP only.
+    assert_eq!(
+        h.permit(t, &cred, peer("10.0.0.5:3479")).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(code(&h.permit(t, &cred, peer("10.0.0.5:3480"))), 403);
+    assert_eq!(
+        h.core
+            .handle_peer(a, peer("10.0.0.5:3480"), 1, h.now.instant),
+        PeerOutput::Drop
+    );
+    assert_eq!(h.stats.snapshot().denied_peers, 2);
+}
+
+#[test]
+fn own_relay_addresses_are_reachable_inbound_on_their_port_only() {
+    // RELAY_IP is in a documentation range: only the relayed addresses themselves pass.
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    h.allocate(client(1), &cred);
+    let relay_b = Harness::relayed(&h.allocate(client(2), &cred));
+    assert_eq!(
+        h.permit(client(1), &cred, relay_b).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    let a = h.alloc_ref(client(1));
+    assert_eq!(
+        h.core.handle_peer(a, relay_b, 1, h.now.instant),
+        PeerOutput::Indication
+    );
+    assert_eq!(
+        h.core
+            .handle_peer(a, SocketAddr::new(relay_b.ip(), 9), 1, h.now.instant),
+        PeerOutput::Drop
+    );
+    assert_eq!(h.stats.snapshot().denied_peers, 1);
+}
+
+#[test]
+fn turn_config_exact_addresses_reach_the_core_policy() {
+    let turn = TurnConfig::default();
+    assert!(turn.allow_peer_addrs.is_empty());
+    assert!(CoreConfig::from_turn_config(&turn)
+        .policy
+        .exact()
+        .is_empty());
+    let turn = TurnConfig {
+        allow_peer_addrs: vec![peer(SFU), peer("[::ffff:192.168.1.5]:3479")],
+        ..TurnConfig::default()
+    };
+    let cfg = CoreConfig::from_turn_config(&turn);
+    assert_eq!(cfg.policy.exact(), &[peer(SFU), peer("192.168.1.5:3479")]);
+    assert!(cfg.policy.allows_addr(peer(SFU)));
+    assert!(!cfg.policy.allows_addr(peer("127.0.0.1:3478")));
+}

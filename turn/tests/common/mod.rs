@@ -35,6 +35,8 @@ pub struct Options {
     pub allow_loopback: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub user_quota: Option<u32>,
+    /// `TurnConfig::allow_peer_addrs`.
+    pub allow_peer_addrs: Vec<SocketAddr>,
 }
 
 pub async fn start(opts: Options) -> TestServer {
@@ -50,6 +52,7 @@ pub async fn start(opts: Options) -> TestServer {
     if opts.allow_loopback {
         config.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
     }
+    config.allow_peer_addrs = opts.allow_peer_addrs;
     if let Some((cert, key)) = opts.tls {
         config.tls_listen = Some(local);
         config.tls_cert_path = Some(cert);

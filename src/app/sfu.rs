@@ -1,0 +1,250 @@
+//! The application's side of the SFU: a room peer's messages to the reserved peer `sfu` (its
+//! offers, answers and candidates, and `sfu-leave`) become commands on the SFU's handle, and what
+//! the SFU sends back (its answers and offers, in order) is delivered to the peer's session as
+//! `call-sdp-update` from `sfu`. A peer's SFU connection ends when it leaves the room.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use signalbox_sfu::{HandleError, Notice, ParticipantId, SfuError, SfuEvent, SfuHandle};
+use tokio::sync::mpsc;
+
+use crate::app::{Done, Signaling};
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::signaling::event::Event;
+use crate::signaling::switchboard::{Output, SessionId};
+use crate::signaling::topology::{Topology, TopologyPolicy};
+use crate::signaling::wire::sdp_type;
+use crate::store::calls::{self, CallKind};
+
+/// The reserved peer id of the SFU inside every room.
+pub const SFU_PEER: &str = "sfu";
+
+/// Where a peer speaking to the SFU is.
+struct SfuPeer {
+    room_id: String,
+    peer_id: String,
+    topology: Topology,
+}
+
+fn refused(e: HandleError) -> Error {
+    match e {
+        HandleError::Stopped => Error::Internal("the SFU is not running".into()),
+        HandleError::Refused(e) => match e {
+            SfuError::BadSdp(m) | SfuError::Rejected(m) => Error::invalid(
+                "sdp_rejected",
+                format!("sdp: the SFU cannot use this session description: {m}"),
+            ),
+            SfuError::BadRemoteCandidate(m) => Error::invalid(
+                "invalid_field",
+                format!("candidate: not an ICE candidate the SFU can use: {m}"),
+            ),
+            SfuError::UnknownParticipant(_) => Error::conflict(
+                "not_in_sfu",
+                "you have no SFU connection in this room: send your offer first",
+            ),
+            SfuError::NoOfferPending => Error::conflict(
+                "no_offer_pending",
+                "sdp: the SFU has no offer waiting for an answer",
+            ),
+            SfuError::AlreadyJoined(_) | SfuError::BadCandidate(_) => {
+                Error::Internal(format!("sfu: {e}"))
+            }
+        },
+    }
+}
+
+impl Signaling {
+    /// Gives signaling the running SFU: rooms follow `policy` from now on.
+    pub fn attach_sfu(&self, handle: SfuHandle, policy: TopologyPolicy) {
+        if self.sfu.set(handle).is_ok() {
+            self.board().set_topology(policy);
+        }
+    }
+
+    fn sfu(&self) -> Result<&SfuHandle, Error> {
+        self.sfu.get().ok_or_else(|| {
+            Error::invalid(
+                "unknown_peer",
+                "to: this server runs no SFU (rooms are peer-to-peer)",
+            )
+        })
+    }
+
+    /// The room peer `session` speaks for in the room call `call_id`. Calls `me` is not in
+    /// are not found, whatever they are.
+    async fn sfu_peer(
+        &self,
+        me: &Principal,
+        call_id: &str,
+        session: SessionId,
+    ) -> Result<SfuPeer, Error> {
+        let live = {
+            let board = self.board();
+            board
+                .peer_of(call_id, session)
+                .map(|(room_id, peer_id)| SfuPeer {
+                    topology: board.room_topology(&room_id),
+                    room_id,
+                    peer_id,
+                })
+        };
+        if let Some(peer) = live {
+            return Ok(peer);
+        }
+        let (id, me2) = (call_id.to_string(), me.clone());
+        let call = self
+            .store
+            .run(move |c| calls::get_visible(c, &id, &me2))
+            .await?;
+        match (call.kind, call.role_of(&me.id)) {
+            (_, None) => Err(Error::NotFound("call")),
+            (CallKind::Direct, Some(_)) => Err(Error::invalid(
+                "unknown_peer",
+                "to: `sfu` is a peer of rooms only, not of 1:1 calls",
+            )),
+            (CallKind::Room, Some(_)) => Err(Error::conflict(
+                "not_joined",
+                "join the room (room-join) on this connection before talking to its SFU",
+            )),
+        }
+    }
+
+    /// A session description for the SFU: an offer joins (in a room on the SFU) or
+    /// renegotiates; an answer answers the SFU's last offer. The SFU's answer arrives as an
+    /// event, before any offer of its own that follows.
+    pub(crate) async fn sfu_sdp(
+        self: &Arc<Self>,
+        session: SessionId,
+        me: &Principal,
+        call_id: &str,
+        sdp: Value,
+    ) -> Result<Done<()>, Error> {
+        let sfu = self.sfu()?.clone();
+        let peer = self.sfu_peer(me, call_id, session).await?;
+        let text = sdp
+            .get("sdp")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let participant = ParticipantId(peer.peer_id);
+        match sdp_type(&sdp) {
+            "offer" => {
+                let may_join = peer.topology == Topology::Sfu;
+                sfu.negotiate(&peer.room_id, participant, text, may_join)
+                    .await
+                    .map_err(|e| match e {
+                        HandleError::Refused(SfuError::UnknownParticipant(_)) => Error::conflict(
+                            "not_in_sfu",
+                            "this room is peer-to-peer (mesh) now: send offers to its peers,                              not to `sfu`",
+                        ),
+                        e => refused(e),
+                    })?
+            }
+            "answer" => sfu.answer(participant, text).await.map_err(refused)?,
+            other => {
+                return Err(Error::invalid(
+                    "invalid_field",
+                    format!("sdp: the SFU takes an offer or an answer, not `{other}`"),
+                ))
+            }
+        }
+        Ok(self.done((), Vec::new()))
+    }
+
+    /// An ICE candidate for the SFU (`null`, the end of candidates, needs nothing).
+    pub(crate) async fn sfu_candidate(
+        self: &Arc<Self>,
+        session: SessionId,
+        me: &Principal,
+        call_id: &str,
+        candidate: Value,
+    ) -> Result<Done<()>, Error> {
+        let sfu = self.sfu()?.clone();
+        let peer = self.sfu_peer(me, call_id, session).await?;
+        let line = candidate
+            .get("candidate")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        // Browsers end each generation of candidates with an empty one.
+        if !line.trim().is_empty() {
+            sfu.candidate(ParticipantId(peer.peer_id), line.to_string())
+                .await
+                .map_err(refused)?;
+        }
+        Ok(self.done((), Vec::new()))
+    }
+
+    /// `sfu-leave`: the peer's SFU connection ends (it stays in the room).
+    pub(crate) async fn sfu_leave(
+        self: &Arc<Self>,
+        session: SessionId,
+        me: &Principal,
+        call_id: &str,
+    ) -> Result<Done<()>, Error> {
+        let sfu = self.sfu()?.clone();
+        let peer = self.sfu_peer(me, call_id, session).await?;
+        sfu.leave(ParticipantId(peer.peer_id))
+            .await
+            .map_err(refused)?;
+        Ok(self.done((), Vec::new()))
+    }
+
+    /// A peer is gone from its room: its SFU connection ends too.
+    pub(crate) fn sfu_forget(&self, peer_id: String) {
+        if let Some(sfu) = self.sfu.get() {
+            if sfu.leave_now(ParticipantId(peer_id)).is_err() {
+                tracing::warn!("sfu: the command queue is full; a departed peer stays connected");
+            }
+        }
+    }
+
+    /// Delivers what the SFU sends participants, in the order it made it, until the SFU stops.
+    pub async fn run_sfu_notices(self: Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+        while let Some(notice) = notices.recv().await {
+            match notice {
+                Notice::Answer { participant, sdp } => {
+                    self.deliver_sfu_sdp(&participant, "answer", sdp)
+                }
+                Notice::Offer { participant, sdp } => {
+                    self.deliver_sfu_sdp(&participant, "offer", sdp)
+                }
+                Notice::Event(SfuEvent::Connected(p)) => {
+                    tracing::debug!(peer = %p, "sfu: media connected");
+                }
+                Notice::Event(SfuEvent::Disconnected(p)) => {
+                    tracing::info!(peer = %p, "sfu: media connection lost");
+                }
+                Notice::Event(SfuEvent::TrackPublished {
+                    participant,
+                    mid,
+                    kind,
+                }) => {
+                    tracing::debug!(peer = %participant, %mid, ?kind, "sfu: track published");
+                }
+            }
+        }
+    }
+
+    fn deliver_sfu_sdp(self: &Arc<Self>, participant: &ParticipantId, kind: &str, sdp: String) {
+        let target = self.board().room_peer_anywhere(&participant.0);
+        let Some((session, call_id)) = target else {
+            // Left meanwhile: its SFU session is being removed.
+            return;
+        };
+        let event = Event::new(
+            "call-sdp-update",
+            json!({
+                "callId": call_id,
+                "from": SFU_PEER,
+                "fromPeer": SFU_PEER,
+                "sdp": { "type": kind, "sdp": sdp },
+            }),
+        );
+        self.dispatch(vec![Output::Deliver {
+            to: session,
+            event: Arc::new(event),
+        }]);
+    }
+}
