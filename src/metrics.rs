@@ -56,7 +56,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(
         db_latency: Histogram,
-        extra: Option<Box<dyn prometheus_client::collector::Collector>>,
+        extra: Vec<Box<dyn prometheus_client::collector::Collector>>,
     ) -> Self {
         let mut registry = Registry::with_prefix("signalbox");
         let http_requests = Family::<RequestLabels, Counter>::default();
@@ -88,7 +88,7 @@ impl Metrics {
             "Signaling messages answered rate_limited",
             connections.rate_limited.clone(),
         );
-        if let Some(collector) = extra {
+        for collector in extra {
             registry.register_collector(collector);
         }
         Metrics {

@@ -70,10 +70,14 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     } else {
         None
     };
-    let collector = relay
-        .clone()
-        .map(|r| Box::new(RelayMetrics(r)) as Box<dyn prometheus_client::collector::Collector>);
-    let metrics = Metrics::new(store.latency_histogram(), collector);
+    let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
+    if let Some(r) = &relay {
+        collectors.push(Box::new(RelayMetrics(r.clone())));
+    }
+    if let Some((s, _)) = &sfu {
+        collectors.push(Box::new(crate::sfu::SfuMetrics(s.handle.clone())));
+    }
+    let metrics = Metrics::new(store.latency_histogram(), collectors);
     let app = Arc::new(App::new(config, store, secrets, metrics, relay));
     if let Some((sfu, notices)) = sfu {
         crate::sfu::attach(&app.signaling, &app.config, &sfu, notices);

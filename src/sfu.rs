@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use signalbox_sfu::SfuHandle;
 use tokio::sync::mpsc;
 
@@ -82,6 +86,71 @@ pub fn attach(
     };
     signaling.attach_sfu(sfu.handle.clone(), policy);
     tokio::spawn(signaling.clone().run_sfu_notices(notices));
+}
+
+/// Exports the SFU's totals on each scrape (`signalbox_sfu_*`).
+pub struct SfuMetrics(pub SfuHandle);
+
+impl std::fmt::Debug for SfuMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SfuMetrics({})", self.0.local_addr())
+    }
+}
+
+impl Collector for SfuMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let t = self.0.traffic();
+        let gauges = [
+            (
+                "sfu_participants",
+                "Participants connected to the SFU now",
+                t.counters.participants,
+            ),
+            (
+                "sfu_rooms",
+                "Rooms with participants on the SFU now",
+                t.counters.rooms,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "sfu_datagrams_received",
+                "UDP datagrams the SFU received",
+                t.datagrams_in,
+            ),
+            ("sfu_bytes_received", "Bytes the SFU received", t.bytes_in),
+            (
+                "sfu_datagrams_sent",
+                "UDP datagrams the SFU sent",
+                t.datagrams_out,
+            ),
+            ("sfu_bytes_sent", "Bytes the SFU sent", t.bytes_out),
+            (
+                "sfu_datagrams_unknown",
+                "Datagrams no SFU participant took (dropped)",
+                t.datagrams_unknown,
+            ),
+            (
+                "sfu_frames_forwarded",
+                "Media frames written to subscribers",
+                t.counters.frames_forwarded,
+            ),
+            (
+                "sfu_keyframe_requests",
+                "Keyframe requests (PLI/FIR) sent to publishers",
+                t.counters.keyframe_requests,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::clock::rfc3339;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
-use crate::store::analytics::{QualitySummary, RelaySession};
+use crate::store::analytics::{QualitySummary, RelaySession, SfuTrack};
 use crate::store::calls::{CallEvent, CallKind, CallRecord, Participant};
 use crate::store::rooms::Room;
 
@@ -344,6 +344,50 @@ pub struct RelayView {
     pub sessions: Vec<RelaySessionView>,
 }
 
+/// One track of a room participant, as the SFU measured it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SfuTrack)]
+pub struct SfuTrackView {
+    pub mid: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// `published`: the participant sends it; `received`: a copy of another's track sent to it.
+    pub direction: String,
+    #[schema(minimum = 0)]
+    pub bytes: u64,
+    #[schema(minimum = 0)]
+    pub packets: u64,
+    /// Fraction 0..=1 of packets lost (latest RTCP report).
+    #[schema(required = true)]
+    pub packet_loss: Option<f64>,
+    #[schema(required = true)]
+    pub rtt_ms: Option<f64>,
+    #[schema(minimum = 0)]
+    pub nacks: u64,
+    #[schema(minimum = 0)]
+    pub keyframe_requests: u64,
+}
+
+/// A room participant's media through the SFU.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SfuParticipant)]
+pub struct SfuParticipantView {
+    pub user_id: String,
+    #[schema(format = Uuid)]
+    pub peer_id: String,
+    #[schema(minimum = 0)]
+    pub bytes_in: u64,
+    #[schema(minimum = 0)]
+    pub bytes_out: u64,
+    #[schema(minimum = 0)]
+    pub packets_in: u64,
+    #[schema(minimum = 0)]
+    pub packets_out: u64,
+    pub tracks: Vec<SfuTrackView>,
+}
+
 /// `GET /calls/:id/analytics`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -371,6 +415,9 @@ pub struct Analytics {
     pub timeline: Vec<TimelineEntry>,
     pub quality: QualityView,
     pub relay: RelayView,
+    /// Room calls through the SFU: per participant, measured by the server (`bytesIn` is what
+    /// the participant published, `bytesOut` what it was sent).
+    pub sfu: Vec<SfuParticipantView>,
 }
 
 /// `GET /calls/:id/analytics`.
@@ -379,6 +426,7 @@ pub fn analytics(
     events: &[CallEvent],
     quality: &QualitySummary,
     relay: &[RelaySession],
+    sfu: &[SfuTrack],
     now: i64,
 ) -> Value {
     let timeline = events
@@ -443,5 +491,47 @@ pub fn analytics(
                 })
                 .collect(),
         },
+        sfu: sfu_participants(sfu),
     })
+}
+
+/// Groups the SFU's track rows by participant (rows come ordered by user and peer).
+fn sfu_participants(rows: &[SfuTrack]) -> Vec<SfuParticipantView> {
+    let mut out: Vec<SfuParticipantView> = Vec::new();
+    for t in rows {
+        let fresh = out
+            .last()
+            .is_none_or(|p| p.peer_id != t.peer_id || p.user_id != t.user_id);
+        if fresh {
+            out.push(SfuParticipantView {
+                user_id: t.user_id.clone(),
+                peer_id: t.peer_id.clone(),
+                bytes_in: 0,
+                bytes_out: 0,
+                packets_in: 0,
+                packets_out: 0,
+                tracks: Vec::new(),
+            });
+        }
+        let Some(p) = out.last_mut() else { continue };
+        if t.direction == "published" {
+            p.bytes_in += t.bytes;
+            p.packets_in += t.packets;
+        } else {
+            p.bytes_out += t.bytes;
+            p.packets_out += t.packets;
+        }
+        p.tracks.push(SfuTrackView {
+            mid: t.mid.clone(),
+            kind: t.kind.clone(),
+            direction: t.direction.clone(),
+            bytes: t.bytes,
+            packets: t.packets,
+            packet_loss: t.loss,
+            rtt_ms: t.rtt_ms,
+            nacks: t.nacks,
+            keyframe_requests: t.keyframe_requests,
+        });
+    }
+    out
 }

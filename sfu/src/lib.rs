@@ -15,8 +15,10 @@ mod sfu;
 
 pub use error::SfuError;
 pub use participant::ParticipantId;
-pub use server::{start, HandleError, Notice, SfuHandle};
-pub use sfu::{Output, Sfu, SfuConfig, SfuEvent};
+pub use server::{start, HandleError, Notice, SfuHandle, Traffic};
+pub use sfu::{
+    Counters, Output, Sfu, SfuConfig, SfuEvent, TrackDirection, TrackStats, STATS_INTERVAL,
+};
 pub use str0m::media::MediaKind;
 pub use str0m::net::{Protocol, Transmit};
 

@@ -6,6 +6,8 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -14,11 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::error::SfuError;
 use crate::participant::ParticipantId;
-use crate::sfu::{Output, Sfu, SfuConfig, SfuEvent};
+use crate::sfu::{Counters, Output, Sfu, SfuConfig, SfuEvent};
 use crate::Protocol;
 
 /// Something the signaling must pass on to a participant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     /// The SFU's answer to the participant's offer.
     Answer {
@@ -62,6 +64,33 @@ enum Command {
 pub struct SfuHandle {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Totals the task publishes for metrics.
+#[derive(Debug, Default)]
+struct Shared {
+    datagrams_in: AtomicU64,
+    bytes_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Datagrams no participant's session took.
+    datagrams_unknown: AtomicU64,
+    participants: AtomicU64,
+    rooms: AtomicU64,
+    frames_forwarded: AtomicU64,
+    keyframe_requests: AtomicU64,
+}
+
+/// A snapshot of the SFU's socket traffic and totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub datagrams_unknown: u64,
+    pub counters: Counters,
 }
 
 /// Why a call on the handle did not get its answer.
@@ -104,11 +133,13 @@ pub async fn start(
     })
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = tokio::spawn(run(sfu, socket, local_addr, rx, notices));
+    let shared = Arc::new(Shared::default());
+    let task = tokio::spawn(run(sfu, socket, local_addr, rx, notices, shared.clone()));
     Ok((
         SfuHandle {
             commands: tx,
             local_addr,
+            shared,
         },
         task,
     ))
@@ -118,6 +149,25 @@ impl SfuHandle {
     /// The socket's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The SFU's traffic and totals so far.
+    pub fn traffic(&self) -> Traffic {
+        let s = &self.shared;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Traffic {
+            datagrams_in: get(&s.datagrams_in),
+            bytes_in: get(&s.bytes_in),
+            datagrams_out: get(&s.datagrams_out),
+            bytes_out: get(&s.bytes_out),
+            datagrams_unknown: get(&s.datagrams_unknown),
+            counters: Counters {
+                participants: get(&s.participants),
+                rooms: get(&s.rooms),
+                frames_forwarded: get(&s.frames_forwarded),
+                keyframe_requests: get(&s.keyframe_requests),
+            },
+        }
     }
 
     /// The participant's offer: the first joins it to `room` (when `may_join`), later ones
@@ -212,6 +262,7 @@ async fn run(
     local_addr: SocketAddr,
     mut commands: mpsc::Receiver<Command>,
     notices: mpsc::UnboundedSender<Notice>,
+    shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut wake: Option<Instant> = None;
@@ -226,8 +277,11 @@ async fn run(
             received = socket.recv_from(&mut buf) => {
                 match received {
                     Ok((n, source)) => {
+                        shared.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                        shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         let accepted = sfu.receive(now(), Protocol::Udp, source, local_addr, &buf[..n]);
                         if !accepted {
+                            shared.datagrams_unknown.fetch_add(1, Ordering::Relaxed);
                             tracing::trace!(%source, "sfu: datagram of no participant");
                         }
                     }
@@ -236,7 +290,16 @@ async fn run(
             }
             _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
         }
-        wake = drain(&mut sfu, &socket, &notices).await;
+        wake = drain(&mut sfu, &socket, &notices, &shared).await;
+        let c = sfu.counters();
+        shared.participants.store(c.participants, Ordering::Relaxed);
+        shared.rooms.store(c.rooms, Ordering::Relaxed);
+        shared
+            .frames_forwarded
+            .store(c.frames_forwarded, Ordering::Relaxed);
+        shared
+            .keyframe_requests
+            .store(c.keyframe_requests, Ordering::Relaxed);
         if notices.is_closed() {
             tracing::debug!("sfu: nobody takes the SFU's notices any more");
         }
@@ -287,15 +350,20 @@ async fn drain(
     sfu: &mut Sfu,
     socket: &UdpSocket,
     notices: &mpsc::UnboundedSender<Notice>,
+    shared: &Shared,
 ) -> Option<Instant> {
     loop {
         match sfu.poll_output() {
             Output::Timeout(at) => return at,
-            Output::Transmit(t) => {
-                if let Err(e) = socket.send_to(&t.contents, t.destination).await {
-                    tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed");
+            Output::Transmit(t) => match socket.send_to(&t.contents, t.destination).await {
+                Ok(n) => {
+                    shared.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    shared.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 }
-            }
+                Err(e) => {
+                    tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed")
+                }
+            },
             // Unbounded: notices are few (SDP and state changes), and the media loop must
             // never wait for the signaling.
             Output::Offer { participant, sdp } => {

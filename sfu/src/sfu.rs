@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
@@ -41,7 +41,7 @@ pub enum Output {
     Timeout(Option<Instant>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SfuEvent {
     /// The participant's media connection is up (ICE and DTLS done).
     Connected(ParticipantId),
@@ -54,6 +54,57 @@ pub enum SfuEvent {
         mid: String,
         kind: MediaKind,
     },
+    /// What one of the participant's tracks carried so far, measured by the SFU (every
+    /// [`STATS_INTERVAL`] while media flows).
+    TrackStats(TrackStats),
+}
+
+/// Which way a track's media goes, seen from the participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackDirection {
+    /// The participant publishes it: the SFU receives it.
+    Published,
+    /// A copy of another participant's track the SFU sends to this one.
+    Received,
+}
+
+impl TrackDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackDirection::Published => "published",
+            TrackDirection::Received => "received",
+        }
+    }
+}
+
+/// A track's totals since it opened, and its latest loss and round-trip time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    pub participant: ParticipantId,
+    pub mid: String,
+    pub kind: MediaKind,
+    pub direction: TrackDirection,
+    pub bytes: u64,
+    pub packets: u64,
+    /// Fraction 0..=1 of packets lost in the last interval (from RTCP receiver reports).
+    pub loss: Option<f32>,
+    pub rtt_ms: Option<f64>,
+    pub nacks: u64,
+    pub keyframe_requests: u64,
+}
+
+/// How often each session reports its tracks' figures.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The SFU's running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub participants: u64,
+    pub rooms: u64,
+    /// Frames (audio and video) written to subscribers.
+    pub frames_forwarded: u64,
+    /// Keyframe requests (PLI/FIR) sent to publishers.
+    pub keyframe_requests: u64,
 }
 
 /// What a participant's session produced that concerns other participants.
@@ -73,6 +124,8 @@ pub struct Sfu {
     queue: VecDeque<Output>,
     /// The latest time given in (keyframe request pacing).
     now: Option<Instant>,
+    frames_forwarded: u64,
+    keyframe_requests: u64,
 }
 
 impl Sfu {
@@ -89,6 +142,8 @@ impl Sfu {
             by_source: HashMap::new(),
             queue: VecDeque::new(),
             now: None,
+            frames_forwarded: 0,
+            keyframe_requests: 0,
         })
     }
 
@@ -104,6 +159,16 @@ impl Sfu {
             .get(room)
             .map(|m| m.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The running totals.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            participants: self.participants.len() as u64,
+            rooms: self.rooms.len() as u64,
+            frames_forwarded: self.frames_forwarded,
+            keyframe_requests: self.keyframe_requests,
+        }
     }
 
     /// Whether the participant has joined (and not left).
@@ -134,7 +199,10 @@ impl Sfu {
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         self.now = Some(now);
-        let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
+            .build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
         }
@@ -401,7 +469,9 @@ impl Sfu {
             Propagate::KeyframeWanted(source, kind) => {
                 let Some(now) = self.now else { return };
                 if let Some(p) = self.participants.get_mut(&source.participant) {
-                    p.request_keyframe(source.mid, kind, now);
+                    if p.request_keyframe(source.mid, kind, now) {
+                        self.keyframe_requests += 1;
+                    }
                 }
             }
         }
@@ -436,8 +506,11 @@ impl Sfu {
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, Arc::clone(&data.data)) {
-                tracing::debug!(participant = %other, error = %e, "sfu: forwarding failed");
+            match writer.write(pt, data.network_time, data.time, Arc::clone(&data.data)) {
+                Ok(()) => self.frames_forwarded += 1,
+                Err(e) => {
+                    tracing::debug!(participant = %other, error = %e, "sfu: forwarding failed")
+                }
             }
         }
     }
@@ -457,7 +530,9 @@ impl Sfu {
         let Some(now) = self.now else { return };
         for s in sources {
             if let Some(publisher) = self.participants.get_mut(&s.participant) {
-                publisher.request_keyframe(s.mid, KeyframeRequestKind::Pli, now);
+                if publisher.request_keyframe(s.mid, KeyframeRequestKind::Pli, now) {
+                    self.keyframe_requests += 1;
+                }
             }
         }
     }
@@ -499,6 +574,40 @@ fn on_event(
                 ));
             }
             propagate.push(Propagate::Media(p.id.clone(), Box::new(data)));
+        }
+        Event::MediaIngressStats(s) => {
+            let kind = p.rtc.media(s.mid).map(|m| m.kind());
+            if let Some(kind) = kind {
+                queue.push_back(Output::Event(SfuEvent::TrackStats(TrackStats {
+                    participant: p.id.clone(),
+                    mid: s.mid.to_string(),
+                    kind,
+                    direction: TrackDirection::Published,
+                    bytes: s.bytes,
+                    packets: s.packets,
+                    loss: s.loss,
+                    rtt_ms: s.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    nacks: s.nacks,
+                    keyframe_requests: s.plis + s.firs,
+                })));
+            }
+        }
+        Event::MediaEgressStats(s) => {
+            let kind = p.rtc.media(s.mid).map(|m| m.kind());
+            if let Some(kind) = kind {
+                queue.push_back(Output::Event(SfuEvent::TrackStats(TrackStats {
+                    participant: p.id.clone(),
+                    mid: s.mid.to_string(),
+                    kind,
+                    direction: TrackDirection::Received,
+                    bytes: s.bytes,
+                    packets: s.packets,
+                    loss: s.loss,
+                    rtt_ms: s.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    nacks: s.nacks,
+                    keyframe_requests: s.plis + s.firs,
+                })));
+            }
         }
         Event::KeyframeRequest(req) => {
             if let Some(source) = p.source_of(req.mid) {

@@ -3,20 +3,29 @@
 //! the SFU sends back (its answers and offers, in order) is delivered to the peer's session as
 //! `call-sdp-update` from `sfu`. A peer's SFU connection ends when it leaves the room.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use signalbox_sfu::{HandleError, Notice, ParticipantId, SfuError, SfuEvent, SfuHandle};
+use signalbox_sfu::{
+    HandleError, MediaKind, Notice, ParticipantId, SfuError, SfuEvent, SfuHandle, TrackStats,
+};
 use tokio::sync::mpsc;
 
 use crate::app::{Done, Signaling};
 use crate::auth::Principal;
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::signaling::event::Event;
 use crate::signaling::switchboard::{Output, SessionId};
 use crate::signaling::topology::{Topology, TopologyPolicy};
 use crate::signaling::wire::sdp_type;
+use crate::store::analytics::{self, SfuTrack};
 use crate::store::calls::{self, CallKind};
+
+/// How often the SFU's track figures are written to the database.
+const STATS_FLUSH: Duration = Duration::from_secs(2);
 
 /// The reserved peer id of the SFU inside every room.
 pub const SFU_PEER: &str = "sfu";
@@ -200,9 +209,20 @@ impl Signaling {
         }
     }
 
-    /// Delivers what the SFU sends participants, in the order it made it, until the SFU stops.
+    /// Delivers what the SFU sends participants, in the order it made it, until the SFU stops;
+    /// stores the figures it measures on tracks, in batches.
     pub async fn run_sfu_notices(self: Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
-        while let Some(notice) = notices.recv().await {
+        let mut figures: HashMap<(String, String), SfuTrack> = HashMap::new();
+        let mut flush = tokio::time::interval(STATS_FLUSH);
+        loop {
+            let notice = tokio::select! {
+                n = notices.recv() => n,
+                _ = flush.tick() => {
+                    self.store_figures(&mut figures).await;
+                    continue;
+                }
+            };
+            let Some(notice) = notice else { break };
             match notice {
                 Notice::Answer { participant, sdp } => {
                     self.deliver_sfu_sdp(&participant, "answer", sdp)
@@ -223,7 +243,53 @@ impl Signaling {
                 }) => {
                     tracing::debug!(peer = %participant, %mid, ?kind, "sfu: track published");
                 }
+                Notice::Event(SfuEvent::TrackStats(t)) => {
+                    if let Some(row) = self.figure_row(t) {
+                        figures.insert((row.peer_id.clone(), row.mid.clone()), row);
+                    }
+                }
             }
+        }
+        self.store_figures(&mut figures).await;
+    }
+
+    /// The stored form of a track's figures, for a participant still in its room.
+    fn figure_row(&self, t: TrackStats) -> Option<SfuTrack> {
+        let board = self.board();
+        let (session, call_id) = board.room_peer_anywhere(&t.participant.0)?;
+        let user_id = board.user_of(session)?.to_string();
+        Some(SfuTrack {
+            call_id,
+            peer_id: t.participant.0,
+            mid: t.mid,
+            user_id,
+            kind: match t.kind {
+                MediaKind::Audio => "audio",
+                MediaKind::Video => "video",
+            }
+            .to_string(),
+            direction: t.direction.as_str().to_string(),
+            bytes: t.bytes,
+            packets: t.packets,
+            loss: t.loss.map(f64::from).filter(|l| l.is_finite()),
+            rtt_ms: t.rtt_ms.filter(|r| r.is_finite()),
+            nacks: t.nacks,
+            keyframe_requests: t.keyframe_requests,
+            updated_at: now_ms(),
+        })
+    }
+
+    async fn store_figures(&self, figures: &mut HashMap<(String, String), SfuTrack>) {
+        if figures.is_empty() {
+            return;
+        }
+        let rows: Vec<SfuTrack> = figures.drain().map(|(_, v)| v).collect();
+        if let Err(e) = self
+            .store
+            .run(move |c| analytics::upsert_sfu_tracks(c, &rows))
+            .await
+        {
+            tracing::warn!(error = %e, "storing the SFU's track figures failed");
         }
     }
 

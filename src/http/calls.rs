@@ -409,7 +409,10 @@ pub async fn call_analytics(
             let window_end = call.ended_at.unwrap_or(now);
             let mut relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
             crate::relay::apply_live(&mut relay, &live);
-            Ok(views::analytics(&call, &events, &quality, &relay, now))
+            let sfu = analytics::sfu_tracks(c, &id)?;
+            Ok(views::analytics(
+                &call, &events, &quality, &relay, &sfu, now,
+            ))
         })
         .await?;
     Ok(Json(json!({ "analytics": body })))

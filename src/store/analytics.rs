@@ -1,5 +1,5 @@
-//! Quality reports (client `getStats` summaries) and TURN relay usage, and the per-call
-//! aggregates `GET /calls/:id/analytics` shows.
+//! Quality reports (client `getStats` summaries), TURN relay usage, what the SFU measured on room
+//! participants' tracks, and the per-call aggregates `GET /calls/:id/analytics` shows.
 
 use rusqlite::{params, Connection};
 use serde_json::Value;
@@ -92,6 +92,93 @@ pub fn quality(conn: &Connection, call_id: &str) -> Result<QualitySummary, Error
             })
         },
     )?)
+}
+
+/// What the SFU measured on one track of a room participant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SfuTrack {
+    pub call_id: String,
+    pub peer_id: String,
+    pub mid: String,
+    pub user_id: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// `published` (the participant sends it) or `received` (a copy sent to the participant).
+    pub direction: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub loss: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    pub nacks: u64,
+    pub keyframe_requests: u64,
+    pub updated_at: i64,
+}
+
+/// Records the latest figures of tracks (totals replace the earlier ones), in one transaction.
+/// Tracks of calls that are gone are skipped.
+pub fn upsert_sfu_tracks(conn: &mut Connection, tracks: &[SfuTrack]) -> Result<(), Error> {
+    let tx = super::begin_write(conn)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO sfu_tracks (call_id, peer_id, mid, user_id, kind, direction, bytes,
+                 packets, loss, rtt_ms, nacks, keyframe_requests, updated_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+             WHERE EXISTS (SELECT 1 FROM calls WHERE id = ?1)
+             ON CONFLICT (call_id, peer_id, mid) DO UPDATE SET
+                 kind = excluded.kind, direction = excluded.direction, bytes = excluded.bytes,
+                 packets = excluded.packets, loss = COALESCE(excluded.loss, loss),
+                 rtt_ms = COALESCE(excluded.rtt_ms, rtt_ms), nacks = excluded.nacks,
+                 keyframe_requests = excluded.keyframe_requests, updated_at = excluded.updated_at",
+        )?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for t in tracks {
+            stmt.execute(params![
+                t.call_id,
+                t.peer_id,
+                t.mid,
+                t.user_id,
+                t.kind,
+                t.direction,
+                n(t.bytes),
+                n(t.packets),
+                t.loss,
+                t.rtt_ms,
+                n(t.nacks),
+                n(t.keyframe_requests),
+                t.updated_at
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The SFU's figures for every track of a call, by participant and track.
+pub fn sfu_tracks(conn: &Connection, call_id: &str) -> Result<Vec<SfuTrack>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT call_id, peer_id, mid, user_id, kind, direction, bytes, packets, loss, rtt_ms,
+                nacks, keyframe_requests, updated_at
+         FROM sfu_tracks WHERE call_id = ?1 ORDER BY user_id, peer_id, direction, mid",
+    )?;
+    let rows = stmt.query_map([call_id], |r| {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(SfuTrack {
+            call_id: r.get(0)?,
+            peer_id: r.get(1)?,
+            mid: r.get(2)?,
+            user_id: r.get(3)?,
+            kind: r.get(4)?,
+            direction: r.get(5)?,
+            bytes: n(6)?,
+            packets: n(7)?,
+            loss: r.get(8)?,
+            rtt_ms: r.get(9)?,
+            nacks: n(10)?,
+            keyframe_requests: n(11)?,
+            updated_at: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One TURN allocation's usage.

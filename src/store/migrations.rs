@@ -112,6 +112,25 @@ CREATE INDEX relay_usage_user ON relay_usage(user_id, opened_at);
     r#"
 ALTER TABLE rooms ADD COLUMN mode TEXT NOT NULL DEFAULT 'auto';
 "#,
+    // 3: what the SFU measured on each participant's tracks (one row per track, updated).
+    r#"
+CREATE TABLE sfu_tracks (
+    call_id           TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+    peer_id           TEXT NOT NULL,
+    mid               TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    direction         TEXT NOT NULL,
+    bytes             INTEGER NOT NULL,
+    packets           INTEGER NOT NULL,
+    loss              REAL,
+    rtt_ms            REAL,
+    nacks             INTEGER NOT NULL,
+    keyframe_requests INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    PRIMARY KEY (call_id, peer_id, mid)
+);
+"#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer signalbox.
