@@ -101,7 +101,7 @@ pub struct ServeArgs {
     /// Do not run the embedded STUN/TURN relay.
     #[arg(long)]
     pub no_turn: bool,
-    /// SFU media listen address (UDP) [default: 0.0.0.0:3479].
+    /// SFU media listen address (UDP, and TCP for ICE-TCP) [default: 0.0.0.0:3479].
     #[arg(long, value_name = "ADDR")]
     pub sfu_listen: Option<String>,
     /// Public IP the SFU advertises when the server is behind NAT.

@@ -100,7 +100,7 @@ pub const KEYS: &[KeySpec] = &[
     key("turn_max_bitrate", "0", "Per-allocation relay bandwidth cap in bits per second; 0 means none."),
     list("turn_external_urls", "Extra TURN URIs sharing turn_secret (e.g. turn:turn2.example.com:3478), listed in /ice-config."),
     key("no_sfu", "false", "true: do not run the embedded SFU; every room stays a peer-to-peer mesh."),
-    key("sfu_listen", "0.0.0.0:3479", "SFU media listen address (UDP), one port for every room participant."),
+    key("sfu_listen", "0.0.0.0:3479", "SFU media listen address (UDP, and TCP for ICE-TCP), one port for every room participant."),
     key("sfu_external_ip", "", "Public IP the SFU advertises to participants when the server is behind NAT."),
     key("sfu_threshold", "3", "Participants from which an `auto` room moves from peer-to-peer to the SFU."),
 ];

@@ -3,7 +3,9 @@
 //! participants of an `sfu` room each receive the others' audio and video, labelled with the
 //! publisher's peer id; a second room's media never crosses over; bad SDP and outsiders are
 //! refused without disturbing anyone; leaving stops the leaver's tracks. `auto` rooms switch
-//! topology at the threshold and back after the delay, and `--no-sfu` keeps every room mesh.
+//! topology at the threshold and back after the delay, and `--no-sfu` keeps every room mesh. A
+//! participant without UDP reaches the SFU over ICE-TCP on the same port; one whose media fails
+//! leaves the room after the reconnect grace.
 #![allow(clippy::disallowed_methods)] // participants read the clock, as browsers do
 
 mod common;
@@ -21,6 +23,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -55,7 +58,7 @@ struct Participant {
     peer_id: String,
     call_id: String,
     seen: Arc<Mutex<Seen>>,
-    leave: mpsc::Sender<()>,
+    leave: mpsc::Sender<Cmd>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,6 +85,12 @@ async fn create_room(s: &Server, owner: &str, mode: &str) -> String {
 /// Joins `room` as `user` over `/rtc`, then connects a WebRTC session to the SFU publishing
 /// audio and video, answering the SFU's offers, until told to leave.
 async fn join(s: &Server, user: &str, room: &str) -> Participant {
+    join_over(s, user, room, Protocol::Udp).await
+}
+
+/// [`join`] over UDP, or over ICE-TCP only: the session then has no UDP socket at all and
+/// connects to the SFU's passive TCP candidate once its answer names it.
+async fn join_over(s: &Server, user: &str, room: &str, proto: Protocol) -> Participant {
     let mut ws = Rtc::connect(s, user).await;
     let ack = ws
         .request(json!({"type": "room-join", "roomId": room}))
@@ -91,12 +100,17 @@ async fn join(s: &Server, user: &str, room: &str) -> Participant {
     let peer_id = ack["peerId"].as_str().expect("peerId").to_string();
     let call_id = ack["callId"].as_str().expect("callId").to_string();
 
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("participant socket");
-    let addr = socket.local_addr().expect("participant address");
     let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    let link = if proto == Protocol::Udp {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("participant socket");
+        let addr = socket.local_addr().expect("participant address");
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        Link::Udp { socket, addr }
+    } else {
+        Link::TcpPending
+    };
     let mut change = rtc.sdp_api();
     let audio = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     let video = change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
@@ -113,8 +127,7 @@ async fn join(s: &Server, user: &str, room: &str) -> Participant {
     let (leave, left) = mpsc::channel(1);
     let media = Media {
         rtc,
-        socket,
-        addr,
+        link,
         audio,
         video,
         pending: Some(pending),
@@ -138,11 +151,105 @@ async fn join(s: &Server, user: &str, room: &str) -> Participant {
 
 struct Media {
     rtc: str0m::Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
+    link: Link,
     audio: Mid,
     video: Mid,
     pending: Option<SdpPendingOffer>,
+}
+
+/// How a participant's session reaches the SFU.
+enum Link {
+    Udp {
+        socket: UdpSocket,
+        addr: SocketAddr,
+    },
+    /// ICE-TCP, before the SFU's answer said where to connect.
+    TcpPending,
+    /// ICE-TCP: packets framed (RFC 4571) on one connection; a task reads them.
+    Tcp {
+        write: tokio::net::tcp::OwnedWriteHalf,
+        read: mpsc::Receiver<Vec<u8>>,
+        addr: SocketAddr,
+        sfu: SocketAddr,
+    },
+}
+
+impl Link {
+    async fn send(&mut self, t: &str0m::net::Transmit) {
+        match self {
+            Link::Udp { socket, .. } => {
+                let _ = socket.send_to(&t.contents, t.destination).await;
+            }
+            Link::Tcp { write, sfu, .. } if t.proto == Protocol::Tcp && t.destination == *sfu => {
+                let len = u16::try_from(t.contents.len()).expect("a packet fits a frame");
+                let mut framed = len.to_be_bytes().to_vec();
+                framed.extend_from_slice(&t.contents);
+                let _ = write.write_all(&framed).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The next packet: (protocol, source, destination, bytes); `None` when the link is gone.
+    async fn recv(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Option<(Protocol, SocketAddr, SocketAddr, Vec<u8>)> {
+        match self {
+            Link::Udp { socket, addr } => {
+                let (n, source) = socket.recv_from(buf).await.ok()?;
+                Some((Protocol::Udp, source, *addr, buf[..n].to_vec()))
+            }
+            Link::TcpPending => std::future::pending().await,
+            Link::Tcp {
+                read, addr, sfu, ..
+            } => {
+                let packet = read.recv().await?;
+                Some((Protocol::Tcp, *sfu, *addr, packet))
+            }
+        }
+    }
+
+    /// ICE-TCP: connects to the SFU's passive TCP candidate in `answer` and offers the
+    /// connection's address as this session's one candidate.
+    async fn connect_tcp(&mut self, rtc: &mut str0m::Rtc, answer: &str) {
+        if !matches!(self, Link::TcpPending) {
+            return;
+        }
+        let sfu: SocketAddr = answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .find(|c| c.contains(" tcp ") && c.contains("tcptype passive"))
+            .and_then(|c| {
+                let f: Vec<&str> = c.split_whitespace().collect();
+                format!("{}:{}", f.get(4)?, f.get(5)?).parse().ok()
+            })
+            .unwrap_or_else(|| panic!("the SFU's answer offers a passive TCP candidate: {answer}"));
+        let stream = tokio::net::TcpStream::connect(sfu)
+            .await
+            .expect("a TCP connection to the SFU");
+        let addr = stream.local_addr().expect("the connection's address");
+        rtc.add_local_candidate(Candidate::host(addr, "tcp").expect("a TCP candidate"));
+        let (mut reader, write) = stream.into_split();
+        let (tx, read) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let Ok(len) = reader.read_u16().await else {
+                    return;
+                };
+                let mut packet = vec![0u8; usize::from(len)];
+                if reader.read_exact(&mut packet).await.is_err() || tx.send(packet).await.is_err() {
+                    return;
+                }
+            }
+        });
+        *self = Link::Tcp {
+            write,
+            read,
+            addr,
+            sfu,
+        };
+    }
 }
 
 /// Drives one participant: its WebSocket (SDP from the SFU) and its media session (publishes a
@@ -153,7 +260,7 @@ async fn run(
     call_id: String,
     room: String,
     seen: Arc<Mutex<Seen>>,
-    mut leave: mpsc::Receiver<()>,
+    mut leave: mpsc::Receiver<Cmd>,
 ) {
     let lock = || seen.lock().unwrap_or_else(|p| p.into_inner());
     let start = Instant::now();
@@ -168,9 +275,7 @@ async fn run(
         let timeout = loop {
             match m.rtc.poll_output().expect("participant session") {
                 Output::Timeout(t) => break t,
-                Output::Transmit(t) => {
-                    let _ = m.socket.send_to(&t.contents, t.destination).await;
-                }
+                Output::Transmit(t) => m.link.send(&t).await,
                 Output::Event(Event::Connected) => lock().connected = true,
                 Output::Event(Event::MediaData(d)) => {
                     let key = m
@@ -186,15 +291,21 @@ async fn run(
         };
         let wake = timeout.min(next_frame);
         tokio::select! {
-            _ = leave.recv() => {
+            cmd = leave.recv() => {
+                if let Some(Cmd::Silence) = cmd {
+                    // The media session dies (its socket closes); the signaling stays up.
+                    drop(m);
+                    silent(ws, seen.clone(), leave).await;
+                    return;
+                }
                 let _ = ws.request(json!({"type": "room-leave", "roomId": room})).await;
                 return;
             }
-            r = m.socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { continue };
-                let Ok(contents) = (&buf[..n]).try_into() else { continue };
+            r = m.link.recv(&mut buf) => {
+                let Some((proto, source, destination, packet)) = r else { return };
+                let Ok(contents) = (&packet[..]).try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp, source, destination: m.addr, contents,
+                    proto, source, destination, contents,
                 });
                 let _ = m.rtc.handle_input(input);
             }
@@ -215,6 +326,7 @@ async fn run(
                             let answer = SdpAnswer::from_sdp_string(sdp).expect("the SFU's answer parses");
                             let pending = m.pending.take().expect("an answer comes only to an offer");
                             m.rtc.sdp_api().accept_answer(pending, answer).expect("the SFU's answer fits");
+                            m.link.connect_tcp(&mut m.rtc, sdp).await;
                         }
                         Some("offer") => {
                             let offer = SdpOffer::from_sdp_string(sdp).expect("the SFU's offer parses");
@@ -246,6 +358,33 @@ async fn run(
                     }
                 }
                 let _ = m.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+    }
+}
+
+/// What a participant's task is told to do.
+enum Cmd {
+    /// Leave the room (`room-leave`) and stop.
+    Leave,
+    /// Stop all media, keep the WebSocket open and reading.
+    Silence,
+}
+
+/// A participant whose media is gone: reads its WebSocket until told to stop.
+async fn silent(mut ws: Rtc, seen: Arc<Mutex<Seen>>, mut stop: mpsc::Receiver<Cmd>) {
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            frame = ws.ws.next() => {
+                let Some(Ok(Message::Text(text))) = frame else {
+                    if matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) { return; }
+                    continue;
+                };
+                if let Ok(v) = serde_json::from_str::<Value>(text.as_str()) {
+                    let kind = v["type"].as_str().unwrap_or("?").to_string();
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).events.push(kind);
+                }
             }
         }
     }
@@ -447,7 +586,11 @@ async fn an_sfu_room_forwards_every_track_to_the_others_and_to_nobody_else() {
     // Carol leaves: the others are told, their SFU renegotiates, her tracks stop.
     let carol = people.pop().expect("carol");
     let offers_before: Vec<usize> = people.iter().map(|p| p.seen().offers).collect();
-    carol.leave.send(()).await.expect("carol's task runs");
+    carol
+        .leave
+        .send(Cmd::Leave)
+        .await
+        .expect("carol's task runs");
     common::within("carol's participant to finish", MEDIA_WAIT, carol.task)
         .await
         .expect("carol's task");
@@ -674,4 +817,71 @@ async fn aiortc_participants_send_and_decode_video_through_the_sfu() {
 
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_media_fails_leaves_the_room_after_the_grace() {
+    signalbox_sfu::init_crypto();
+    let s = Server::start_with(&["--no-turn"], &[("SIGNALBOX_RECONNECT_GRACE", "2s")]);
+    let room = create_room(&s, "alice", "sfu").await;
+    let alice = join(&s, "alice", &room).await;
+    let bob = join(&s, "bob", &room).await;
+    for (p, q) in [(&alice, &bob), (&bob, &alice)] {
+        until(p, "media both ways", |seen| {
+            kinds().iter().all(|k| seen.from(&q.peer_id, *k) >= 10)
+        })
+        .await;
+    }
+    // Bob's media dies while his WebSocket stays: he is removed once the SFU has noticed and
+    // the grace has passed; Alice is told.
+    bob.leave.send(Cmd::Silence).await.expect("bob's task runs");
+    until(
+        &alice,
+        "room-peer-left for bob, whose media failed",
+        |seen| seen.events.iter().any(|e| e == "room-peer-left"),
+    )
+    .await;
+    let r = s
+        .client("alice")
+        .get(&format!("/rooms/{room}"))
+        .await
+        .expect(200);
+    let peers: Vec<&str> = r["room"]["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .filter_map(|p| p["peerId"].as_str())
+        .collect();
+    assert_eq!(peers, vec![alice.peer_id.as_str()], "{r}");
+    alice.task.abort();
+    bob.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_without_udp_reaches_the_sfu_over_ice_tcp() {
+    signalbox_sfu::init_crypto();
+    let s = Server::start_with(&["--no-turn"], &[]);
+    let room = create_room(&s, "alice", "sfu").await;
+    let alice = join(&s, "alice", &room).await;
+    let tom = join_over(&s, "tom", &room, Protocol::Tcp).await;
+    for (p, q, what) in [
+        (
+            &alice,
+            &tom,
+            "alice (UDP) receives tom's audio and video (ICE-TCP)",
+        ),
+        (
+            &tom,
+            &alice,
+            "tom (ICE-TCP) receives alice's audio and video (UDP)",
+        ),
+    ] {
+        until(p, what, |seen| {
+            kinds().iter().all(|k| seen.from(&q.peer_id, *k) >= 25)
+        })
+        .await;
+    }
+    assert!(tom.seen().errors.is_empty(), "{:?}", tom.seen().errors);
+    alice.task.abort();
+    tom.task.abort();
 }

@@ -6,12 +6,15 @@
 //! ([`Sfu::receive`]) with the time they arrived, drives timers ([`Sfu::handle_timeout`]), carries
 //! SDP between participants and the SFU over its signaling, and sends what [`Sfu::poll_output`]
 //! returns: datagrams to transmit, SDP offers for a participant (when tracks come and go), events,
-//! and the next time the SFU wants to be woken. [`server`] is that edge for a UDP socket.
+//! and the next time the SFU wants to be woken. [`server`] is that edge for a UDP socket and an
+//! ICE-TCP listener on the same port.
 
 mod error;
+mod framing;
 mod participant;
 pub mod server;
 mod sfu;
+mod tcp;
 
 pub use error::SfuError;
 pub use participant::ParticipantId;
@@ -39,6 +42,7 @@ mod layering {
             ("sfu.rs", include_str!("sfu.rs")),
             ("participant.rs", include_str!("participant.rs")),
             ("error.rs", include_str!("error.rs")),
+            ("framing.rs", include_str!("framing.rs")),
         ];
         let banned = [
             "tokio",

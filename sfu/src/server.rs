@@ -1,4 +1,5 @@
-//! The SFU's IO edge: one UDP socket for every participant, one tokio task that owns the sans-IO
+//! The SFU's IO edge: one UDP socket for every participant (and the ICE-TCP listener on the same
+//! port, see [`crate::tcp`]), one tokio task that owns the sans-IO
 //! [`Sfu`] and feeds it datagrams, timers and the signaling's commands, and a handle the
 //! signaling uses to negotiate, answer, add candidates and leave. The SDP the SFU sends a
 //! participant (its answers and its own offers) and its events go out on one channel, in the
@@ -10,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::SfuError;
 use crate::participant::ParticipantId;
 use crate::sfu::{Counters, Output, Sfu, SfuConfig, SfuEvent};
+use crate::tcp::{self, Connections, TcpEvent};
 use crate::Protocol;
 
 /// Something the signaling must pass on to a participant.
@@ -107,15 +109,18 @@ const DATAGRAM_MAX: usize = 2048;
 /// Commands queued for the SFU's task before callers wait.
 const COMMAND_QUEUE: usize = 1024;
 
-/// Binds `listen` (UDP) and starts the SFU's task. Participants are told to send to
-/// `advertised` (the external address behind NAT, or the address of a concrete `listen`);
-/// an unspecified `listen` needs `advertised`.
+/// Tries for a port free for both UDP and TCP when `listen` asks for any port.
+const BIND_ATTEMPTS: usize = 20;
+
+/// Binds `listen` for UDP and, on the same port, for TCP (ICE-TCP, passive), and starts the
+/// SFU's task. Participants are told to send to `advertised` (the external address behind
+/// NAT, or the address of a concrete `listen`); an unspecified `listen` needs `advertised`.
 pub async fn start(
     listen: SocketAddr,
     advertised: Option<IpAddr>,
     notices: mpsc::UnboundedSender<Notice>,
 ) -> io::Result<(SfuHandle, JoinHandle<()>)> {
-    let socket = UdpSocket::bind(listen).await?;
+    let (socket, listener) = bind(listen).await?;
     let local_addr = socket.local_addr()?;
     let ip = match advertised {
         Some(ip) => ip,
@@ -127,14 +132,25 @@ pub async fn start(
             ))
         }
     };
+    // Every packet on these sockets is for this one address, whichever local address it came
+    // in on (an unspecified `listen`): it is the destination the sessions know.
     let candidate = SocketAddr::new(ip, local_addr.port());
     let sfu = Sfu::new(SfuConfig {
         candidates: vec![candidate],
+        tcp_candidates: vec![candidate],
     })
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (tcp_tx, tcp_rx) = mpsc::channel(tcp::EVENT_QUEUE);
+    tokio::spawn(tcp::accept(listener, tcp_tx, DATAGRAM_MAX));
     let shared = Arc::new(Shared::default());
-    let task = tokio::spawn(run(sfu, socket, local_addr, rx, notices, shared.clone()));
+    let io = Io {
+        socket,
+        tcp: tcp_rx,
+        connections: Connections::default(),
+        destination: candidate,
+    };
+    let task = tokio::spawn(run(sfu, io, rx, notices, shared.clone()));
     Ok((
         SfuHandle {
             commands: tx,
@@ -143,6 +159,30 @@ pub async fn start(
         },
         task,
     ))
+}
+
+/// The UDP socket and the TCP listener on one port (any free one when `listen`'s port is 0).
+async fn bind(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..BIND_ATTEMPTS {
+        let socket = UdpSocket::bind(listen).await?;
+        let port = socket.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) if listen.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
+/// What the SFU's task reads and writes.
+struct Io {
+    socket: UdpSocket,
+    tcp: mpsc::Receiver<TcpEvent>,
+    connections: Connections,
+    /// The address every packet is for (the SFU's candidate).
+    destination: SocketAddr,
 }
 
 impl SfuHandle {
@@ -258,8 +298,7 @@ fn now() -> Instant {
 
 async fn run(
     mut sfu: Sfu,
-    socket: UdpSocket,
-    local_addr: SocketAddr,
+    mut io: Io,
     mut commands: mpsc::Receiver<Command>,
     notices: mpsc::UnboundedSender<Notice>,
     shared: Arc<Shared>,
@@ -274,23 +313,23 @@ async fn run(
                 let Some(command) = command else { break };
                 apply(&mut sfu, command, &notices);
             }
-            received = socket.recv_from(&mut buf) => {
+            received = io.socket.recv_from(&mut buf) => {
                 match received {
                     Ok((n, source)) => {
-                        shared.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                        shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        let accepted = sfu.receive(now(), Protocol::Udp, source, local_addr, &buf[..n]);
-                        if !accepted {
-                            shared.datagrams_unknown.fetch_add(1, Ordering::Relaxed);
-                            tracing::trace!(%source, "sfu: datagram of no participant");
-                        }
+                        receive(&mut sfu, &shared, Protocol::Udp, source, io.destination, &buf[..n]);
                     }
                     Err(e) => tracing::debug!(error = %e, "sfu: receive failed"),
                 }
             }
+            Some(event) = io.tcp.recv() => {
+                if let Some((id, source, packet)) = io.connections.apply(event) {
+                    let accepted = receive(&mut sfu, &shared, Protocol::Tcp, source, io.destination, &packet);
+                    io.connections.received(id, source, accepted);
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(now()),
         }
-        wake = drain(&mut sfu, &socket, &notices, &shared).await;
+        wake = drain(&mut sfu, &io, &notices, &shared).await;
         let c = sfu.counters();
         shared.participants.store(c.participants, Ordering::Relaxed);
         shared.rooms.store(c.rooms, Ordering::Relaxed);
@@ -304,6 +343,28 @@ async fn run(
             tracing::debug!("sfu: nobody takes the SFU's notices any more");
         }
     }
+}
+
+/// A packet (a UDP datagram, or a frame of an ICE-TCP connection) for the SFU; false when no
+/// participant's session took it.
+fn receive(
+    sfu: &mut Sfu,
+    shared: &Shared,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    packet: &[u8],
+) -> bool {
+    shared.datagrams_in.fetch_add(1, Ordering::Relaxed);
+    shared
+        .bytes_in
+        .fetch_add(packet.len() as u64, Ordering::Relaxed);
+    let accepted = sfu.receive(now(), proto, source, destination, packet);
+    if !accepted {
+        shared.datagrams_unknown.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%source, ?proto, "sfu: a packet of no participant");
+    }
+    accepted
 }
 
 fn apply(sfu: &mut Sfu, command: Command, notices: &mpsc::UnboundedSender<Notice>) {
@@ -348,22 +409,33 @@ fn apply(sfu: &mut Sfu, command: Command, notices: &mpsc::UnboundedSender<Notice
 /// Sends what the SFU produced; returns when it wants to be woken.
 async fn drain(
     sfu: &mut Sfu,
-    socket: &UdpSocket,
+    io: &Io,
     notices: &mpsc::UnboundedSender<Notice>,
     shared: &Shared,
 ) -> Option<Instant> {
     loop {
         match sfu.poll_output() {
             Output::Timeout(at) => return at,
-            Output::Transmit(t) => match socket.send_to(&t.contents, t.destination).await {
-                Ok(n) => {
+            Output::Transmit(t) => {
+                let sent = match t.proto {
+                    Protocol::Udp => match io.socket.send_to(&t.contents, t.destination).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed");
+                            false
+                        }
+                    },
+                    // Queued for the connection's task; dropped when it is full or gone.
+                    Protocol::Tcp => io.connections.send(t.destination, &t.contents),
+                    _ => false,
+                };
+                if sent {
                     shared.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                    shared.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    shared
+                        .bytes_out
+                        .fetch_add(t.contents.len() as u64, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed")
-                }
-            },
+            }
             // Unbounded: notices are few (SDP and state changes), and the media loop must
             // never wait for the signaling.
             Output::Offer { participant, sdp } => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::error::SfuError;
@@ -21,6 +21,9 @@ pub struct SfuConfig {
     /// The addresses participants send to (host candidates in the SFU's answers): the UDP
     /// socket's address, or the external address of a server behind NAT.
     pub candidates: Vec<SocketAddr>,
+    /// The addresses participants may connect to over TCP instead (ICE-TCP, RFC 6544: passive
+    /// host candidates; the packets arrive with [`Protocol::Tcp`]), for networks without UDP.
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 /// Something for the IO edge to do.
@@ -130,11 +133,20 @@ pub struct Sfu {
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Result<Self, SfuError> {
-        let candidates = config
+        let bad = |a: &SocketAddr| SfuError::BadCandidate(a.to_string());
+        let udp = config
             .candidates
             .iter()
-            .map(|a| Candidate::host(*a, "udp").map_err(|_| SfuError::BadCandidate(a.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|a| Candidate::host(*a, "udp").map_err(|_| bad(a)));
+        let tcp = config.tcp_candidates.iter().map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|_| bad(a))
+        });
+        let candidates = udp.chain(tcp).collect::<Result<Vec<_>, _>>()?;
         Ok(Sfu {
             candidates,
             participants: BTreeMap::new(),

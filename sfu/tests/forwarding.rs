@@ -26,6 +26,10 @@ struct Client {
     id: ParticipantId,
     rtc: Rtc,
     addr: SocketAddr,
+    /// How it reaches the SFU: UDP, or ICE-TCP (its packets framed on a TCP connection).
+    proto: Protocol,
+    /// Packets the SFU sent it over the other protocol (must stay 0).
+    wrong_proto: usize,
     /// The mid this client publishes on.
     sending: Mid,
     kind: MediaKind,
@@ -43,10 +47,10 @@ struct Client {
 }
 
 impl Client {
-    fn new(name: &str, host: u8, kind: MediaKind, now: Instant) -> Client {
+    fn new(name: &str, host: u8, kind: MediaKind, proto: Protocol, now: Instant) -> Client {
         let mut rtc = Rtc::builder().build(now);
         let addr: SocketAddr = (Ipv4Addr::new(10, 0, 0, host), 5000).into();
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        rtc.add_local_candidate(Candidate::host(addr, proto).expect("host candidate"));
         let mut change = rtc.sdp_api();
         let sending = change.add_media(kind, Direction::SendRecv, None, None, None);
         let (offer, pending) = change.apply().expect("an offer");
@@ -54,6 +58,8 @@ impl Client {
             id: ParticipantId(name.to_owned()),
             rtc,
             addr,
+            proto,
+            wrong_proto: 0,
             sending,
             kind,
             pending: Some(pending),
@@ -140,6 +146,7 @@ impl Net {
         let start = Instant::now();
         let sfu = Sfu::new(SfuConfig {
             candidates: vec![sfu_addr()],
+            tcp_candidates: vec![sfu_addr()],
         })
         .expect("an SFU");
         Net {
@@ -154,8 +161,12 @@ impl Net {
     }
 
     fn join(&mut self, name: &str, room: &str, kind: MediaKind) {
+        self.join_over(name, room, kind, Protocol::Udp);
+    }
+
+    fn join_over(&mut self, name: &str, room: &str, kind: MediaKind, proto: Protocol) {
         let host = 10 + self.clients.len() as u8;
-        let mut c = Client::new(name, host, kind, self.now);
+        let mut c = Client::new(name, host, kind, proto, self.now);
         let answer = self
             .sfu
             .join(self.now, room, c.id.clone(), &c.first_offer())
@@ -190,6 +201,10 @@ impl Net {
                         self.stray += 1;
                         continue;
                     };
+                    if t.proto != c.proto {
+                        c.wrong_proto += 1;
+                        continue;
+                    }
                     let input = Input::Receive(
                         now,
                         Receive {
@@ -269,7 +284,7 @@ impl Net {
         for t in sent {
             if !self
                 .sfu
-                .receive(now, Protocol::Udp, t.source, t.destination, &t.contents)
+                .receive(now, t.proto, t.source, t.destination, &t.contents)
             {
                 self.refused += 1;
             }
@@ -354,6 +369,26 @@ fn every_track_reaches_every_other_participant_of_the_room_and_nobody_else() {
             .events
             .contains(&SfuEvent::Connected(ParticipantId(name.into()))));
     }
+}
+
+#[test]
+fn a_participant_over_ice_tcp_sends_and_receives_like_the_others() {
+    let mut net = Net::new();
+    net.join("alice", "r1", MediaKind::Audio);
+    net.join_over("tom", "r1", MediaKind::Audio, Protocol::Tcp);
+    net.run_until(
+        "alice (UDP) and tom (ICE-TCP) each receive 25 frames from the other",
+        Duration::from_secs(10),
+        |n| n.client("alice").frames("tom") >= 25 && n.client("tom").frames("alice") >= 25,
+    );
+    for name in ["alice", "tom"] {
+        let c = net.client(name);
+        assert_eq!(
+            c.wrong_proto, 0,
+            "the SFU answers {name} over the protocol it came in on"
+        );
+    }
+    assert_eq!(net.stray, 0);
 }
 
 #[test]

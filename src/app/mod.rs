@@ -16,6 +16,7 @@ pub mod requests;
 pub mod rooms;
 pub mod sfu;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -111,8 +112,13 @@ pub struct Signaling {
     store: Store,
     next_session: AtomicU64,
     ring_timeout: Duration,
+    /// How long a lost connection (signaling, or a room peer's SFU media) is waited for.
+    grace: Duration,
     /// The embedded SFU, once the server started one (see [`Signaling::attach_sfu`]).
     sfu: OnceLock<signalbox_sfu::SfuHandle>,
+    /// Room peers whose SFU media connection failed, with the number of that failure: the peer
+    /// leaves its room when the same failure is still there after the grace period.
+    sfu_lost: Mutex<HashMap<String, u64>>,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -144,7 +150,9 @@ impl Signaling {
             store,
             next_session: AtomicU64::new(1),
             ring_timeout,
+            grace,
             sfu: OnceLock::new(),
+            sfu_lost: Mutex::new(HashMap::new()),
         })
     }
 

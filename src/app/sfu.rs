@@ -232,10 +232,9 @@ impl Signaling {
                 }
                 Notice::Event(SfuEvent::Connected(p)) => {
                     tracing::debug!(peer = %p, "sfu: media connected");
+                    self.lost().remove(&p.0);
                 }
-                Notice::Event(SfuEvent::Disconnected(p)) => {
-                    tracing::info!(peer = %p, "sfu: media connection lost");
-                }
+                Notice::Event(SfuEvent::Disconnected(p)) => self.sfu_media_lost(p),
                 Notice::Event(SfuEvent::TrackPublished {
                     participant,
                     mid,
@@ -251,6 +250,51 @@ impl Signaling {
             }
         }
         self.store_figures(&mut figures).await;
+    }
+
+    fn lost(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.sfu_lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A peer's SFU media connection failed (its signaling may still be up): unless it comes
+    /// back (an ICE restart) within the grace period, the peer leaves its room, as a dropped
+    /// connection does.
+    fn sfu_media_lost(self: &Arc<Self>, peer: ParticipantId) {
+        tracing::info!(%peer, "sfu: media connection lost");
+        let failure = {
+            let mut lost = self.lost();
+            let n = lost.values().copied().max().unwrap_or(0) + 1;
+            lost.insert(peer.0.clone(), n);
+            n
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.grace).await;
+            let still = {
+                let mut lost = this.lost();
+                let same = lost.get(&peer.0) == Some(&failure);
+                if same {
+                    lost.remove(&peer.0);
+                }
+                same
+            };
+            if !still {
+                return;
+            }
+            let Some((room_id, user)) = this.board().room_and_user_of_peer(&peer.0) else {
+                return;
+            };
+            tracing::info!(%peer, %room_id, "sfu: media did not come back; the peer leaves");
+            let me = Principal {
+                id: user,
+                name: None,
+                admin: false,
+            };
+            match this.leave_room(&me, &room_id).await {
+                Ok(done) => done.then.send(),
+                Err(e) => tracing::debug!(error = %e, "sfu: leaving after lost media"),
+            }
+        });
     }
 
     /// The stored form of a track's figures, for a participant still in its room.

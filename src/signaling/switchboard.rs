@@ -557,6 +557,15 @@ impl Switchboard {
             .find_map(|r| r.peers.get(peer_id).map(|(s, _)| (*s, r.call_id.clone())))
     }
 
+    /// The room a peer is in and the user it speaks for.
+    pub fn room_and_user_of_peer(&self, peer_id: &str) -> Option<(String, String)> {
+        self.rooms.iter().find_map(|(id, r)| {
+            r.peers
+                .get(peer_id)
+                .map(|(_, user)| (id.clone(), user.clone()))
+        })
+    }
+
     /// Where a room peer is: its session and its room's call id.
     pub fn room_peer(&self, room_id: &str, peer_id: &str) -> Option<(SessionId, &str)> {
         let room = self.rooms.get(room_id)?;
