@@ -1,5 +1,7 @@
-// room.test.js — a 3-user mesh room, relay-only: one user creates a room and copies its link,
-// the others join from the link, every pair decodes video, and leaving updates everyone.
+// room.test.js — a 3-user mesh room, relay-only: one user creates a room (peer-to-peer chosen
+// in the form: an `auto` room of three would go through the SFU, see sfu.test.js) and copies
+// its link, the others join from the link, every pair decodes video, and leaving updates
+// everyone.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +26,7 @@ test('three users in a room: every pair decodes video, leaving updates the other
   await carol.getByTestId('nav-rooms').click();
   await carol.getByTestId('room-name').fill('Standup');
   await carol.getByTestId('room-max').fill('4');
+  await carol.getByTestId('room-mode').selectOption('mesh');
   await carol.getByTestId('room-create-submit').click();
   await carol.getByTestId('room-created').waitFor();
   const link = await carol.getByTestId('room-link').inputValue();
@@ -56,6 +59,8 @@ test('three users in a room: every pair decodes video, leaving updates the other
         return s.every((p) => p.framesDecoded > (first.find((f) => f.peerId === p.peerId)?.framesDecoded ?? 0) + 5);
       }, { timeout: 15000, what: `${name}: framesDecoded grows on both peers` });
       assert.equal(await page.getByTestId('room-tile').count(), 2, `${name} sees two tiles`);
+      assert.equal(await page.getByTestId('room-screen').getAttribute('data-topology'), 'mesh', `${name}: a mesh room stays peer-to-peer`);
+      assert.equal(await page.getByTestId('room-share').isDisabled(), true, `${name}: no screen share in a mesh room`);
     }
     await screenshot(carol, 'room-1-three-people');
   });

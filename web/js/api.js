@@ -53,6 +53,7 @@ export const api = {
   history: ({ limit = 20, offset = 0 } = {}) => request('GET', `/calls/history?limit=${limit}&offset=${offset}`),
   call: (id) => request('GET', `/calls/${encodeURIComponent(id)}`),
   analytics: async (id) => { const d = await request('GET', `/calls/${encodeURIComponent(id)}/analytics`); return d.analytics || d; },
-  createRoom: (name, maxParticipants, isPrivate) => request('POST', '/rooms', { name, maxParticipants, isPrivate }),
+  /** `mode`: 'auto' (the server's default: peer-to-peer while small, then through the SFU), 'mesh' or 'sfu'. */
+  createRoom: (name, maxParticipants, isPrivate, mode) => request('POST', '/rooms', { name, maxParticipants, isPrivate, ...(mode && mode !== 'auto' ? { mode } : {}) }),
   room: (id) => request('GET', `/rooms/${encodeURIComponent(id)}`),
 };

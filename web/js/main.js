@@ -33,12 +33,23 @@ window.signalbox = {
   get user() { return session.user; },
   get signaling() { return socket.status; },
   get call() { return call.state; },
-  get room() { return { ...room.state, peers: [...room.peers.values()].map((p) => ({ peerId: p.peerId, userId: p.userId, state: p.state, stats: p.stats })) }; },
-  /** Every live RTCPeerConnection, for diagnostics (chrome://webrtc-internals shows the same). */
+  get room() {
+    const peers = [...room.peers.values()].map((p) => ({
+      peerId: p.peerId, userId: p.userId, state: p.state, source: p.source, stats: p.stats,
+      media: { ...p.media }, streamId: p.stream ? p.stream.id : null, screen: !!p.screen,
+    }));
+    return { ...room.state, local: { ...room.state.local, stream: undefined, screenStream: undefined }, peers };
+  },
+  /**
+   * Every live RTCPeerConnection, for diagnostics (chrome://webrtc-internals shows the same):
+   * the call's, a room's mesh links (kind 'room'), a room's SFU link (kind 'sfu', with
+   * `tracks`: received track id → {peerId, role: 'audio'|'camera'|'screen'}).
+   */
   peerConnections() {
     const list = [];
     if (call.peer) list.push({ kind: 'call', callId: call.state.callId, remote: call.state.peerUserId, pc: call.peer.pc });
-    for (const p of room.peers.values()) if (!p.placeholder) list.push({ kind: 'room', callId: room.state.callId, remote: p.userId, peerId: p.peerId, pc: p.peer.pc });
+    for (const p of room.peers.values()) if (p.mesh && !p.mesh.closed) list.push({ kind: 'room', callId: room.state.callId, remote: p.userId, peerId: p.peerId, pc: p.mesh.pc });
+    if (room.sfu) list.push({ kind: 'sfu', callId: room.state.callId, remote: 'sfu', peerId: 'sfu', pc: room.sfu.pc, tracks: room.sfu.trackOwners() });
     return list;
   },
 };

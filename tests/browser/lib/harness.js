@@ -1,7 +1,9 @@
 // harness.js — what every browser test needs: the real signalbox binary started on
-// 127.0.0.1 port 0 with a temporary data dir and its TURN relay on a free loopback port
-// (relay allowed to reach 127.0.0.0/8), tokens minted with `signalbox token`, and Debian's
-// headless Chromium (fake camera and microphone) driven by playwright-core.
+// 127.0.0.1 port 0 with a temporary data dir, its TURN relay on a free loopback port (relay
+// allowed to reach 127.0.0.0/8) and its SFU on a loopback UDP port, tokens minted with
+// `signalbox token`, Debian's headless Chromium (fake camera and microphone) driven by
+// playwright-core, and in-page probes of the peer connections (peerStats, the room tiles'
+// decode watch).
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -37,12 +39,14 @@ export async function freeDualPort() {
 }
 
 /** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
-export async function startServer({ extraArgs = [], turn = true, listen = '127.0.0.1:0', dataDir, turnPort } = {}) {
+export async function startServer({ extraArgs = [], turn = true, sfu = true, listen = '127.0.0.1:0', dataDir, turnPort } = {}) {
   dataDir ||= mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   turnPort ||= await freeDualPort();
   const args = ['serve', '--listen', listen, '--data-dir', dataDir];
   if (turn) args.push('--turn-listen', `127.0.0.1:${turnPort}`, '--turn-allow-peer', '127.0.0.0/8', '--relay-ports', `${40000 + (turnPort % 20000)}-${40000 + (turnPort % 20000) + 199}`);
   else args.push('--no-turn');
+  // The SFU on loopback: its host candidate is 127.0.0.1 (the TURN relay may reach it too).
+  if (sfu) args.push('--sfu-listen', '127.0.0.1:0');
   args.push(...extraArgs);
   const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
   // Never leave a server behind, whatever happens to this test process.
@@ -153,7 +157,11 @@ export async function openAs(browser, server, token, { relayOnly = true, viewpor
   return page;
 }
 
-/** Samples getStats of every live peer connection of a page: frames decoded and the selected pair. */
+/**
+ * Samples getStats of every live peer connection of a page: frames decoded, the selected pair,
+ * and each inbound stream (`inbound`: kind, trackId, framesDecoded; on the SFU connection also
+ * the publisher's peerId and the track's role, 'audio' | 'camera' | 'screen').
+ */
 export async function peerStats(page) {
   return page.evaluate(async () => {
     const out = [];
@@ -161,9 +169,14 @@ export async function peerStats(page) {
       const report = await entry.pc.getStats();
       let framesDecoded = 0; let pair = null; let transport = null;
       const byId = new Map();
+      const inbound = [];
       report.forEach((s) => {
         byId.set(s.id, s);
         if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
+        if (s.type === 'inbound-rtp') {
+          const owner = entry.tracks && entry.tracks[s.trackIdentifier];
+          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, framesDecoded: s.framesDecoded || 0, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
+        }
         if (s.type === 'transport') transport = s;
       });
       if (transport && transport.selectedCandidatePairId) pair = byId.get(transport.selectedCandidatePairId);
@@ -175,10 +188,82 @@ export async function peerStats(page) {
         localType: local ? local.candidateType : null, remoteType: remote ? remote.candidateType : null,
         localProtocol: local ? local.protocol : null, relayProtocol: local ? local.relayProtocol || null : null,
         videoReceivers: entry.pc.getReceivers().filter((r) => r.track && r.track.kind === 'video').length,
+        iceTransportPolicy: entry.pc.getConfiguration().iceTransportPolicy,
+        inbound,
       });
     }
     return out;
   });
+}
+
+/**
+ * Starts watching a room page's remote tiles: every `everyMs` it reads framesDecoded of the
+ * video track each tile shows (whichever connection carries it: a mesh link or the SFU link)
+ * and notes per tile (peerId) when it last grew. readDecodeWatch gives per peer the longest
+ * time without growth (`maxGapMs`, counting the stretch up to now), whether it ever grew, and
+ * how often the tile's track changed (a switch of path). The watch starts again on each call.
+ */
+export async function startDecodeWatch(page, { everyMs = 200 } = {}) {
+  await page.evaluate((everyMs) => {
+    if (window.__decodeWatch) clearInterval(window.__decodeWatch.timer);
+    const w = { peers: {}, samples: 0, maxSampleGapMs: 0, lastSample: null, busy: false };
+    window.__decodeWatch = w;
+    const tick = async () => {
+      if (w.busy) return;
+      w.busy = true;
+      try {
+        const frames = new Map();
+        for (const e of window.signalbox.peerConnections()) {
+          const report = await e.pc.getStats();
+          report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video' && s.trackIdentifier) frames.set(s.trackIdentifier, s.framesDecoded || 0); });
+        }
+        const now = performance.now();
+        if (w.lastSample !== null) w.maxSampleGapMs = Math.max(w.maxSampleGapMs, now - w.lastSample);
+        w.lastSample = now;
+        w.samples += 1;
+        for (const tile of document.querySelectorAll('[data-testid="room-tile"]')) {
+          const peerId = tile.dataset.peer;
+          const video = tile.querySelector('video');
+          const track = video && video.srcObject ? video.srcObject.getVideoTracks()[0] : null;
+          const id = track ? track.id : null;
+          const f = id !== null && frames.has(id) ? frames.get(id) : null;
+          const p = w.peers[peerId] || (w.peers[peerId] = { lastGrowth: null, maxGapMs: 0, track: null, frames: null, trackChanges: 0, growths: 0 });
+          const grew = f !== null && (id !== p.track ? f > 0 : f > p.frames);
+          if (id !== p.track && p.track !== null) p.trackChanges += 1;
+          (p.history || (p.history = [])).push([Math.round(now), id && id.slice(0, 6), f]);
+          if (grew) {
+            if (p.lastGrowth !== null && now - p.lastGrowth > p.maxGapMs) p.gapAt = [p.lastGrowth, now];
+            if (p.lastGrowth !== null) p.maxGapMs = Math.max(p.maxGapMs, now - p.lastGrowth);
+            p.lastGrowth = now;
+            p.growths += 1;
+          }
+          p.track = id;
+          p.frames = f;
+        }
+      } finally {
+        w.busy = false;
+      }
+    };
+    w.timer = setInterval(tick, everyMs);
+    tick();
+  }, everyMs);
+}
+
+export async function readDecodeWatch(page, { stop = false } = {}) {
+  return page.evaluate((stop) => {
+    const w = window.__decodeWatch;
+    if (!w) return null;
+    if (stop) clearInterval(w.timer);
+    const now = performance.now();
+    const peers = {};
+    for (const [peerId, p] of Object.entries(w.peers)) {
+      const open = p.lastGrowth === null ? null : now - p.lastGrowth;
+      const gapAt = open !== null && open > p.maxGapMs ? [p.lastGrowth, now] : p.gapAt;
+      const around = gapAt ? (p.history || []).filter(([at]) => at >= gapAt[0] - 1000 && at <= gapAt[1] + 1000) : [];
+      peers[peerId] = { grew: p.growths > 0, growths: p.growths, trackChanges: p.trackChanges, maxGapMs: Math.round(Math.max(p.maxGapMs, open ?? 0)), around };
+    }
+    return { samples: w.samples, maxSampleGapMs: Math.round(w.maxSampleGapMs), peers };
+  }, stop);
 }
 
 /** Waits until `fn()` returns a truthy value (polling), or throws with the last value. */

@@ -1,6 +1,7 @@
-// ui/room-view.js — group rooms: the Rooms tab (create a room, copy its link, join by link or
-// id) and the room screen (one tile per participant with name, media state and quality;
-// mute/camera/leave). Renders RoomController.state on every 'change'.
+// ui/room-view.js — group rooms: the Rooms tab (create a room with its media path, copy its
+// link, join by link or id) and the room screen (one tile per participant with name, media
+// state and quality, a screen tile next to a participant who shares; which path the room takes;
+// mute/camera/share screen/leave). Renders RoomController.state on every 'change'.
 
 import { api } from '../api.js';
 import { describePath } from '../stats.js';
@@ -42,7 +43,7 @@ export function initRoomView(room, { onJoin }) {
     btn.disabled = true;
     try {
       const max = Math.min(16, Math.max(2, Number(f.max.value) || 4));
-      const { room: r } = await api.createRoom(f.name.value.trim(), max, f.private.checked);
+      const { room: r } = await api.createRoom(f.name.value.trim(), max, f.private.checked, f.mode.value);
       created = r;
       $('#room-created-name').textContent = r.name;
       $('#room-link').value = roomLink(r.id);
@@ -65,6 +66,9 @@ export function initRoomView(room, { onJoin }) {
   $('#room-copy-live').addEventListener('click', () => room.state.roomId && copy(roomLink(room.state.roomId)));
   $('#room-mic').addEventListener('click', () => room.toggleAudio());
   $('#room-cam').addEventListener('click', () => room.toggleVideo());
+  $('#room-share').addEventListener('click', async () => {
+    try { await room.toggleScreen(); } catch (err) { notify(err.message, 'error', { key: 'room-share' }); }
+  });
   $('#room-leave').addEventListener('click', () => room.leave());
 
   function tile(key, { name, me }) {
@@ -83,13 +87,27 @@ export function initRoomView(room, { onJoin }) {
     return t;
   }
 
-  function paintTile(t, { name, stream, audio, video, state, quality, stats, me }) {
+  function screenTile(key, name) {
+    let t = tiles.get(key);
+    if (!t) {
+      t = el('div', { class: 'tile screen', 'data-testid': 'room-screen-share', dataset: { peer: key.slice('screen:'.length) } },
+        el('video', { autoplay: true, playsinline: true, muted: true, 'aria-label': `Screen shared by ${name}` }),
+        el('span', { class: 'tag' }));
+      t.querySelector('video').muted = true;
+      tiles.set(key, t);
+    }
+    t.querySelector('.tag').textContent = `${name}'s screen`;
+    return t;
+  }
+
+  function paintTile(t, { name, stream, audio, video, screen, state, quality, stats, me }) {
     const v = t.querySelector('video');
     setStream(v, stream);
     t.querySelector('.tag').textContent = me ? `${name} (you)` : name;
     t.querySelector('.placeholder').textContent = !stream || video === false ? initials(name) : '';
     const badges = [];
     if (audio === false) badges.push(el('li', { text: 'Muted', 'data-testid': 'tile-muted' }));
+    if (screen) badges.push(el('li', { class: 'info', text: me ? 'You are sharing your screen' : 'Sharing screen', 'data-testid': 'tile-sharing' }));
     if (!me && state && state !== 'connected') badges.push(el('li', { class: 'info', text: state === 'waiting' ? 'joining…' : state }));
     t.querySelector('.badges').replaceChildren(...badges);
     t.dataset.state = state || '';
@@ -119,20 +137,36 @@ export function initRoomView(room, { onJoin }) {
     const count = 1 + room.peers.size;
     $('#room-title').textContent = s.room ? s.room.name : 'Joining room…';
     $('#room-status').textContent = s.phase === 'joining' ? 'Joining…' : `${count} ${count === 1 ? 'person' : 'people'} here${max ? ` (up to ${max})` : ''}`;
+    screen.dataset.topology = s.topology || '';
+    $('#room-topology').textContent = !s.topology ? '' : s.topology === 'sfu' ? '· through the server' : '· peer-to-peer';
+    $('#room-topology').title = s.topology === 'sfu'
+      ? 'Everyone sends to the server once; it forwards to the others.'
+      : s.topology === 'mesh' ? 'Everyone connects directly to everyone else.' : '';
     $('#room-warning').textContent = s.warning || '';
     $('#room-warning').hidden = !s.warning;
     setPressed($('#room-mic'), s.local.audio === false, 'Unmute', 'Mute');
     setPressed($('#room-cam'), s.local.video === false, 'Start video', 'Stop video');
+    const share = $('#room-share');
+    setPressed(share, !!s.local.screen, 'Stop sharing', 'Share screen');
+    share.disabled = s.phase !== 'joined' || (!s.local.screen && !room.canShareScreen);
+    share.title = share.disabled && s.topology === 'mesh' ? 'Screen sharing works when the room goes through the server (3 or more people, or a room created for it).' : '';
 
     const keep = new Set(['me']);
     const me = tile('me', { name: 'You', me: true });
-    paintTile(me, { name: window.signalbox?.user?.name || 'You', stream: s.local.stream, audio: s.local.audio, video: s.local.video, me: true });
+    paintTile(me, { name: window.signalbox?.user?.name || 'You', stream: s.local.stream, audio: s.local.audio, video: s.local.video, screen: s.local.screen, me: true });
     const order = [me];
     for (const p of room.peers.values()) {
       keep.add(p.peerId);
       const t = tile(p.peerId, { name: p.userId });
-      paintTile(t, { name: p.userId, stream: p.stream, audio: p.media.audio, video: p.media.video, state: p.state, quality: p.quality, stats: p.stats });
+      paintTile(t, { name: p.userId, stream: p.stream, audio: p.media.audio, video: p.media.video, screen: !!p.screen, state: p.state, quality: p.quality, stats: p.stats });
       order.push(t);
+      if (p.screen) {
+        const key = `screen:${p.peerId}`;
+        keep.add(key);
+        const st = screenTile(key, p.userId);
+        setStream(st.querySelector('video'), p.screen);
+        order.push(st);
+      }
     }
     for (const k of [...tiles.keys()]) if (!keep.has(k)) tiles.delete(k);
     const grid = $('#room-grid');
