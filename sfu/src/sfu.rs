@@ -15,6 +15,11 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rt
 use crate::error::SfuError;
 use crate::participant::{Participant, ParticipantId, Source};
 
+/// How long received audio waits for a missing earlier packet before it is forwarded anyway.
+pub const REORDER_AUDIO: Duration = Duration::from_millis(100);
+/// How long a received video frame waits for missing packets (a NACK round trip or two).
+pub const REORDER_VIDEO: Duration = Duration::from_millis(300);
+
 /// How the SFU is reached.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -214,6 +219,11 @@ impl Sfu {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            // A frame waits this long for a missing packet (NACK/RTX) before later frames go
+            // past the gap (and the publisher is asked for a keyframe): str0m's defaults (1 s
+            // audio, 2 s video) suit an endpoint's playout, not a forwarder in the middle.
+            .set_reordering_timeout_audio(Some(REORDER_AUDIO))
+            .set_reordering_timeout_video(Some(REORDER_VIDEO))
             .build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
