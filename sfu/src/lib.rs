@@ -11,6 +11,7 @@
 
 mod error;
 mod framing;
+mod offer;
 mod participant;
 pub mod server;
 mod sfu;
@@ -43,6 +44,7 @@ mod layering {
             ("participant.rs", include_str!("participant.rs")),
             ("error.rs", include_str!("error.rs")),
             ("framing.rs", include_str!("framing.rs")),
+            ("offer.rs", include_str!("offer.rs")),
         ];
         let banned = [
             "tokio",

@@ -13,6 +13,7 @@ use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::error::SfuError;
+use crate::offer;
 use crate::participant::{Participant, ParticipantId, Source};
 
 /// How long received audio waits for a missing earlier packet before it is forwarded anyway.
@@ -213,8 +214,9 @@ impl Sfu {
         if self.participants.contains_key(&participant) {
             return Err(SfuError::AlreadyJoined(participant.0));
         }
+        let offer_sdp = offer::publish_only(offer_sdp, |_| false);
         let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+            SdpOffer::from_sdp_string(&offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         self.now = Some(now);
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
@@ -288,8 +290,9 @@ impl Sfu {
         offer_sdp: &str,
     ) -> Result<String, SfuError> {
         let p = self.participant_mut(participant)?;
+        let offer_sdp = offer::publish_only(offer_sdp, |mid| p.rtc.media(Mid::from(mid)).is_some());
         let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+            SdpOffer::from_sdp_string(&offer_sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let answer = p
             .rtc
             .sdp_api()

@@ -195,6 +195,10 @@ impl Net {
             .sfu
             .join(self.now, room, c.id.clone(), &c.first_offer())
             .expect("the SFU accepts the join");
+        assert!(
+            answer.contains("a=recvonly") && !answer.contains("a=sendrecv"),
+            "the SFU only receives on the m-line a participant publishes on:\n{answer}"
+        );
         c.take_answer(&answer);
         self.clients.push(c);
     }
