@@ -90,6 +90,10 @@ pub(crate) struct Participant {
     pub connected: bool,
     /// When str0m last asked to be woken.
     pub timeout: Option<Instant>,
+    /// Something was given to the session (input, a frame to forward, SDP, a subscription)
+    /// since it was last polled: only such sessions are polled, so a datagram costs the work
+    /// of the sessions it concerns, not of every participant on the server.
+    pub dirty: bool,
 }
 
 impl Participant {
@@ -103,6 +107,7 @@ impl Participant {
             pending: None,
             connected: false,
             timeout: None,
+            dirty: true,
         }
     }
 

@@ -166,9 +166,15 @@ impl Sfu {
     }
 
     fn participant_mut(&mut self, id: &ParticipantId) -> Result<&mut Participant, SfuError> {
-        self.participants
-            .get_mut(id)
+        self.touch(id)
             .ok_or_else(|| SfuError::UnknownParticipant(id.0.clone()))
+    }
+
+    /// The participant, marked to be polled next (whatever is done to it may produce output).
+    fn touch(&mut self, id: &ParticipantId) -> Option<&mut Participant> {
+        let p = self.participants.get_mut(id)?;
+        p.dirty = true;
+        Some(p)
     }
 
     /// The participants of `room`, in a stable order.
@@ -336,7 +342,7 @@ impl Sfu {
             }
         }
         for other in self.members(&gone.room) {
-            if let Some(p) = self.participants.get_mut(&other) {
+            if let Some(p) = self.touch(&other) {
                 p.unsubscribe_all(participant);
             }
         }
@@ -383,7 +389,7 @@ impl Sfu {
         let Some(owner) = owner else {
             return false;
         };
-        let Some(p) = self.participants.get_mut(&owner) else {
+        let Some(p) = self.touch(&owner) else {
             return false;
         };
         if let Err(e) = p.rtc.handle_input(input) {
@@ -399,6 +405,7 @@ impl Sfu {
         for p in self.participants.values_mut() {
             if p.rtc.is_alive() && p.timeout.is_none_or(|t| t <= now) {
                 p.timeout = None;
+                p.dirty = true;
                 if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(participant = %p.id, error = %e, "sfu: timeout failed");
                 }
@@ -424,6 +431,10 @@ impl Sfu {
         let mut progressed = false;
         let mut propagate = Vec::new();
         for (id, p) in self.participants.iter_mut() {
+            if !p.dirty {
+                continue;
+            }
+            p.dirty = false;
             if let Some(sdp) = p.negotiate_if_needed() {
                 self.queue.push_back(Output::Offer {
                     participant: id.clone(),
@@ -479,7 +490,7 @@ impl Sfu {
                     if other == publisher {
                         continue;
                     }
-                    if let Some(p) = self.participants.get_mut(&other) {
+                    if let Some(p) = self.touch(&other) {
                         p.subscribe(
                             Source {
                                 participant: publisher.clone(),
@@ -493,7 +504,7 @@ impl Sfu {
             Propagate::Media(publisher, data) => self.forward(&publisher, &data),
             Propagate::KeyframeWanted(source, kind) => {
                 let Some(now) = self.now else { return };
-                if let Some(p) = self.participants.get_mut(&source.participant) {
+                if let Some(p) = self.touch(&source.participant) {
                     if p.request_keyframe(source.mid, kind, now) {
                         self.keyframe_requests += 1;
                     }
@@ -525,6 +536,7 @@ impl Sfu {
             let Some(mid) = p.forwarded_mid(publisher, data.mid) else {
                 continue;
             };
+            p.dirty = true;
             let Some(writer) = p.rtc.writer(mid) else {
                 continue;
             };
@@ -554,7 +566,7 @@ impl Sfu {
             .collect();
         let Some(now) = self.now else { return };
         for s in sources {
-            if let Some(publisher) = self.participants.get_mut(&s.participant) {
+            if let Some(publisher) = self.touch(&s.participant) {
                 if publisher.request_keyframe(s.mid, KeyframeRequestKind::Pli, now) {
                     self.keyframe_requests += 1;
                 }
