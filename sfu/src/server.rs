@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol as SockProto, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -165,7 +166,7 @@ pub async fn start(
 async fn bind(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..BIND_ATTEMPTS {
-        let socket = UdpSocket::bind(listen).await?;
+        let socket = udp_socket(listen)?;
         let port = socket.local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
             Ok(listener) => return Ok((socket, listener)),
@@ -174,6 +175,40 @@ async fn bind(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
+/// SO_RCVBUF/SO_SNDBUF asked for on the SFU's UDP socket: feedback from hundreds of
+/// subscribers arrives in bursts while the one task is busy, and the kernel's default (208 KiB)
+/// overflowed at 500 forwarded streams (bench/sfu), losing publishers' packets.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams read from the socket before the SFU's output is sent (one pass over the sessions
+/// serves them all).
+const READ_BATCH: usize = 64;
+
+/// The UDP socket, non-blocking, with [`SOCKET_BUFFER`]-sized buffers where the kernel allows.
+fn udp_socket(listen: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(SockProto::UDP),
+    )?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel clamps to net.core.rmem_max / wmem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    // Linux reports twice the size it granted.
+    if let Ok(got) = socket.recv_buffer_size() {
+        if got < SOCKET_BUFFER {
+            tracing::warn!(
+                got,
+                asked = SOCKET_BUFFER,
+                "sfu: UDP receive buffer capped by the kernel; raise net.core.rmem_max and \
+                 net.core.wmem_max for large rooms"
+            );
+        }
+    }
+    socket.bind(&listen.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// What the SFU's task reads and writes.
@@ -317,6 +352,11 @@ async fn run(
                 match received {
                     Ok((n, source)) => {
                         receive(&mut sfu, &shared, Protocol::Udp, source, io.destination, &buf[..n]);
+                        // And whatever else is queued, before one pass over the sessions.
+                        for _ in 1..READ_BATCH {
+                            let Ok((n, source)) = io.socket.try_recv_from(&mut buf) else { break };
+                            receive(&mut sfu, &shared, Protocol::Udp, source, io.destination, &buf[..n]);
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "sfu: receive failed"),
                 }
