@@ -34,6 +34,10 @@
 //! ```
 #![allow(clippy::disallowed_methods)] // benchmarks are an edge: they read the clock
 
+// Only its /proc readings are used here.
+#[allow(dead_code)]
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -569,9 +573,9 @@ fn snapshot(
 ) -> Snapshot {
     Snapshot {
         at: Instant::now(),
-        forwarder_ticks: proc_cpu_ticks(forwarder),
-        own_ticks: proc_cpu_ticks(std::process::id()),
-        machine: machine_ticks(),
+        forwarder_ticks: common::proc_cpu_ticks(&forwarder.to_string()),
+        own_ticks: common::proc_cpu_ticks(&std::process::id().to_string()),
+        machine: common::machine_ticks(),
         streams: subs.iter().map(|s| lock(&s.streams).clone()).collect(),
         nacks: subs.iter().map(|s| s.nacks.load(Ordering::Relaxed)).sum(),
         datagrams_out,
@@ -580,29 +584,6 @@ fn snapshot(
             .map(|s| s.frames_sent.load(Ordering::Relaxed))
             .sum(),
     }
-}
-
-/// utime + stime of a process in clock ticks (USER_HZ, 100 on Linux).
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Busy and total jiffies of the whole machine, from /proc/stat.
-fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = f.iter().take(8).sum();
-    let idle = f.get(3)? + f.get(4)?;
-    Some((total - idle, total))
 }
 
 const USER_HZ: f64 = 100.0;

@@ -1,4 +1,4 @@
-//! Code shared by the load tools in `examples/` (`rtc_bench`, `soak`): token minting from the
+//! Code shared by the load tools in `examples/` (`rtc_bench`, `soak`, `sfu_bench`): token minting from the
 //! server's generated secret, `/rtc` connection setup up to the `welcome` frame, and readings of
 //! a process's memory and CPU time from /proc. Not an example itself (a directory without
 //! `main.rs`); each tool includes it with `mod common;`.

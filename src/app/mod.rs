@@ -220,14 +220,8 @@ impl Signaling {
                 Output::RoomLeft { room_id, user } => {
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let me = Principal {
-                            id: user,
-                            name: None,
-                            admin: false,
-                        };
-                        match this.leave_room(&me, &room_id).await {
-                            Ok(done) => done.then.send(),
-                            Err(Error::Conflict { .. } | Error::NotFound(_)) => {}
+                        match this.leave_room_as(user, &room_id).await {
+                            Ok(()) | Err(Error::Conflict { .. } | Error::NotFound(_)) => {}
                             Err(e) => tracing::warn!(error = %e, "persisting a room leave failed"),
                         }
                     });

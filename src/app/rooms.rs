@@ -89,6 +89,23 @@ impl Signaling {
         ))
     }
 
+    /// [`Signaling::leave_room`] for a server reason (a dropped socket, media that did not come
+    /// back): `user` leaves and everyone who must hear of it is told.
+    pub(crate) async fn leave_room_as(
+        self: &Arc<Self>,
+        user: String,
+        room_id: &str,
+    ) -> Result<(), Error> {
+        let me = Principal {
+            id: user,
+            name: None,
+            admin: false,
+        };
+        self.leave_room(&me, room_id)
+            .await
+            .map(|done| done.then.send())
+    }
+
     /// Leaves a room: the remaining peers get `room-peer-left`; the last one out ends the room
     /// call (`call-ended` to its participants).
     pub async fn leave_room(

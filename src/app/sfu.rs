@@ -285,14 +285,8 @@ impl Signaling {
                 return;
             };
             tracing::info!(%peer, %room_id, "sfu: media did not come back; the peer leaves");
-            let me = Principal {
-                id: user,
-                name: None,
-                admin: false,
-            };
-            match this.leave_room(&me, &room_id).await {
-                Ok(done) => done.then.send(),
-                Err(e) => tracing::debug!(error = %e, "sfu: leaving after lost media"),
+            if let Err(e) = this.leave_room_as(user, &room_id).await {
+                tracing::debug!(error = %e, "sfu: leaving after lost media");
             }
         });
     }

@@ -4,7 +4,7 @@
 // camera and screen streams, screen-share renegotiation, and ICE restart when the path fails.
 // It never touches the socket: `signal({sdp}|{candidate})` is supplied by its owner.
 
-const RESTART_AFTER_DISCONNECTED_MS = 4000;
+import { scheduleIceRestart } from './ice-restart.js';
 
 export class Peer extends EventTarget {
   /**
@@ -159,16 +159,8 @@ export class Peer extends EventTarget {
   }
 
   onStateChange() {
-    const ice = this.pc.iceConnectionState;
-    this.emit('state', { state: this.pc.connectionState, ice });
-    clearTimeout(this.restartTimer);
-    if (ice === 'failed') {
-      this.restartIce();
-    } else if (ice === 'disconnected') {
-      this.restartTimer = setTimeout(() => {
-        if (this.pc.iceConnectionState === 'disconnected') this.restartIce();
-      }, RESTART_AFTER_DISCONNECTED_MS);
-    }
+    this.emit('state', { state: this.pc.connectionState, ice: this.pc.iceConnectionState });
+    this.restartTimer = scheduleIceRestart(this.pc, this.restartTimer, () => this.restartIce());
   }
 
   /** Asks for new ICE credentials; the offer goes out through negotiationneeded. */

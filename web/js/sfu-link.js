@@ -9,9 +9,8 @@
 // per-publisher stats. It never touches the socket: `signal({candidate})` and `sendSdp(sdp)`
 // (a promise: the ack, or the server's error) are supplied by its owner.
 
+import { scheduleIceRestart } from './ice-restart.js';
 import { GroupedStatsSampler } from './stats.js';
-
-const RESTART_AFTER_DISCONNECTED_MS = 4000;
 
 function sameTracks(stream, tracks) {
   if (!stream) return tracks.length === 0;
@@ -224,16 +223,8 @@ export class SfuLink extends EventTarget {
 
   onStateChange() {
     if (this.closed) return;
-    const ice = this.pc.iceConnectionState;
-    this.emit('state', { state: this.pc.connectionState, ice });
-    clearTimeout(this.restartTimer);
-    if (ice === 'failed') {
-      this.restartIce();
-    } else if (ice === 'disconnected') {
-      this.restartTimer = setTimeout(() => {
-        if (this.pc.iceConnectionState === 'disconnected') this.restartIce();
-      }, RESTART_AFTER_DISCONNECTED_MS);
-    }
+    this.emit('state', { state: this.pc.connectionState, ice: this.pc.iceConnectionState });
+    this.restartTimer = scheduleIceRestart(this.pc, this.restartTimer, () => this.restartIce());
   }
 
   /** New ICE credentials; the offer goes out through negotiationneeded. */
