@@ -119,6 +119,8 @@ pub struct Signaling {
     /// Room peers whose SFU media connection failed, with the number of that failure: the peer
     /// leaves its room when the same failure is still there after the grace period.
     sfu_lost: Mutex<HashMap<String, u64>>,
+    /// Numbers the SFU media failures (the values of `sfu_lost`).
+    sfu_failures: AtomicU64,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -153,6 +155,7 @@ impl Signaling {
             grace,
             sfu: OnceLock::new(),
             sfu_lost: Mutex::new(HashMap::new()),
+            sfu_failures: AtomicU64::new(1),
         })
     }
 

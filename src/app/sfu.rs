@@ -4,6 +4,7 @@
 //! `call-sdp-update` from `sfu`. A peer's SFU connection ends when it leaves the room.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,9 +263,8 @@ impl Signaling {
     fn sfu_media_lost(self: &Arc<Self>, peer: ParticipantId) {
         tracing::info!(%peer, "sfu: media connection lost");
         let failure = {
-            let mut lost = self.lost();
-            let n = lost.values().copied().max().unwrap_or(0) + 1;
-            lost.insert(peer.0.clone(), n);
+            let n = self.sfu_failures.fetch_add(1, Ordering::Relaxed);
+            self.lost().insert(peer.0.clone(), n);
             n
         };
         let this = self.clone();
