@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::clock::rfc3339;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
-use crate::store::analytics::{QualitySummary, RelaySession, SfuTrack};
+use crate::store::analytics::{QualitySummary, RelaySession, SfuQuality, SfuTrack};
 use crate::store::calls::{CallEvent, CallKind, CallRecord, Participant};
 use crate::store::rooms::Room;
 
@@ -386,6 +386,38 @@ pub struct SfuParticipantView {
     #[schema(minimum = 0)]
     pub packets_out: u64,
     pub tracks: Vec<SfuTrackView>,
+    /// What the participant was sent over time (every 2 s while it received video).
+    pub quality: Vec<QualitySampleView>,
+}
+
+/// What the SFU sent a participant at one moment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySampleView {
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The bandwidth estimate towards the participant, if its feedback gave one.
+    #[schema(required = true)]
+    pub estimate_kbps: Option<f64>,
+    /// Freezes of the video it was sent so far (0.7 s or more without a frame).
+    #[schema(minimum = 0)]
+    pub freezes: u64,
+    pub layers: Vec<LayerSampleView>,
+}
+
+/// Which layer of one publisher's video a participant was sent.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerSampleView {
+    pub from_peer_id: String,
+    pub mid: String,
+    /// The simulcast layer (rid) forwarded; null for a video without simulcast (or none yet).
+    #[schema(required = true)]
+    pub layer: Option<String>,
+    /// Video paused for this participant (not enough bandwidth, or the tile is hidden).
+    pub paused: bool,
+    #[schema(required = true)]
+    pub width: Option<u32>,
 }
 
 /// `GET /calls/:id/analytics`.
@@ -427,6 +459,7 @@ pub fn analytics(
     quality: &QualitySummary,
     relay: &[RelaySession],
     sfu: &[SfuTrack],
+    sfu_quality: &[SfuQuality],
     now: i64,
 ) -> Value {
     let timeline = events
@@ -491,12 +524,12 @@ pub fn analytics(
                 })
                 .collect(),
         },
-        sfu: sfu_participants(sfu),
+        sfu: sfu_participants(sfu, sfu_quality),
     })
 }
 
 /// Groups the SFU's track rows by participant (rows come ordered by user and peer).
-fn sfu_participants(rows: &[SfuTrack]) -> Vec<SfuParticipantView> {
+fn sfu_participants(rows: &[SfuTrack], samples: &[SfuQuality]) -> Vec<SfuParticipantView> {
     let mut out: Vec<SfuParticipantView> = Vec::new();
     for t in rows {
         let fresh = out
@@ -511,6 +544,16 @@ fn sfu_participants(rows: &[SfuTrack]) -> Vec<SfuParticipantView> {
                 packets_in: 0,
                 packets_out: 0,
                 tracks: Vec::new(),
+                quality: samples
+                    .iter()
+                    .filter(|q| q.peer_id == t.peer_id)
+                    .map(|q| QualitySampleView {
+                        at: at(q.at),
+                        estimate_kbps: q.estimate_kbps,
+                        freezes: q.freezes,
+                        layers: serde_json::from_str(&q.layers).unwrap_or_default(),
+                    })
+                    .collect(),
             });
         }
         let Some(p) = out.last_mut() else { continue };

@@ -479,6 +479,7 @@ async fn an_sfu_room_forwards_every_track_to_the_others_and_to_nobody_else() {
                     p["bytesIn"].as_u64() > Some(0)
                         && p["bytesOut"].as_u64() > Some(0)
                         && p["tracks"].as_array().map_or(0, Vec::len) >= 6
+                        && p["quality"].as_array().is_some_and(|q| !q.is_empty())
                 });
             complete.then_some(sfu)
         },
@@ -496,6 +497,24 @@ async fn an_sfu_room_forwards_every_track_to_the_others_and_to_nobody_else() {
             .filter(|t| t["direction"] == "published")
             .collect();
         assert_eq!(published.len(), 2, "audio and video published: {row}");
+        // What it was sent over time: the two others' video, each on the one layer they send.
+        let sample = row["quality"]
+            .as_array()
+            .and_then(|q| q.last())
+            .expect("quality samples");
+        let layers = sample["layers"].as_array().expect("layers");
+        assert_eq!(layers.len(), 2, "{sample}");
+        for l in layers {
+            assert!(
+                people
+                    .iter()
+                    .any(|q| q.peer_id != p.peer_id && l["fromPeerId"] == q.peer_id.as_str()),
+                "{sample}"
+            );
+            assert_eq!(l["layer"], Value::Null, "no simulcast: no rid {sample}");
+            assert_eq!(l["paused"], false, "{sample}");
+        }
+        assert!(sample["freezes"].as_u64().is_some(), "{sample}");
         assert!(
             published.iter().all(|t| t["packets"].as_u64() > Some(10)),
             "{row}"
@@ -526,6 +545,33 @@ async fn an_sfu_room_forwards_every_track_to_the_others_and_to_nobody_else() {
         .request(json!({"type": "room-join", "roomId": room}))
         .await;
     let call_id = ack["callId"].as_str().expect("callId").to_string();
+    // A view before any offer: erin has no SFU connection yet; bad views are refused.
+    let early = erin
+        .request(json!({"type": "sfu-view", "callId": call_id, "tiles": [], "maxBitrate": null}))
+        .await;
+    assert_eq!(early["code"], "not_in_sfu", "{early}");
+    for (bad, why) in [
+        (
+            json!({"type": "sfu-view", "callId": call_id, "maxBitrate": 5}),
+            "a cap below 10 kbit/s",
+        ),
+        (
+            json!({"type": "sfu-view", "callId": call_id, "tiles": [{"peerId": "", "width": 1, "height": 1}]}),
+            "an empty peer id",
+        ),
+        (
+            json!({"type": "sfu-view", "callId": call_id, "tiles": [{"peerId": "x", "width": 100000, "height": 1}]}),
+            "a tile wider than 8192",
+        ),
+        (
+            json!({"type": "sfu-view", "callId": call_id, "tiles": "big"}),
+            "tiles not a list",
+        ),
+    ] {
+        let refused = erin.request(bad).await;
+        assert_eq!(refused["type"], "error", "{why}: {refused}");
+        assert_eq!(refused["code"], "invalid_field", "{why}: {refused}");
+    }
     let garbage = erin
         .request(
             json!({"type": "call-sdp-update", "callId": call_id, "to": "sfu",

@@ -2,13 +2,17 @@
 //! sent (each a copy of another participant's track) and the state of the SDP negotiation that
 //! adds and removes them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::Rtc;
+
+use crate::layers::{Budget, Hold};
+use crate::simulcast::{Forwarding, LayerIn};
 
 /// Who a participant is to the caller (its signaling session, say). Also the stream id the
 /// participant's tracks carry to the others (`a=msid`), so a client can put each on its tile.
@@ -32,8 +36,24 @@ impl From<&str> for ParticipantId {
 pub(crate) struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
-    /// When the SFU last asked the publisher for a keyframe on this track.
+    /// Its layers (one per rid with simulcast, else one without a rid), as they appear.
+    pub layers: Vec<LayerIn>,
+    /// When a keyframe was asked for before any layer had been seen.
     pub last_keyframe_request: Option<Instant>,
+}
+
+impl TrackIn {
+    /// The layer `rid`, recorded at `now` if it is new.
+    pub fn layer_mut(&mut self, rid: Option<Rid>, now: Instant) -> &mut LayerIn {
+        let i = match self.layers.iter().position(|l| l.rid == rid) {
+            Some(i) => i,
+            None => {
+                self.layers.push(LayerIn::new(rid, now));
+                self.layers.len() - 1
+            }
+        };
+        &mut self.layers[i]
+    }
 }
 
 /// Which published track a forwarded track copies.
@@ -65,6 +85,10 @@ pub(crate) struct TrackOut {
     pub state: TrackOutState,
     /// The publisher has left: the track is stopped at the next negotiation.
     pub source_gone: bool,
+    /// Which of the source's layers is sent (video).
+    pub fwd: Forwarding,
+    /// Holds back upgrades of the layer.
+    pub hold: Hold,
 }
 
 impl TrackOut {
@@ -76,8 +100,18 @@ impl TrackOut {
     }
 }
 
-/// The shortest time between two keyframe requests to one publisher's track.
+/// The shortest time between two keyframe requests for one layer of a publisher's track.
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the participant shows of the others, and how much it can take in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Publisher → width in device pixels of the tile showing its video (0: not shown).
+    /// Publishers not named: any size.
+    pub tiles: HashMap<ParticipantId, u32>,
+    /// The most the participant wants to receive, in bits per second.
+    pub max_bitrate: Option<u64>,
+}
 
 pub(crate) struct Participant {
     pub id: ParticipantId,
@@ -94,6 +128,15 @@ pub(crate) struct Participant {
     /// since it was last polled: only such sessions are polled, so a datagram costs the work
     /// of the sessions it concerns, not of every participant on the server.
     pub dirty: bool,
+    pub view: View,
+    /// The latest estimate of the bandwidth towards the participant (TWCC or REMB).
+    pub estimate_bps: Option<u64>,
+    /// The bitrate the bandwidth estimator was last told to probe for.
+    pub desired_bps: u64,
+    /// Its video budget from the estimate.
+    pub budget: Budget,
+    /// When the next quality sample is due.
+    pub next_quality: Option<Instant>,
 }
 
 impl Participant {
@@ -108,6 +151,11 @@ impl Participant {
             connected: false,
             timeout: None,
             dirty: true,
+            view: View::default(),
+            estimate_bps: None,
+            desired_bps: 0,
+            budget: Budget::default(),
+            next_quality: None,
         }
     }
 
@@ -117,6 +165,7 @@ impl Participant {
             self.tracks_in.push(TrackIn {
                 mid,
                 kind,
+                layers: Vec::new(),
                 last_keyframe_request: None,
             });
         }
@@ -130,6 +179,8 @@ impl Participant {
                 kind,
                 state: TrackOutState::ToOpen,
                 source_gone: false,
+                fwd: Forwarding::default(),
+                hold: Hold::default(),
             });
         }
     }
@@ -146,20 +197,25 @@ impl Participant {
             .retain(|t| !(t.source_gone && t.state == TrackOutState::ToOpen));
     }
 
-    /// The mid this participant is sent `publisher`'s track `mid` on, once negotiated.
-    pub fn forwarded_mid(&self, publisher: &ParticipantId, mid: Mid) -> Option<Mid> {
-        self.tracks_out
-            .iter()
-            .find(|t| !t.source_gone && &t.source.participant == publisher && t.source.mid == mid)
-            .and_then(TrackOut::open_mid)
+    /// The mid this participant is sent `publisher`'s track `mid` on, once negotiated, and
+    /// which of its layers is forwarded.
+    pub fn forwarded_mut(
+        &mut self,
+        publisher: &ParticipantId,
+        mid: Mid,
+    ) -> Option<(Mid, &mut Forwarding)> {
+        let t = self.tracks_out.iter_mut().find(|t| {
+            !t.source_gone && &t.source.participant == publisher && t.source.mid == mid
+        })?;
+        Some((t.open_mid()?, &mut t.fwd))
     }
 
-    /// The published track a forwarded `mid` copies.
-    pub fn source_of(&self, mid: Mid) -> Option<&Source> {
+    /// The published track a forwarded `mid` copies, and the layer of it being sent.
+    pub fn source_of(&self, mid: Mid) -> Option<(&Source, Option<Rid>)> {
         self.tracks_out
             .iter()
             .find(|t| t.open_mid() == Some(mid) && !t.source_gone)
-            .map(|t| &t.source)
+            .map(|t| (&t.source, t.fwd.current.flatten()))
     }
 
     /// Builds the SFU's next offer to this participant when tracks are to be added or stopped
@@ -233,13 +289,26 @@ impl Participant {
         }
     }
 
-    /// Asks the participant for a keyframe on the track it publishes on `mid`, at most once per
-    /// [`KEYFRAME_REQUEST_INTERVAL`]. Returns whether a request went out.
-    pub fn request_keyframe(&mut self, mid: Mid, kind: KeyframeRequestKind, now: Instant) -> bool {
+    /// Asks the participant for a keyframe of layer `rid` of the track it publishes on `mid`, at
+    /// most once per [`KEYFRAME_REQUEST_INTERVAL`]. Returns whether a request went out.
+    pub fn request_keyframe(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) -> bool {
         let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) else {
             return false;
         };
-        if let Some(last) = track.last_keyframe_request {
+        // Paced per layer; before any layer has been seen, per track.
+        let no_layers = track.layers.is_empty();
+        let last = match track.layers.iter_mut().find(|l| l.rid == rid) {
+            Some(layer) => &mut layer.last_keyframe_request,
+            None if no_layers => &mut track.last_keyframe_request,
+            None => return false,
+        };
+        if let Some(last) = *last {
             if now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL {
                 return false;
             }
@@ -254,10 +323,10 @@ impl Participant {
         } else {
             return false;
         };
-        if writer.request_keyframe(None, kind).is_err() {
+        if writer.request_keyframe(rid, kind).is_err() {
             return false;
         }
-        track.last_keyframe_request = Some(now);
+        *last = Some(now);
         true
     }
 }

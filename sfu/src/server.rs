@@ -57,6 +57,12 @@ enum Command {
         answer: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    View {
+        participant: ParticipantId,
+        tiles: Vec<(ParticipantId, u32)>,
+        max_bitrate: Option<u64>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     Leave {
         participant: ParticipantId,
     },
@@ -267,6 +273,23 @@ impl SfuHandle {
     }
 
     /// A candidate the participant trickles.
+    /// What the participant shows (publisher → tile width in device pixels, 0: hidden) and the
+    /// most it wants to receive (bits/s): its video layers are chosen to fit.
+    pub async fn view(
+        &self,
+        participant: ParticipantId,
+        tiles: Vec<(ParticipantId, u32)>,
+        max_bitrate: Option<u64>,
+    ) -> Result<(), HandleError> {
+        self.ask(|reply| Command::View {
+            participant,
+            tiles,
+            max_bitrate,
+            reply,
+        })
+        .await
+    }
+
     pub async fn candidate(
         &self,
         participant: ParticipantId,
@@ -441,6 +464,14 @@ fn apply(sfu: &mut Sfu, command: Command, notices: &mpsc::UnboundedSender<Notice
             reply,
         } => {
             let _ = reply.send(sfu.accept_answer(&participant, &answer));
+        }
+        Command::View {
+            participant,
+            tiles,
+            max_bitrate,
+            reply,
+        } => {
+            let _ = reply.send(sfu.set_view(&participant, tiles, max_bitrate));
         }
         Command::Leave { participant } => sfu.leave(&participant),
     }

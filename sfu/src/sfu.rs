@@ -7,19 +7,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::format::CodecExtra;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
+use crate::allocation;
 use crate::error::SfuError;
 use crate::offer;
-use crate::participant::{Participant, ParticipantId, Source};
+use crate::participant::{Participant, ParticipantId, Source, View};
+use crate::simulcast::{vp8_keyframe_width, Verdict};
+use crate::speaker::SpeakerDetector;
 
 /// How long received audio waits for a missing earlier packet before it is forwarded anyway.
 pub const REORDER_AUDIO: Duration = Duration::from_millis(100);
 /// How long a received video frame waits for missing packets (a NACK round trip or two).
 pub const REORDER_VIDEO: Duration = Duration::from_millis(300);
+/// What the bandwidth estimate towards a participant starts at, before its feedback says more.
+pub const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(2_500);
+/// How often layers are chosen and the active speakers decided.
+pub const TICK: Duration = Duration::from_millis(250);
 
 /// How the SFU is reached.
 #[derive(Debug, Clone)]
@@ -66,6 +75,45 @@ pub enum SfuEvent {
     /// What one of the participant's tracks carried so far, measured by the SFU (every
     /// [`STATS_INTERVAL`] while media flows).
     TrackStats(TrackStats),
+    /// Which layers (by rid) of the simulcast track the participant publishes on `mid` somebody
+    /// receives: the publisher may stop sending the others. Sent when that changes.
+    LayersWanted {
+        participant: ParticipantId,
+        mid: String,
+        layers: Vec<(String, bool)>,
+    },
+    /// The room's active speaker changed.
+    ActiveSpeaker {
+        room: String,
+        participant: ParticipantId,
+    },
+    /// What a subscriber is sent now (every [`STATS_INTERVAL`] while it is sent video).
+    Quality(QualitySample),
+}
+
+/// A subscriber's reception at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualitySample {
+    pub participant: ParticipantId,
+    /// The bandwidth estimate towards it, if its feedback gave one.
+    pub estimate_bps: Option<u64>,
+    /// Freezes of its video tracks so far (a gap of [`crate::simulcast::FREEZE_GAP`]).
+    pub freezes: u64,
+    pub layers: Vec<LayerSample>,
+}
+
+/// Which layer of a publisher's video one subscriber track carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSample {
+    pub publisher: ParticipantId,
+    /// The subscriber's mid of the track.
+    pub mid: String,
+    /// The rid being forwarded (`None`: a track without simulcast, or nothing yet).
+    pub layer: Option<String>,
+    /// Video is paused for this subscriber (bandwidth, or the tile is hidden).
+    pub paused: bool,
+    /// The forwarded layer's picture width, when known.
+    pub width: Option<u32>,
 }
 
 /// Which way a track's media goes, seen from the participant.
@@ -120,7 +168,8 @@ pub struct Counters {
 enum Propagate {
     TrackOpened(ParticipantId, Mid, MediaKind),
     Media(ParticipantId, Box<MediaData>),
-    KeyframeWanted(Source, KeyframeRequestKind),
+    KeyframeWanted(Source, Option<Rid>, KeyframeRequestKind),
+    AudioLevel(ParticipantId, i8, Instant),
 }
 
 pub struct Sfu {
@@ -133,6 +182,9 @@ pub struct Sfu {
     queue: VecDeque<Output>,
     /// The latest time given in (keyframe request pacing).
     now: Option<Instant>,
+    speakers: HashMap<Arc<str>, SpeakerDetector>,
+    /// When layers are next chosen and speakers decided.
+    next_tick: Option<Instant>,
     frames_forwarded: u64,
     keyframe_requests: u64,
 }
@@ -160,6 +212,8 @@ impl Sfu {
             by_source: HashMap::new(),
             queue: VecDeque::new(),
             now: None,
+            speakers: HashMap::new(),
+            next_tick: None,
             frames_forwarded: 0,
             keyframe_requests: 0,
         })
@@ -232,6 +286,7 @@ impl Sfu {
             // audio, 2 s video) suit an endpoint's playout, not a forwarder in the middle.
             .set_reordering_timeout_audio(Some(REORDER_AUDIO))
             .set_reordering_timeout_video(Some(REORDER_VIDEO))
+            .enable_bwe(Some(INITIAL_ESTIMATE))
             .build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
@@ -327,6 +382,24 @@ impl Sfu {
         Ok(())
     }
 
+    /// What the participant shows of the others (tile widths in device pixels, 0 for hidden)
+    /// and the most it wants to receive: its video layers are chosen to fit, from the next tick.
+    pub fn set_view(
+        &mut self,
+        participant: &ParticipantId,
+        tiles: Vec<(ParticipantId, u32)>,
+        max_bitrate: Option<u64>,
+    ) -> Result<(), SfuError> {
+        let p = self.participant_mut(participant)?;
+        p.view = View {
+            tiles: tiles.into_iter().collect(),
+            max_bitrate,
+        };
+        // At once: the next poll asks to be woken now.
+        self.next_tick = self.now;
+        Ok(())
+    }
+
     /// The participant leaves: its session ends and the copies of its tracks are stopped for the
     /// others. Unknown participants are ignored.
     pub fn leave(&mut self, participant: &ParticipantId) {
@@ -339,7 +412,11 @@ impl Sfu {
             members.remove(participant);
             if members.is_empty() {
                 self.rooms.remove(&gone.room);
+                self.speakers.remove(&gone.room);
             }
+        }
+        if let Some(d) = self.speakers.get_mut(&gone.room) {
+            d.remove(participant);
         }
         for other in self.members(&gone.room) {
             if let Some(p) = self.touch(&other) {
@@ -399,9 +476,14 @@ impl Sfu {
         true
     }
 
-    /// Time has come: every session whose timer is due runs it.
+    /// Time has come: every session whose timer is due runs it, and every [`TICK`] the layers
+    /// are chosen and the active speakers decided.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        if self.next_tick.is_none_or(|t| t <= now) && !self.participants.is_empty() {
+            self.next_tick = Some(now + TICK);
+            self.tick(now);
+        }
         for p in self.participants.values_mut() {
             if p.rtc.is_alive() && p.timeout.is_none_or(|t| t <= now) {
                 p.timeout = None;
@@ -420,7 +502,9 @@ impl Sfu {
                 return out;
             }
             if !self.drive() {
-                return Output::Timeout(self.participants.values().filter_map(|p| p.timeout).min());
+                let sessions = self.participants.values().filter_map(|p| p.timeout).min();
+                let tick = self.next_tick.filter(|_| !self.participants.is_empty());
+                return Output::Timeout(sessions.into_iter().chain(tick).min());
             }
         }
     }
@@ -502,13 +586,53 @@ impl Sfu {
                 }
             }
             Propagate::Media(publisher, data) => self.forward(&publisher, &data),
-            Propagate::KeyframeWanted(source, kind) => {
-                let Some(now) = self.now else { return };
-                if let Some(p) = self.touch(&source.participant) {
-                    if p.request_keyframe(source.mid, kind, now) {
-                        self.keyframe_requests += 1;
-                    }
+            Propagate::KeyframeWanted(source, rid, kind) => {
+                self.request_keyframe(&source, rid, kind)
+            }
+            Propagate::AudioLevel(publisher, level, at) => {
+                let Some(room) = self.participants.get(&publisher).map(|p| &p.room) else {
+                    return;
+                };
+                if let Some(d) = self.speakers.get_mut(room) {
+                    d.level(&publisher, level, at);
+                } else {
+                    let mut d = SpeakerDetector::default();
+                    d.level(&publisher, level, at);
+                    self.speakers.insert(Arc::clone(room), d);
                 }
+            }
+        }
+    }
+
+    fn request_keyframe(&mut self, source: &Source, rid: Option<Rid>, kind: KeyframeRequestKind) {
+        let Some(now) = self.now else { return };
+        if let Some(p) = self.touch(&source.participant) {
+            if p.request_keyframe(source.mid, rid, kind, now) {
+                self.keyframe_requests += 1;
+            }
+        }
+    }
+
+    /// Chooses every subscriber's layers and decides each room's active speaker.
+    fn tick(&mut self, now: Instant) {
+        for event in allocation::run(&mut self.participants, now) {
+            if let SfuEvent::LayersWanted { participant, .. } = &event {
+                if let Some(p) = self.participants.get_mut(participant) {
+                    p.dirty = true;
+                }
+            }
+            self.queue.push_back(Output::Event(event));
+        }
+        for p in self.participants.values_mut() {
+            // The estimator was told what to probe for.
+            p.dirty = true;
+        }
+        for (room, d) in &mut self.speakers {
+            if let Some(participant) = d.decide(now) {
+                self.queue.push_back(Output::Event(SfuEvent::ActiveSpeaker {
+                    room: room.to_string(),
+                    participant,
+                }));
             }
         }
     }
@@ -526,6 +650,11 @@ impl Sfu {
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
+        let lowest = (data.params.spec().codec.is_video())
+            .then(|| self.lowest_layer(publisher, data.mid))
+            .flatten();
+        let keyframe = data.is_keyframe();
+        let mut keyframes_wanted = Vec::new();
         for other in members {
             if other == publisher {
                 continue;
@@ -533,8 +662,22 @@ impl Sfu {
             let Some(p) = self.participants.get_mut(other) else {
                 continue;
             };
-            let Some(mid) = p.forwarded_mid(publisher, data.mid) else {
+            let Some((mid, fwd)) = p.forwarded_mut(publisher, data.mid) else {
                 continue;
+            };
+            let time = match lowest {
+                // Video: the layer this subscriber is sent, switched on keyframes.
+                Some(lowest) => {
+                    match fwd.on_frame(data.rid, lowest, keyframe, data.time, data.network_time) {
+                        Verdict::Forward(t) => t,
+                        Verdict::Skip => continue,
+                        Verdict::NeedKeyframe(rid) => {
+                            keyframes_wanted.push(rid);
+                            continue;
+                        }
+                    }
+                }
+                None => data.time,
             };
             p.dirty = true;
             let Some(writer) = p.rtc.writer(mid) else {
@@ -543,13 +686,35 @@ impl Sfu {
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
-            match writer.write(pt, data.network_time, data.time, Arc::clone(&data.data)) {
+            match writer.write(pt, data.network_time, time, Arc::clone(&data.data)) {
                 Ok(()) => self.frames_forwarded += 1,
                 Err(e) => {
                     tracing::debug!(participant = %other, error = %e, "sfu: forwarding failed")
                 }
             }
         }
+        keyframes_wanted.sort_unstable_by_key(|r| r.map(|r| r.to_string()));
+        keyframes_wanted.dedup();
+        let source = Source {
+            participant: publisher.clone(),
+            mid: data.mid,
+        };
+        for rid in keyframes_wanted {
+            self.request_keyframe(&source, rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// The lowest layer of a published video track now (`Some(None)`: it has no rids).
+    fn lowest_layer(&self, publisher: &ParticipantId, mid: Mid) -> Option<Option<Rid>> {
+        let now = self.now?;
+        let track = self
+            .participants
+            .get(publisher)?
+            .tracks_in
+            .iter()
+            .find(|t| t.mid == mid)?;
+        let ranked = crate::simulcast::ranked(&track.layers, now);
+        Some(ranked.first().and_then(|(rid, _)| *rid))
     }
 
     /// A subscriber's tracks were just negotiated: ask their publishers for keyframes so the
@@ -564,13 +729,10 @@ impl Sfu {
             .filter(|t| t.kind == MediaKind::Video && t.open_mid().is_some() && !t.source_gone)
             .map(|t| t.source.clone())
             .collect();
-        let Some(now) = self.now else { return };
         for s in sources {
-            if let Some(publisher) = self.touch(&s.participant) {
-                if publisher.request_keyframe(s.mid, KeyframeRequestKind::Pli, now) {
-                    self.keyframe_requests += 1;
-                }
-            }
+            // The layer it will be sent first: the lowest, until the next allocation.
+            let rid = self.lowest_layer(&s.participant, s.mid).flatten();
+            self.request_keyframe(&s, rid, KeyframeRequestKind::Pli);
         }
     }
 }
@@ -601,12 +763,28 @@ fn on_event(
             propagate.push(Propagate::TrackOpened(p.id.clone(), added.mid, added.kind));
         }
         Event::MediaData(data) => {
+            let at = data.network_time;
+            if let Some(track) = p.tracks_in.iter_mut().find(|t| t.mid == data.mid) {
+                if track.kind == MediaKind::Video {
+                    let width = match data.codec_extra {
+                        CodecExtra::Vp8(v) if v.is_keyframe => vp8_keyframe_width(&data.data),
+                        _ => None,
+                    };
+                    track
+                        .layer_mut(data.rid, at)
+                        .observe(at, data.data.len(), width);
+                }
+            }
+            if let Some(level) = data.ext_vals.audio_level {
+                propagate.push(Propagate::AudioLevel(p.id.clone(), level, at));
+            }
             if !data.contiguous {
                 propagate.push(Propagate::KeyframeWanted(
                     Source {
                         participant: p.id.clone(),
                         mid: data.mid,
                     },
+                    data.rid,
                     KeyframeRequestKind::Pli,
                 ));
             }
@@ -647,10 +825,18 @@ fn on_event(
             }
         }
         Event::KeyframeRequest(req) => {
-            if let Some(source) = p.source_of(req.mid) {
-                propagate.push(Propagate::KeyframeWanted(source.clone(), req.kind));
+            if let Some((source, rid)) = p.source_of(req.mid) {
+                propagate.push(Propagate::KeyframeWanted(source.clone(), rid, req.kind));
             }
         }
+        Event::EgressBitrateEstimate(
+            BweKind::Twcc {
+                estimate: bitrate, ..
+            }
+            | BweKind::Remb {
+                estimate: bitrate, ..
+            },
+        ) => p.estimate_bps = Some(bitrate.as_u64()),
         _ => {}
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use signalbox_sfu::{Output, ParticipantId, Protocol, Sfu, SfuConfig, SfuError, SfuEvent};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::Receive;
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
@@ -41,8 +41,18 @@ struct Client {
     frames_from: BTreeMap<String, usize>,
     /// Frames whose mid carried no publisher label (must stay 0).
     unlabelled_frames: usize,
-    /// The numbers (the first 4 bytes) of the video frames received, per publisher.
+    /// The numbers (bytes 10..14) of the video frames received, per publisher.
     numbers_from: BTreeMap<String, std::collections::BTreeSet<u32>>,
+    /// The layer (byte 14: its index in `layers`) of the last frame received, per publisher.
+    layer_from: BTreeMap<String, u8>,
+    /// Simulcast layers this client publishes (rid, frame bytes); empty: one plain stream.
+    layers: Vec<(&'static str, usize)>,
+    /// Layers the SFU said nobody receives: not sent.
+    paused_rids: Vec<String>,
+    /// Bytes of video published.
+    bytes_published: usize,
+    /// The audio level (dBov) its audio frames carry, if any.
+    audio_level: Option<i8>,
     /// Frames published so far (each carries its number).
     published: u32,
     /// Every `n`th RTP packet the SFU sends this client is lost on the way (0: none).
@@ -59,12 +69,23 @@ struct Client {
 }
 
 impl Client {
-    fn new(name: &str, host: u8, kind: MediaKind, proto: Protocol, now: Instant) -> Client {
+    fn new(
+        name: &str,
+        host: u8,
+        kind: MediaKind,
+        proto: Protocol,
+        layers: Vec<(&'static str, usize)>,
+        now: Instant,
+    ) -> Client {
         let mut rtc = Rtc::builder().build(now);
         let addr: SocketAddr = (Ipv4Addr::new(10, 0, 0, host), 5000).into();
         rtc.add_local_candidate(Candidate::host(addr, proto).expect("host candidate"));
         let mut change = rtc.sdp_api();
-        let sending = change.add_media(kind, Direction::SendRecv, None, None, None);
+        let simulcast = (!layers.is_empty()).then(|| Simulcast {
+            send: layers.iter().map(|(r, _)| SimulcastLayer::new(r)).collect(),
+            recv: Vec::new(),
+        });
+        let sending = change.add_media(kind, Direction::SendRecv, None, None, simulcast);
         let (offer, pending) = change.apply().expect("an offer");
         let mut c = Client {
             id: ParticipantId(name.to_owned()),
@@ -79,6 +100,11 @@ impl Client {
             frames_from: BTreeMap::new(),
             unlabelled_frames: 0,
             numbers_from: BTreeMap::new(),
+            layer_from: BTreeMap::new(),
+            layers,
+            paused_rids: Vec::new(),
+            bytes_published: 0,
+            audio_level: None,
             published: 0,
             lose_every: 0,
             lose_every_up: 0,
@@ -146,6 +172,19 @@ fn msid_by_mid(sdp: &str) -> HashMap<String, String> {
     out
 }
 
+/// A VP8-shaped frame of `bytes`: the frame tag (a keyframe or not), the keyframe start code
+/// and `width`, then the frame's `number` (bytes 10..14) and `layer` (byte 14).
+fn test_frame(bytes: usize, width: u16, key: bool, number: u32, layer: u8) -> Vec<u8> {
+    let mut f = vec![0x10_u8; bytes.max(16)];
+    f[0] = if key { 0x10 } else { 0x11 };
+    f[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+    f[6..8].copy_from_slice(&width.to_le_bytes());
+    f[8..10].copy_from_slice(&360u16.to_le_bytes());
+    f[10..14].copy_from_slice(&number.to_be_bytes());
+    f[14] = layer;
+    f
+}
+
 /// The SFU and its clients on one simulated network.
 /// RTP, not RTCP (RTCP's packet types 192-223 sit where RTP has the marker bit and type).
 fn is_rtp(packet: &[u8]) -> bool {
@@ -189,8 +228,24 @@ impl Net {
     }
 
     fn join_over(&mut self, name: &str, room: &str, kind: MediaKind, proto: Protocol) {
+        self.join_with(name, room, kind, proto, Vec::new());
+    }
+
+    /// `name` joins publishing video in simulcast `layers` (rid, bytes per frame).
+    fn join_simulcast(&mut self, name: &str, room: &str, layers: Vec<(&'static str, usize)>) {
+        self.join_with(name, room, MediaKind::Video, Protocol::Udp, layers);
+    }
+
+    fn join_with(
+        &mut self,
+        name: &str,
+        room: &str,
+        kind: MediaKind,
+        proto: Protocol,
+        layers: Vec<(&'static str, usize)>,
+    ) {
         let host = 10 + self.clients.len() as u8;
-        let mut c = Client::new(name, host, kind, proto, self.now);
+        let mut c = Client::new(name, host, kind, proto, layers, self.now);
         let answer = self
             .sfu
             .join(self.now, room, c.id.clone(), &c.first_offer())
@@ -272,7 +327,23 @@ impl Net {
                         .accept_answer(&participant, &answer)
                         .expect("the SFU accepts the client's answer");
                 }
-                Output::Event(e) => self.events.push(e),
+                Output::Event(e) => {
+                    if let SfuEvent::LayersWanted {
+                        participant,
+                        layers,
+                        ..
+                    } = &e
+                    {
+                        if let Some(c) = self.clients.iter_mut().find(|c| &c.id == participant) {
+                            c.paused_rids = layers
+                                .iter()
+                                .filter(|(_, on)| !on)
+                                .map(|(r, _)| r.clone())
+                                .collect();
+                        }
+                    }
+                    self.events.push(e)
+                }
             }
         }
         let publish = (now - self.start).as_millis() % 20 == 0;
@@ -296,12 +367,33 @@ impl Net {
                     .map(|p| p.pt())
                     .expect("the codec is configured");
                 let media_time = (now - self.start).into();
-                let mut frame = vec![0x10_u8; 120];
-                frame[..4].copy_from_slice(&c.published.to_be_bytes());
-                c.published += 1;
-                if let Some(w) = c.rtc.writer(c.sending) {
-                    w.write(pt, now, media_time, frame)
-                        .expect("the client writes a frame");
+                if c.layers.is_empty() {
+                    let frame = test_frame(120, 640, true, c.published, 0);
+                    c.published += 1;
+                    if let Some(mut w) = c.rtc.writer(c.sending) {
+                        if let Some(level) = c.audio_level {
+                            w = w.audio_level(level, level > -60);
+                        }
+                        w.write(pt, now, media_time, frame)
+                            .expect("the client writes a frame");
+                    }
+                } else {
+                    // Every layer every 20 ms, a keyframe every 10th frame; layer i is 160·2^i
+                    // px wide.
+                    let key = c.published % 10 == 0;
+                    for (i, (rid, bytes)) in c.layers.clone().into_iter().enumerate() {
+                        if c.paused_rids.iter().any(|p| p == rid) {
+                            continue;
+                        }
+                        let frame = test_frame(bytes, 160 << i, key, c.published, i as u8);
+                        c.bytes_published += bytes;
+                        if let Some(w) = c.rtc.writer(c.sending) {
+                            w.rid(Rid::from(rid))
+                                .write(pt, now, media_time, frame)
+                                .expect("the client writes a layer's frame");
+                        }
+                    }
+                    c.published += 1;
                 }
             }
             loop {
@@ -325,12 +417,13 @@ impl Net {
                         match c.stream_of_mid.get(&d.mid.to_string()) {
                             Some(publisher) => {
                                 *c.frames_from.entry(publisher.clone()).or_default() += 1;
-                                if let Some(n) = d.data.get(..4) {
-                                    let n = u32::from_be_bytes([n[0], n[1], n[2], n[3]]);
+                                if let Some(n) = d.data.get(10..15) {
+                                    let number = u32::from_be_bytes([n[0], n[1], n[2], n[3]]);
                                     c.numbers_from
                                         .entry(publisher.clone())
                                         .or_default()
-                                        .insert(n);
+                                        .insert(number);
+                                    c.layer_from.insert(publisher.clone(), n[4]);
                                 }
                             }
                             None => c.unlabelled_frames += 1,
@@ -655,5 +748,199 @@ fn bad_sdp_is_refused_and_changes_nothing() {
     assert!(
         net.client("alice").frames("bob") >= before + 25,
         "alice and bob go on undisturbed"
+    );
+}
+
+fn id(name: &str) -> ParticipantId {
+    ParticipantId(name.to_owned())
+}
+
+/// Three layers like a browser's: 80, 240 and 600 kbit/s (50 frames a second), 160, 320 and
+/// 640 px wide.
+fn three_layers() -> Vec<(&'static str, usize)> {
+    vec![("q", 200), ("h", 600), ("f", 1500)]
+}
+
+impl Net {
+    /// The layer index of the last frame `me` received from `from`.
+    fn layer(&self, me: &str, from: &str) -> Option<u8> {
+        self.client(me).layer_from.get(from).copied()
+    }
+}
+
+#[test]
+fn each_subscriber_gets_the_layer_its_bandwidth_and_tile_allow_and_unused_layers_stop() {
+    let mut net = Net::new();
+    net.join_simulcast("alice", "r1", three_layers());
+    for name in ["bob", "carol", "dave"] {
+        net.join(name, "r1", MediaKind::Video);
+    }
+    net.run_until(
+        "bob, carol and dave receive alice's video",
+        Duration::from_secs(10),
+        |n| {
+            ["bob", "carol", "dave"]
+                .iter()
+                .all(|c| n.client(c).frames("alice") >= 5)
+        },
+    );
+    // bob can take 200 kbit/s; dave shows alice in a 150 px thumbnail; carol anything.
+    net.sfu
+        .set_view(&id("bob"), Vec::new(), Some(200_000))
+        .expect("bob's view");
+    net.sfu
+        .set_view(&id("dave"), vec![(id("alice"), 150)], None)
+        .expect("dave's view");
+    net.run_until(
+        "carol gets alice's full layer, bob (200 kbit/s) and dave (thumbnail) the lowest",
+        Duration::from_secs(10),
+        |n| {
+            n.layer("carol", "alice") == Some(2)
+                && n.layer("bob", "alice") == Some(0)
+                && n.layer("dave", "alice") == Some(0)
+        },
+    );
+    // (carol's layer from now on follows the simulated link's bandwidth estimate.)
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.layer("bob", "alice"), Some(0), "bob stays low");
+    assert_eq!(net.layer("dave", "alice"), Some(0), "dave stays low");
+    let received: Vec<u8> = ["bob", "carol", "dave"]
+        .iter()
+        .filter_map(|c| net.layer(c, "alice"))
+        .collect();
+    let unused: Vec<&str> = ["q", "h", "f"]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !received.contains(&(*i as u8)))
+        .map(|(_, r)| r)
+        .collect();
+    assert!(!unused.is_empty(), "carol on f or h, bob and dave on q");
+    assert_eq!(
+        net.client("alice").paused_rids,
+        unused,
+        "alice is told which of her layers nobody receives (they get {received:?})"
+    );
+    assert!(net.events.iter().any(|e| matches!(e,
+        SfuEvent::Quality(q) if q.participant == id("bob")
+            && q.layers.iter().any(|l| l.publisher == id("alice") && l.layer.as_deref() == Some("q") && l.width == Some(160)))),
+        "bob's quality samples name the layer he gets");
+
+    // bob's limit is lifted: he moves up (after the hold) to the full layer, and the middle
+    // layer is still not needed by anyone.
+    let before = net.client("bob").numbers_from["alice"].len();
+    net.sfu
+        .set_view(&id("bob"), Vec::new(), None)
+        .expect("bob's view");
+    net.run_until(
+        "bob gets alice's full layer once his limit is lifted",
+        Duration::from_secs(8),
+        |n| n.layer("bob", "alice") == Some(2),
+    );
+    net.run_for(Duration::from_secs(1));
+    let numbers = &net.client("bob").numbers_from["alice"];
+    let (first, last) = (
+        *numbers.first().expect("frames"),
+        *numbers.last().expect("frames"),
+    );
+    let missing: Vec<u32> = (first..=last).filter(|n| !numbers.contains(n)).collect();
+    assert_eq!(
+        numbers.len() as u32,
+        last - first + 1,
+        "no frame of alice's is missing for bob across the layer switches ({before} before): {missing:?}"
+    );
+}
+
+#[test]
+fn video_pauses_for_a_subscriber_who_cannot_take_the_lowest_layer_and_resumes() {
+    let mut net = Net::new();
+    net.join_simulcast("alice", "r1", three_layers());
+    net.join("bob", "r1", MediaKind::Video);
+    net.run_until("bob receives alice's video", Duration::from_secs(10), |n| {
+        n.client("bob").frames("alice") >= 5
+    });
+    net.sfu
+        .set_view(&id("bob"), Vec::new(), Some(30_000))
+        .expect("bob's view");
+    net.run_for(Duration::from_millis(500));
+    let paused_at = net.client("bob").frames("alice");
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        net.client("bob").frames("alice"),
+        paused_at,
+        "nothing of alice's video reaches bob at 30 kbit/s"
+    );
+    assert!(
+        net.client("alice").frames("bob") > 50,
+        "bob still publishes to alice"
+    );
+    net.sfu
+        .set_view(&id("bob"), Vec::new(), Some(150_000))
+        .expect("bob's view");
+    net.run_until(
+        "alice's lowest layer reaches bob again at 150 kbit/s",
+        Duration::from_secs(6),
+        |n| n.client("bob").frames("alice") > paused_at + 10 && n.layer("bob", "alice") == Some(0),
+    );
+}
+
+#[test]
+fn a_video_without_simulcast_is_forwarded_as_it_is() {
+    let mut net = Net::new();
+    net.join("alice", "r1", MediaKind::Video);
+    net.join("bob", "r1", MediaKind::Video);
+    net.sfu
+        .set_view(&id("bob"), vec![(id("alice"), 100)], Some(1_000_000))
+        .expect("bob's view");
+    net.run_until(
+        "bob receives alice's one stream",
+        Duration::from_secs(10),
+        |n| n.client("bob").frames("alice") >= 50,
+    );
+    assert!(
+        !net.events
+            .iter()
+            .any(|e| matches!(e, SfuEvent::LayersWanted { .. })),
+        "no layer hints for a track without layers"
+    );
+}
+
+#[test]
+fn the_active_speaker_follows_who_speaks() {
+    let mut net = Net::new();
+    for name in ["alice", "bob", "carol"] {
+        net.join(name, "r1", MediaKind::Audio);
+    }
+    net.join("dave", "r2", MediaKind::Audio);
+    for (name, level) in [
+        ("alice", -20),
+        ("bob", -127),
+        ("carol", -127),
+        ("dave", -127),
+    ] {
+        net.client_mut(name).audio_level = Some(level);
+    }
+    let speaker = |n: &Net| {
+        n.events.iter().rev().find_map(|e| match e {
+            SfuEvent::ActiveSpeaker { room, participant } if room == "r1" => {
+                Some(participant.0.clone())
+            }
+            _ => None,
+        })
+    };
+    net.run_until(
+        "alice is r1's active speaker",
+        Duration::from_secs(10),
+        |n| speaker(n).as_deref() == Some("alice"),
+    );
+    net.client_mut("alice").audio_level = Some(-127);
+    net.client_mut("bob").audio_level = Some(-25);
+    net.run_until("bob takes over", Duration::from_secs(5), |n| {
+        speaker(n).as_deref() == Some("bob")
+    });
+    assert!(
+        !net.events
+            .iter()
+            .any(|e| matches!(e, SfuEvent::ActiveSpeaker { room, .. } if room == "r2")),
+        "silent dave's room has no speaker"
     );
 }

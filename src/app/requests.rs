@@ -127,6 +127,14 @@ impl Signaling {
                 .sfu_leave(session, me, &call_id)
                 .await?
                 .map(|()| call_ack(&call_id))),
+            Request::SfuView {
+                call_id,
+                tiles,
+                max_bitrate,
+            } => Ok(self
+                .sfu_view(session, me, &call_id, tiles, max_bitrate)
+                .await?
+                .map(|()| call_ack(&call_id))),
         }
     }
 }

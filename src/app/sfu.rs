@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use signalbox_sfu::{
-    HandleError, MediaKind, Notice, ParticipantId, SfuError, SfuEvent, SfuHandle, TrackStats,
+    HandleError, MediaKind, Notice, ParticipantId, QualitySample, SfuError, SfuEvent, SfuHandle,
+    TrackStats,
 };
 use tokio::sync::mpsc;
 
@@ -22,7 +23,7 @@ use crate::signaling::event::Event;
 use crate::signaling::switchboard::{Output, SessionId};
 use crate::signaling::topology::{Topology, TopologyPolicy};
 use crate::signaling::wire::sdp_type;
-use crate::store::analytics::{self, SfuTrack};
+use crate::store::analytics::{self, SfuQuality, SfuTrack};
 use crate::store::calls::{self, CallKind};
 
 /// How often the SFU's track figures are written to the database.
@@ -201,6 +202,28 @@ impl Signaling {
         Ok(self.done((), Vec::new()))
     }
 
+    /// `sfu-view`: what the peer shows of the others (peer id → tile width) and the most it
+    /// wants to receive; the SFU fits the layers it sends to that.
+    pub(crate) async fn sfu_view(
+        self: &Arc<Self>,
+        session: SessionId,
+        me: &Principal,
+        call_id: &str,
+        tiles: Vec<(String, u32)>,
+        max_bitrate: Option<u64>,
+    ) -> Result<Done<()>, Error> {
+        let sfu = self.sfu()?.clone();
+        let peer = self.sfu_peer(me, call_id, session).await?;
+        let tiles = tiles
+            .into_iter()
+            .map(|(p, w)| (ParticipantId(p), w))
+            .collect();
+        sfu.view(ParticipantId(peer.peer_id), tiles, max_bitrate)
+            .await
+            .map_err(refused)?;
+        Ok(self.done((), Vec::new()))
+    }
+
     /// A peer is gone from its room: its SFU connection ends too.
     pub(crate) fn sfu_forget(&self, peer_id: String) {
         if let Some(sfu) = self.sfu.get() {
@@ -214,12 +237,14 @@ impl Signaling {
     /// stores the figures it measures on tracks, in batches.
     pub async fn run_sfu_notices(self: Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
         let mut figures: HashMap<(String, String), SfuTrack> = HashMap::new();
+        let mut samples: Vec<SfuQuality> = Vec::new();
         let mut flush = tokio::time::interval(STATS_FLUSH);
         loop {
             let notice = tokio::select! {
                 n = notices.recv() => n,
                 _ = flush.tick() => {
                     self.store_figures(&mut figures).await;
+                    self.store_quality(&mut samples).await;
                     continue;
                 }
             };
@@ -248,9 +273,109 @@ impl Signaling {
                         figures.insert((row.peer_id.clone(), row.mid.clone()), row);
                     }
                 }
+                Notice::Event(SfuEvent::Quality(q)) => samples.extend(self.quality_row(q)),
+                Notice::Event(SfuEvent::LayersWanted {
+                    participant,
+                    mid,
+                    layers,
+                }) => self.deliver_layers(&participant, mid, layers),
+                Notice::Event(SfuEvent::ActiveSpeaker { room, participant }) => {
+                    self.deliver_speaker(&room, &participant)
+                }
             }
         }
         self.store_figures(&mut figures).await;
+        self.store_quality(&mut samples).await;
+    }
+
+    /// Tells a publisher which layers of its track on `mid` somebody receives (`sfu-layers`).
+    fn deliver_layers(
+        self: &Arc<Self>,
+        publisher: &ParticipantId,
+        mid: String,
+        layers: Vec<(String, bool)>,
+    ) {
+        let Some((session, call_id)) = self.board().room_peer_anywhere(&publisher.0) else {
+            return;
+        };
+        let layers: Vec<Value> = layers
+            .into_iter()
+            .map(|(rid, active)| json!({ "rid": rid, "active": active }))
+            .collect();
+        let event = Event::new(
+            "sfu-layers",
+            json!({ "callId": call_id, "from": SFU_PEER, "mid": mid, "layers": layers }),
+        );
+        self.dispatch(vec![Output::Deliver {
+            to: session,
+            event: Arc::new(event),
+        }]);
+    }
+
+    /// Tells everyone in the room who speaks now (`room-active-speaker`).
+    fn deliver_speaker(self: &Arc<Self>, room_id: &str, speaker: &ParticipantId) {
+        let Some((call_id, peers)) = self.board().room_sessions(room_id) else {
+            return;
+        };
+        let Some(user_id) = peers
+            .iter()
+            .find(|(p, _, _)| *p == speaker.0)
+            .map(|(_, _, u)| u.clone())
+        else {
+            return;
+        };
+        let event = Arc::new(Event::new(
+            "room-active-speaker",
+            json!({ "roomId": room_id, "callId": call_id, "peerId": speaker.0, "userId": user_id }),
+        ));
+        let out = peers
+            .into_iter()
+            .map(|(_, session, _)| Output::Deliver {
+                to: session,
+                event: Arc::clone(&event),
+            })
+            .collect();
+        self.dispatch(out);
+    }
+
+    /// The stored form of a quality sample, for a participant still in its room.
+    fn quality_row(&self, q: QualitySample) -> Option<SfuQuality> {
+        let (_, call_id) = self.board().room_peer_anywhere(&q.participant.0)?;
+        let layers: Vec<Value> = q
+            .layers
+            .iter()
+            .map(|l| {
+                json!({
+                    "fromPeerId": l.publisher.0,
+                    "mid": l.mid,
+                    "layer": l.layer,
+                    "paused": l.paused,
+                    "width": l.width,
+                })
+            })
+            .collect();
+        Some(SfuQuality {
+            call_id,
+            peer_id: q.participant.0,
+            at: now_ms(),
+            estimate_kbps: q.estimate_bps.map(|b| b as f64 / 1000.0),
+            freezes: q.freezes,
+            layers: Value::Array(layers).to_string(),
+        })
+    }
+
+    async fn store_quality(&self, samples: &mut Vec<SfuQuality>) {
+        if samples.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(samples);
+        if let Err(e) = self
+            .store
+            .run(move |c| analytics::insert_sfu_quality(c, &rows))
+            .await
+        {
+            tracing::warn!(error = %e, "storing the SFU's quality samples failed");
+        }
     }
 
     fn lost(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {

@@ -410,8 +410,15 @@ pub async fn call_analytics(
             let mut relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
             crate::relay::apply_live(&mut relay, &live);
             let sfu = analytics::sfu_tracks(c, &id)?;
+            let sfu_quality = analytics::sfu_quality(c, &id)?;
             Ok(views::analytics(
-                &call, &events, &quality, &relay, &sfu, now,
+                &call,
+                &events,
+                &quality,
+                &relay,
+                &sfu,
+                &sfu_quality,
+                now,
             ))
         })
         .await?;

@@ -54,6 +54,9 @@ pub struct LiveCall {
     callee_session: Option<SessionId>,
 }
 
+/// A room peer: its peer id, session and user.
+pub type RoomPeerAt = (String, SessionId, String);
+
 #[derive(Debug, Default)]
 struct LiveRoom {
     call_id: String,
@@ -555,6 +558,17 @@ impl Switchboard {
         self.rooms
             .values()
             .find_map(|r| r.peers.get(peer_id).map(|(s, _)| (*s, r.call_id.clone())))
+    }
+
+    /// A room's call id and the sessions of its peers.
+    pub fn room_sessions(&self, room_id: &str) -> Option<(String, Vec<RoomPeerAt>)> {
+        let room = self.rooms.get(room_id)?;
+        let peers = room
+            .peers
+            .iter()
+            .map(|(p, (s, u))| (p.clone(), *s, u.clone()))
+            .collect();
+        Some((room.call_id.clone(), peers))
     }
 
     /// The room a peer is in and the user it speaks for.

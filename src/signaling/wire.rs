@@ -70,6 +70,12 @@ pub enum ClientMessage {
     SfuLeave {
         call_id: String,
     },
+    SfuView {
+        call_id: String,
+        #[serde(default)]
+        tiles: Vec<Tile>,
+        max_bitrate: Option<u64>,
+    },
 }
 
 /// Every message type a `/rtc` client may send.
@@ -87,6 +93,7 @@ pub const TYPES: &[&str] = &[
     "room-join",
     "room-leave",
     "sfu-leave",
+    "sfu-view",
 ];
 
 /// Every seed 000 event a Socket.IO client may emit.
@@ -183,7 +190,30 @@ pub enum Request {
     SfuLeave {
         call_id: String,
     },
+    /// What the sender shows of the others through the SFU, and the most it wants to receive.
+    SfuView {
+        call_id: String,
+        /// Peer id → tile width in device pixels (0: not shown).
+        tiles: Vec<(String, u32)>,
+        max_bitrate: Option<u64>,
+    },
 }
+
+/// One tile of an `sfu-view`: the size in device pixels a peer's video is shown at.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tile {
+    pub peer_id: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The most tiles an `sfu-view` may name (rooms hold at most 16 peers).
+pub const MAX_TILES: usize = 64;
+/// The largest tile side taken (8K).
+pub const MAX_TILE_SIDE: u32 = 8192;
+/// The range a receive cap must be in, bits/s.
+pub const MAX_BITRATE_RANGE: std::ops::RangeInclusive<u64> = 10_000..=1_000_000_000;
 
 /// A parsed `/rtc` frame: the request id to echo (if any) and the request or why it was refused.
 #[derive(Debug)]
@@ -294,6 +324,28 @@ fn invite(
     })
 }
 
+/// An `sfu-view`'s tiles as peer id → width, checked.
+fn view_tiles(tiles: Vec<Tile>) -> Result<Vec<(String, u32)>, Error> {
+    if tiles.len() > MAX_TILES {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!("tiles: at most {MAX_TILES}"),
+        ));
+    }
+    tiles
+        .into_iter()
+        .map(|t| {
+            if t.width > MAX_TILE_SIDE || t.height > MAX_TILE_SIDE {
+                return Err(Error::invalid(
+                    "invalid_field",
+                    format!("tiles: width and height must be 0..={MAX_TILE_SIDE}"),
+                ));
+            }
+            Ok((user_field(&t.peer_id, "tiles.peerId")?, t.width))
+        })
+        .collect()
+}
+
 /// Checks what serde cannot: id formats, SDP and candidate shapes, string bounds.
 fn validate(msg: ClientMessage) -> Result<Request, Error> {
     let id = |raw: String| parse_id(&raw, "callId");
@@ -386,6 +438,27 @@ fn validate(msg: ClientMessage) -> Result<Request, Error> {
         },
         ClientMessage::SfuLeave { call_id } => Request::SfuLeave {
             call_id: id(call_id)?,
+        },
+        ClientMessage::SfuView {
+            call_id,
+            tiles,
+            max_bitrate,
+        } => Request::SfuView {
+            call_id: id(call_id)?,
+            tiles: view_tiles(tiles)?,
+            max_bitrate: match max_bitrate {
+                Some(b) if !MAX_BITRATE_RANGE.contains(&b) => {
+                    return Err(Error::invalid(
+                        "invalid_field",
+                        format!(
+                            "maxBitrate: must be null or {}..={} bits/s",
+                            MAX_BITRATE_RANGE.start(),
+                            MAX_BITRATE_RANGE.end()
+                        ),
+                    ))
+                }
+                b => b,
+            },
         },
     })
 }

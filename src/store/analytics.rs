@@ -181,6 +181,67 @@ pub fn sfu_tracks(conn: &Connection, call_id: &str) -> Result<Vec<SfuTrack>, Err
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The most quality samples kept per participant of a call (an hour at one every 2 s).
+pub const MAX_QUALITY_SAMPLES: i64 = 1800;
+
+/// What the SFU sent one subscriber at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SfuQuality {
+    pub call_id: String,
+    pub peer_id: String,
+    pub at: i64,
+    pub estimate_kbps: Option<f64>,
+    pub freezes: u64,
+    /// JSON array of `{fromPeerId, mid, layer, paused, width}`.
+    pub layers: String,
+}
+
+/// Appends quality samples, in one transaction; samples of calls that are gone, or beyond
+/// [`MAX_QUALITY_SAMPLES`] for a participant, are skipped.
+pub fn insert_sfu_quality(conn: &mut Connection, samples: &[SfuQuality]) -> Result<(), Error> {
+    let tx = super::begin_write(conn)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO sfu_quality (call_id, peer_id, at, estimate_kbps, freezes, layers)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM calls WHERE id = ?1)
+               AND (SELECT COUNT(*) FROM sfu_quality WHERE call_id = ?1 AND peer_id = ?2) < ?7",
+        )?;
+        for q in samples {
+            stmt.execute(params![
+                q.call_id,
+                q.peer_id,
+                q.at,
+                q.estimate_kbps,
+                i64::try_from(q.freezes).unwrap_or(i64::MAX),
+                q.layers,
+                MAX_QUALITY_SAMPLES
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A call's quality samples, by participant and time.
+pub fn sfu_quality(conn: &Connection, call_id: &str) -> Result<Vec<SfuQuality>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT call_id, peer_id, at, estimate_kbps, freezes, layers FROM sfu_quality
+         WHERE call_id = ?1 ORDER BY peer_id, at",
+    )?;
+    let rows = stmt.query_map([call_id], |r| {
+        Ok(SfuQuality {
+            call_id: r.get(0)?,
+            peer_id: r.get(1)?,
+            at: r.get(2)?,
+            estimate_kbps: r.get(3)?,
+            freezes: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+            layers: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// One TURN allocation's usage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelaySession {

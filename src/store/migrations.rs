@@ -131,6 +131,18 @@ CREATE TABLE sfu_tracks (
     PRIMARY KEY (call_id, peer_id, mid)
 );
 "#,
+    // 4: what each SFU subscriber was sent over time (layer per track, estimate, freezes).
+    r#"
+CREATE TABLE sfu_quality (
+    call_id       TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+    peer_id       TEXT NOT NULL,
+    at            INTEGER NOT NULL,
+    estimate_kbps REAL,
+    freezes       INTEGER NOT NULL,
+    layers        TEXT NOT NULL
+);
+CREATE INDEX sfu_quality_by_call ON sfu_quality (call_id, peer_id, at);
+"#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer signalbox.
