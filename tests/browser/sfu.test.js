@@ -7,7 +7,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openAs, peerStats, eventually, screenshot, startDecodeWatch, readDecodeWatch } from './lib/harness.js';
+import { startServer, launchBrowser, openAs, peerStats, eventually, until, screenshot, startDecodeWatch, readDecodeWatch } from './lib/harness.js';
 
 let server;
 let browser;
@@ -21,20 +21,6 @@ after(async () => {
 });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** eventually() for a check that says what it saw: fn() → {ok, info, value}. */
-async function until(fn, { timeout = 30000, what }) {
-  let info;
-  try {
-    return await eventually(async () => {
-      const r = await fn();
-      info = r.info;
-      return r.ok ? (r.value ?? true) : null;
-    }, { timeout, what });
-  } catch (e) {
-    throw new Error(`${e.message}\n  last seen: ${JSON.stringify(info)}`);
-  }
-}
 
 /** Publisher peerId → frames decoded of its camera, on an SFU connection's peerStats entry. */
 function cameras(link, role = 'camera') {

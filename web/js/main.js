@@ -1,8 +1,8 @@
 // main.js — boots the client and wires the pieces together: session ↔ sign-in page, the
 // signaling socket and its status, routing of /rtc messages to the call and room controllers,
 // hash routes (#/call, #/rooms, #/history, #/selftest, #/settings, #room=ID), the insecure-page
-// warning, expired-token handling, and the `window.signalbox` handle (read-only state for
-// diagnostics and tests).
+// warning, expired-token handling, the `window.signalbox` handle (read-only state for
+// diagnostics and tests) and `window.__signalbox` (the few actions tests and the console take).
 
 import { configureApi, api } from './api.js';
 import { session, isExpired, msUntilExpiry } from './session.js';
@@ -52,6 +52,12 @@ window.signalbox = {
     if (room.sfu) list.push({ kind: 'sfu', callId: room.state.callId, remote: 'sfu', peerId: 'sfu', pc: room.sfu.pc, tracks: room.sfu.trackOwners() });
     return list;
   },
+};
+
+/** Actions for tests and the console; `window.signalbox` stays read-only. */
+window.__signalbox = {
+  /** The most bits/s the SFU may send this browser in total (null: no cap), until the setting changes. */
+  setReceiveCap: (bps) => room.setReceiveCap(bps),
 };
 
 // ---- insecure page --------------------------------------------------------------------------

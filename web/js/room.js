@@ -3,12 +3,16 @@
 // already there, existing members answer); sfu: one SfuLink to the server's SFU carrying
 // everyone's tracks — switching an `auto` room between the two make-before-break on
 // `room-topology`, routing of `call-sdp-update` / `ice-candidate` by `fromPeer` ("sfu" or a
-// peer), per-peer media state and stats, screen sharing (through the SFU only), and leaving.
+// peer), the SFU's `sfu-layers` (to the link) and `room-active-speaker` (state.activeSpeaker),
+// what we want received (`sfu-view`: tile sizes from the view, the receive cap), per-peer media
+// state and stats, screen sharing (through the SFU only), and leaving.
 // No DOM: the room view renders `state` and `peers` on every 'change' event.
 
 import { rtcConfiguration } from './ice.js';
 import { LocalMedia } from './media.js';
 import { Peer } from './peer.js';
+import { ReceiveView } from './receive-view.js';
+import { settings } from './settings.js';
 import { SfuLink } from './sfu-link.js';
 import { StatsSampler, grade } from './stats.js';
 
@@ -21,6 +25,12 @@ const SWITCH_POLL_MS = 200;
 const MESH_LINGER_MS = 1000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The receive cap the settings ask for, in bits/s (null: none). */
+function capFromSettings() {
+  const kbps = Number(settings.get('receiveLimitKbps'));
+  return kbps > 0 ? Math.round(kbps * 1000) : null;
+}
 
 async function meshFramesDecoded(peer) {
   let frames = 0;
@@ -36,13 +46,17 @@ export class RoomController extends EventTarget {
     //            sampler, stream, screen, stats, quality, state, media}
     this.peers = new Map();
     this.sfu = null;
+    this.sfuView = null; // the ReceiveView of this.sfu
+    this.tileSizes = new Map(); // peerId -> {width, height} in device pixels, from the view
+    this.receiveCap = capFromSettings();
+    settings.addEventListener('change', (e) => { if (e.detail.name === 'receiveLimitKbps') this.setReceiveCap(capFromSettings()); });
     this.topology = 'mesh';
     this.switchGen = 0;
     this.media = null;
     this.config = null;
     this.statsTimer = null;
     this.announceTimer = null;
-    this.state = { phase: 'idle', room: null, roomId: null, callId: null, peerId: null, topology: null, sfuState: null, error: null, warning: null, local: {} };
+    this.state = { phase: 'idle', room: null, roomId: null, callId: null, peerId: null, topology: null, sfuState: null, activeSpeaker: null, error: null, warning: null, local: {} };
   }
 
   get active() { return this.state.phase === 'joining' || this.state.phase === 'joined'; }
@@ -137,6 +151,7 @@ export class RoomController extends EventTarget {
     if (!entry) return;
     this.dropMesh(entry);
     this.peers.delete(peerId);
+    if (this.state.activeSpeaker === peerId) this.state.activeSpeaker = null;
     this.update();
     if (this.topology === 'mesh') this.maybeLeaveSfu();
   }
@@ -188,9 +203,15 @@ export class RoomController extends EventTarget {
       signal: ({ candidate }) => this.socket.send('ice-candidate', { callId, to: SFU, candidate }),
       sendSdp: (sdp) => this.socket.request('call-sdp-update', { callId, to: SFU, sdp }),
     });
+    const view = new ReceiveView((v) => this.socket.request('sfu-view', { callId, ...v }), { tiles: this.tileSizes, maxBitrate: this.receiveCap });
     this.sfu = link;
+    this.sfuView = view;
     link.addEventListener('tracks', () => { if (this.sfu === link) this.update(); });
-    link.addEventListener('state', () => { if (this.sfu === link) this.update(); });
+    link.addEventListener('state', () => {
+      if (this.sfu !== link) return;
+      if (link.state === 'connected') view.start();
+      this.update();
+    });
     link.addEventListener('error', (e) => console.warn('sfu link error', e.detail.error));
     link.addEventListener('rejected', (e) => {
       if (this.sfu !== link) return;
@@ -205,12 +226,14 @@ export class RoomController extends EventTarget {
     if (!link) return;
     this.sfu = null;
     link.close();
+    this.sfuView.close();
+    this.sfuView = null;
     if (this.media && this.media.screenTrack) this.media.stopScreen();
     if (leave && this.state.callId) {
       this.socket.request('sfu-leave', { callId: this.state.callId }).catch((err) => console.warn(`sfu-leave: ${err.code || ''} ${err.message}`));
     }
     for (const e of this.peers.values()) if (e.source === SFU) e.stats = null;
-    this.update();
+    this.update({ activeSpeaker: null }); // only the SFU says who speaks
   }
 
   /** Back in a mesh: once no tile needs the SFU any more, leave it. */
@@ -218,6 +241,22 @@ export class RoomController extends EventTarget {
     if (!this.sfu || this.topology !== 'mesh' || !this.active) return;
     if ([...this.peers.values()].some((e) => e.source === SFU)) return;
     this.closeSfu({ leave: true });
+  }
+
+  // ---- what we receive from the SFU -----------------------------------------------------------
+
+  /** peerId → {width, height}: each remote camera tile's size in device pixels (0 × 0: not visible). */
+  setTileSizes(sizes) {
+    this.tileSizes = sizes;
+    if (this.sfuView) this.sfuView.setTiles(sizes);
+  }
+
+  /** The most bits/s to receive from the SFU in total (null: no cap), from now until the setting changes. */
+  setReceiveCap(bps) {
+    const cap = bps === null || bps === undefined ? null : Math.round(Number(bps));
+    if (cap !== null && !(cap > 0)) throw new Error(`A receive cap is a positive number of bits/s, or null (got ${bps}).`);
+    this.receiveCap = cap;
+    if (this.sfuView) this.sfuView.setMaxBitrate(cap);
   }
 
   // ---- switching (auto rooms) --------------------------------------------------------------
@@ -325,6 +364,14 @@ export class RoomController extends EventTarget {
         }
         return true;
       }
+      case 'sfu-layers':
+        if (msg.callId !== this.state.callId) return false;
+        if (this.sfu) this.sfu.setLayers(msg.mid, msg.layers);
+        return true;
+      case 'room-active-speaker':
+        if (msg.roomId !== this.state.roomId && msg.callId !== this.state.callId) return false;
+        this.update({ activeSpeaker: msg.peerId || null });
+        return true;
       case 'media-state': {
         if (msg.callId !== this.state.callId) return false;
         for (const e of this.peers.values()) {
@@ -452,6 +499,8 @@ export class RoomController extends EventTarget {
     this.peers.clear();
     // Leaving the room (or the socket dropping) ends the SFU session on the server.
     if (this.sfu) { this.sfu.close(); this.sfu = null; }
+    if (this.sfuView) { this.sfuView.close(); this.sfuView = null; }
+    this.state.activeSpeaker = null; // (the caller's update renders it)
     this.topology = 'mesh';
     // Detached first: closing stops a screen share, which must not send media-state any more.
     const media = this.media;

@@ -1,8 +1,9 @@
 // settings.js — the user's preferences, persisted in localStorage: relay-only ICE, preferred
-// camera and microphone. Emits 'change' when one is set.
+// camera and microphone, a cap on what rooms through the SFU send us (kbit/s, null: none).
+// Emits 'change' when one is set.
 
 const KEY = 'signalbox.settings';
-const DEFAULTS = { relayOnly: false, cameraId: '', micId: '' };
+const DEFAULTS = { relayOnly: false, cameraId: '', micId: '', receiveLimitKbps: null };
 
 class Settings extends EventTarget {
   constructor() {

@@ -1,7 +1,8 @@
 // sfu-link.js — a room participant's one RTCPeerConnection to the server's SFU (the reserved
-// peer "sfu" of the room's call). Owns: publishing the local audio, camera and screen share on
-// send-only transceivers of our own (never addTrack, which could take over a transceiver the
-// SFU offered for someone else's track), our offers and the SFU's offers handled one at a time
+// peer "sfu" of the room's call). Owns: publishing the local audio, camera (in simulcast
+// layers, simulcast.js; turned on and off by the SFU's `sfu-layers`) and screen share (one
+// encoding) on send-only transceivers of our own (never addTrack, which could take over a
+// transceiver the SFU offered for someone else's track), our offers and the SFU's offers handled one at a time
 // (an SFU offer that crosses ours is ignored: the SFU offers again after answering), rolling
 // back an offer the server refused, trickling our candidates (the SFU is ICE-lite and trickles
 // none), ICE restart when the path fails, the forwarded tracks grouped by publisher (stream id
@@ -10,6 +11,7 @@
 // (a promise: the ack, or the server's error) are supplied by its owner.
 
 import { scheduleIceRestart } from './ice-restart.js';
+import { addSimulcastCamera, applyLayers, keepResolution } from './simulcast.js';
 import { GroupedStatsSampler } from './stats.js';
 
 function sameTracks(stream, tracks) {
@@ -64,7 +66,11 @@ export class SfuLink extends EventTarget {
     const audio = stream.getAudioTracks()[0];
     const cam = stream.getVideoTracks()[0];
     if (audio) this.own.add(this.pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] }));
-    if (cam) this.own.add(this.pc.addTransceiver(cam, { direction: 'sendonly', streams: [stream] }));
+    if (cam) {
+      const camera = addSimulcastCamera(this.pc, cam, stream);
+      this.own.add(camera);
+      this.run(() => keepResolution(camera.sender)); // queued before the first offer
+    }
     // Nothing to send: an offer still needs a media section (the SFU adds the others' later).
     if (!audio && !cam) this.own.add(this.pc.addTransceiver('audio', { direction: 'recvonly' }));
     this.started = true;
@@ -196,6 +202,20 @@ export class SfuLink extends EventTarget {
 
   /** Map peerId → stats summary of what we receive from that publisher. */
   sampleByPeer() { return this.sampler.sample(); }
+
+  /** The SFU's `sfu-layers`: which simulcast layers of our track on transceiver `mid` somebody receives. */
+  setLayers(mid, layers) {
+    return this.run(async () => {
+      if (this.closed || !Array.isArray(layers)) return;
+      const t = this.pc.getTransceivers().find((x) => this.own.has(x) && x.mid === mid);
+      if (!t) {
+        console.warn(`[${this.label}] sfu-layers for mid ${mid}, which we do not publish on`);
+        return;
+      }
+      const active = await applyLayers(t.sender, layers);
+      console.info(`[${this.label}] mid ${mid}: layers ${active.join(',') || 'none'} on`);
+    });
+  }
 
   /** Screen share: a second video track on a send-only transceiver (reused on the next share). */
   addScreen(track, stream) {

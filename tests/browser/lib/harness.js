@@ -2,8 +2,8 @@
 // 127.0.0.1 port 0 with a temporary data dir, its TURN relay on a free loopback port (relay
 // allowed to reach 127.0.0.0/8) and its SFU on a loopback UDP port, tokens minted with
 // `signalbox token`, Debian's headless Chromium (fake camera and microphone) driven by
-// playwright-core, and in-page probes of the peer connections (peerStats, the room tiles'
-// decode watch).
+// playwright-core, in-page probes of the peer connections (peerStats, the room tiles' decode
+// watch), and bounded waits that say what they waited for (eventually, until).
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -159,8 +159,10 @@ export async function openAs(browser, server, token, { relayOnly = true, viewpor
 
 /**
  * Samples getStats of every live peer connection of a page: frames decoded, the selected pair,
- * and each inbound stream (`inbound`: kind, trackId, framesDecoded; on the SFU connection also
- * the publisher's peerId and the track's role, 'audio' | 'camera' | 'screen').
+ * each inbound stream (`inbound`: kind, trackId, framesDecoded, frameWidth; on the SFU
+ * connection also the publisher's peerId and the track's role, 'audio' | 'camera' | 'screen'),
+ * and each outbound stream (`outbound`: kind, mid, rid (a simulcast layer), active, frameWidth,
+ * framesEncoded, bytesSent).
  */
 export async function peerStats(page) {
   return page.evaluate(async () => {
@@ -170,12 +172,16 @@ export async function peerStats(page) {
       let framesDecoded = 0; let pair = null; let transport = null;
       const byId = new Map();
       const inbound = [];
+      const outbound = [];
       report.forEach((s) => {
         byId.set(s.id, s);
         if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
         if (s.type === 'inbound-rtp') {
           const owner = entry.tracks && entry.tracks[s.trackIdentifier];
-          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, framesDecoded: s.framesDecoded || 0, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
+          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth ?? null, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
+        }
+        if (s.type === 'outbound-rtp') {
+          outbound.push({ kind: s.kind, mid: s.mid ?? null, rid: s.rid ?? null, active: s.active ?? null, frameWidth: s.frameWidth ?? null, framesEncoded: s.framesEncoded || 0, bytesSent: s.bytesSent || 0, limitation: s.qualityLimitationReason ?? null });
         }
         if (s.type === 'transport') transport = s;
       });
@@ -190,6 +196,7 @@ export async function peerStats(page) {
         videoReceivers: entry.pc.getReceivers().filter((r) => r.track && r.track.kind === 'video').length,
         iceTransportPolicy: entry.pc.getConfiguration().iceTransportPolicy,
         inbound,
+        outbound,
       });
     }
     return out;
@@ -275,6 +282,20 @@ export async function eventually(fn, { timeout = 20000, interval = 250, what = '
     await new Promise((r) => setTimeout(r, interval));
   }
   throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`);
+}
+
+/** eventually() for a check that says what it saw: fn() → {ok, info, value}; a timeout shows the last info. */
+export async function until(fn, { timeout = 30000, what }) {
+  let info;
+  try {
+    return await eventually(async () => {
+      const r = await fn();
+      info = r.info;
+      return r.ok ? (r.value ?? true) : null;
+    }, { timeout, what });
+  } catch (e) {
+    throw new Error(`${e.message}\n  last seen: ${JSON.stringify(info)}`);
+  }
 }
 
 export async function screenshot(page, name) {

@@ -1,10 +1,12 @@
 // ui/history-view.js — the History tab: the signed-in user's calls from GET /calls/history
 // (newest first, paged), and the analytics of one call from GET /calls/:id/analytics
-// (duration, setup time, quality averages, relay usage, media timeline).
+// (duration, setup time, quality averages, relay usage, media timeline, and for room calls
+// through the SFU a chart per participant of what it received, quality-chart.js).
 
 import { api } from '../api.js';
 import { $, el, duration, when } from './dom.js';
 import { notify } from './notice.js';
+import { qualityChart } from './quality-chart.js';
 
 const PAGE = 20;
 
@@ -25,6 +27,15 @@ function describeEvent(t) {
   if (t.event === 'camera-switched') return `switched camera${d.camera ? ` to ${d.camera}` : ''}`;
   const extra = Object.entries(d).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k} ${v}`).join(', ');
   return extra ? `${t.event} (${extra})` : t.event;
+}
+
+/** A heading and one chart per SFU participant with quality samples (none: nothing). */
+function sfuCharts(sfu) {
+  const names = new Map(sfu.map((p) => [p.peerId, p.userId]));
+  const nameOf = (peerId) => names.get(peerId) || String(peerId).slice(0, 8);
+  const charts = sfu.filter((p) => Array.isArray(p.quality) && p.quality.length).map((p) => qualityChart(p, nameOf));
+  if (!charts.length) return [];
+  return [el('h2', { class: 'small-title', text: 'Received through the server' }), el('div', { class: 'quality-charts' }, ...charts)];
 }
 
 export function initHistoryView(getMe) {
@@ -91,7 +102,7 @@ export function initHistoryView(getMe) {
       ];
       const dl = el('dl', { 'data-testid': 'analytics-summary' }, ...items.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, dataset: { field: k } })]));
       const timeline = el('ol', { class: 'timeline' }, ...(a.timeline || []).map((t) => el('li', { text: `${clock(t.at)} — ${t.userId ?? ''} ${describeEvent(t)}` })));
-      box.replaceChildren(el('h2', { text: 'Call details' }), dl, el('h2', { class: 'small-title', text: 'Timeline' }), timeline);
+      box.replaceChildren(el('h2', { text: 'Call details' }), dl, el('h2', { class: 'small-title', text: 'Timeline' }), timeline, ...sfuCharts(a.sfu || []));
       box.dataset.callId = id;
       box.dataset.reports = String(q.reports ?? 0);
       box.focus();

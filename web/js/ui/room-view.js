@@ -1,12 +1,18 @@
 // ui/room-view.js — group rooms: the Rooms tab (create a room with its media path, copy its
 // link, join by link or id) and the room screen (one tile per participant with name, media
-// state and quality, a screen tile next to a participant who shares; which path the room takes;
-// mute/camera/share screen/leave). Renders RoomController.state on every 'change'.
+// state and quality, a screen tile next to a participant who shares, the active speaker's tile
+// outlined and, in a grid of more than four, made big; which path the room takes;
+// mute/camera/share screen/leave). Renders RoomController.state on every 'change', and tells
+// the controller the size its remote tiles are shown at (tile-sizes.js).
 
 import { api } from '../api.js';
 import { describePath } from '../stats.js';
 import { $, el, setStream, setPressed, initials } from './dom.js';
 import { notify } from './notice.js';
+import { TileSizes } from './tile-sizes.js';
+
+/** From this many tiles on, the active speaker's tile is the big one. */
+const FEATURE_FROM_TILES = 5;
 
 export function roomLink(roomId) {
   return `${location.origin}/#room=${encodeURIComponent(roomId)}`;
@@ -35,6 +41,7 @@ async function copy(text) {
 export function initRoomView(room, { onJoin }) {
   let created = null;
   const tiles = new Map(); // key -> tile element
+  const sizes = new TileSizes((m) => room.setTileSizes(m));
 
   $('#room-create').addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -83,6 +90,7 @@ export function initRoomView(room, { onJoin }) {
         el('span', { class: 'tag' }),
         el('span', { class: 'q quality' }, el('span', { class: 'bars', 'aria-hidden': 'true' }, el('i'), el('i'), el('i'))));
       tiles.set(key, t);
+      if (!me) sizes.watch(key, t);
     }
     return t;
   }
@@ -100,7 +108,7 @@ export function initRoomView(room, { onJoin }) {
     return t;
   }
 
-  function paintTile(t, { name, stream, audio, video, screen, state, quality, stats, me }) {
+  function paintTile(t, { name, stream, audio, video, screen, state, quality, stats, me, speaking }) {
     const v = t.querySelector('video');
     setStream(v, stream);
     t.querySelector('.tag').textContent = me ? `${name} (you)` : name;
@@ -111,6 +119,8 @@ export function initRoomView(room, { onJoin }) {
     if (!me && state && state !== 'connected') badges.push(el('li', { class: 'info', text: state === 'waiting' ? 'joining…' : state }));
     t.querySelector('.badges').replaceChildren(...badges);
     t.dataset.state = state || '';
+    t.dataset.speaking = String(!!speaking);
+    t.classList.toggle('speaking', !!speaking);
     t.dataset.userId = name;
     const q = t.querySelector('.q');
     q.hidden = !!me;
@@ -128,6 +138,7 @@ export function initRoomView(room, { onJoin }) {
     screen.dataset.phase = s.phase;
     if (s.error && !shown) { notify(s.error, 'error', { key: 'room-error' }); s.error = null; }
     if (!shown) {
+      for (const t of tiles.values()) sizes.forget(t);
       tiles.clear();
       $('#room-grid').replaceChildren();
       return;
@@ -153,12 +164,12 @@ export function initRoomView(room, { onJoin }) {
 
     const keep = new Set(['me']);
     const me = tile('me', { name: 'You', me: true });
-    paintTile(me, { name: window.signalbox?.user?.name || 'You', stream: s.local.stream, audio: s.local.audio, video: s.local.video, screen: s.local.screen, me: true });
+    paintTile(me, { name: window.signalbox?.user?.name || 'You', stream: s.local.stream, audio: s.local.audio, video: s.local.video, screen: s.local.screen, me: true, speaking: !!s.peerId && s.activeSpeaker === s.peerId });
     const order = [me];
     for (const p of room.peers.values()) {
       keep.add(p.peerId);
       const t = tile(p.peerId, { name: p.userId });
-      paintTile(t, { name: p.userId, stream: p.stream, audio: p.media.audio, video: p.media.video, screen: !!p.screen, state: p.state, quality: p.quality, stats: p.stats });
+      paintTile(t, { name: p.userId, stream: p.stream, audio: p.media.audio, video: p.media.video, screen: !!p.screen, state: p.state, quality: p.quality, stats: p.stats, speaking: s.activeSpeaker === p.peerId });
       order.push(t);
       if (p.screen) {
         const key = `screen:${p.peerId}`;
@@ -168,7 +179,12 @@ export function initRoomView(room, { onJoin }) {
         order.push(st);
       }
     }
-    for (const k of [...tiles.keys()]) if (!keep.has(k)) tiles.delete(k);
+    for (const k of [...tiles.keys()]) {
+      if (!keep.has(k)) { sizes.forget(tiles.get(k)); tiles.delete(k); }
+    }
+    // The big tile (CSS puts it first): the speaker's, never our own.
+    const featured = order.length >= FEATURE_FROM_TILES && s.activeSpeaker !== s.peerId ? tiles.get(s.activeSpeaker) : null;
+    for (const t of order) t.classList.toggle('featured', t === featured);
     const grid = $('#room-grid');
     // Only touch the DOM order when it changed (re-appending a playing <video> pauses it).
     const current = [...grid.children];

@@ -1,5 +1,6 @@
-// ui/settings-view.js — the Settings tab: relay-only ICE and the preferred camera and microphone
-// (device lists from enumerateDevices; labels appear once the browser has granted access).
+// ui/settings-view.js — the Settings tab: relay-only ICE, the preferred camera and microphone
+// (device lists from enumerateDevices; labels appear once the browser has granted access), and
+// the receive bandwidth limit of rooms through the server (empty: none).
 
 import { listDevices, mediaAvailable } from '../media.js';
 import { settings } from '../settings.js';
@@ -12,6 +13,13 @@ export function initSettingsView() {
   $('#set-camera').addEventListener('change', (e) => settings.set('cameraId', e.target.value));
   $('#set-mic').addEventListener('change', (e) => settings.set('micId', e.target.value));
   $('#set-devices').addEventListener('click', () => refresh(true));
+  const limit = $('#set-receive-limit');
+  limit.value = settings.get('receiveLimitKbps') ?? '';
+  limit.addEventListener('change', () => {
+    const kbps = Math.round(Number(limit.value));
+    settings.set('receiveLimitKbps', limit.value.trim() && kbps > 0 ? kbps : null);
+    limit.value = settings.get('receiveLimitKbps') ?? '';
+  });
 
   async function refresh(ask = false) {
     const note = $('#devices-note');
