@@ -121,6 +121,7 @@ fn subscriber(
         .map_or(estimate, |cap| cap.min(estimate))
         .saturating_sub(audio * AUDIO_BPS);
     let proposals = allocate(budget, &demands);
+    tracing::trace!(participant = %p.id, estimate = ?p.estimate_bps, sending, budget, ?proposals, "sfu: allocation");
     let mut desired = audio * AUDIO_BPS;
     for (((i, key, layers, current), proposal), demand) in
         picked.into_iter().zip(proposals).zip(&demands)

@@ -78,31 +78,38 @@ impl Demand {
 
 /// Shares `budget_bps` over `demands`: first every shown track its lowest layer (in order, so
 /// earlier tracks win when not all fit), then one layer up at a time across the tracks while the
-/// budget allows and the tiles need it. Returns one choice per demand.
+/// budget allows and the tiles need it. What a track is sent now is kept before any track is
+/// upgraded, so an upgrade of one track never pushes another down. Returns one choice per demand.
 pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Vec<Choice> {
     let mut left = budget_bps as f64;
     let mut chosen = vec![Choice::Paused; demands.len()];
     let ceilings: Vec<Option<usize>> = demands.iter().map(Demand::ceiling).collect();
-    loop {
-        let mut stepped = false;
-        for (i, d) in demands.iter().enumerate() {
-            let next = match (chosen[i], ceilings[i]) {
-                (_, None) => continue,
-                (Choice::Paused, Some(_)) => Choice::Layer(0),
-                (Choice::Layer(l), Some(c)) if l < c => Choice::Layer(l + 1),
-                _ => continue,
-            };
-            let cost = d.price(next) - d.price(chosen[i]);
-            if cost <= left {
-                left -= cost;
-                chosen[i] = next;
-                stepped = true;
+    for upgrades in [false, true] {
+        loop {
+            let mut stepped = false;
+            for (i, d) in demands.iter().enumerate() {
+                let next = match (chosen[i], ceilings[i]) {
+                    (_, None) => continue,
+                    (Choice::Paused, Some(_)) => Choice::Layer(0),
+                    (Choice::Layer(l), Some(c)) if l < c => Choice::Layer(l + 1),
+                    _ => continue,
+                };
+                if !upgrades && next > d.current.max(Choice::Layer(0)) {
+                    continue;
+                }
+                let cost = d.price(next) - d.price(chosen[i]);
+                if cost <= left {
+                    left -= cost;
+                    chosen[i] = next;
+                    stepped = true;
+                }
+            }
+            if !stepped {
+                break;
             }
         }
-        if !stepped {
-            return chosen;
-        }
     }
+    chosen
 }
 
 /// Holds back a track's upgrades until they have been possible for [`UPGRADE_HOLD`].
@@ -139,13 +146,22 @@ pub const GROWTH: u64 = 3;
 pub const MIN_BACKOFF: Duration = Duration::from_secs(4);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(32);
 
+/// How long the estimate must stay below what is sent before that counts as congestion: a
+/// delay-based estimate dips for a moment whenever the host or the network jitters, and a dip
+/// that passes must not cost every tile its layer.
+pub const CONGESTION_PERSISTS: Duration = Duration::from_secs(1);
+
 /// A subscriber's budget from its bandwidth estimate. A delay-based estimate of a link that
 /// carries less than it could stays near what is sent (it cannot measure more), so while the
 /// estimate shows headroom the budget may grow past it, up to [`GROWTH`] times what is sent:
-/// the upgraded layers themselves probe the link. Once the estimate falls to what is sent
-/// (congestion), the budget is the estimate for a backoff that doubles each time.
+/// the upgraded layers themselves probe the link. An estimate below what is sent holds what is
+/// sent (no upgrade) until it has stayed below for [`CONGESTION_PERSISTS`]: then the link is
+/// congested, and the budget is the estimate for a backoff that doubles each time congestion
+/// comes back soon after the last one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Budget {
+    /// Since when the estimate has been below what is sent.
+    below_since: Option<Instant>,
     /// Until when the estimate is the budget.
     cautious_until: Option<Instant>,
     backoff: Duration,
@@ -156,15 +172,25 @@ impl Budget {
     /// (`None`: its feedback gives none, the budget is unbounded).
     pub fn at(&mut self, now: Instant, estimate: Option<u64>, sending_bps: u64) -> u64 {
         let Some(estimate) = estimate else {
+            self.below_since = None;
             return u64::MAX;
         };
-        if (estimate as f64) < sending_bps as f64 * CONGESTED_BELOW {
-            let recent = self.cautious_until.is_some_and(|t| now < t + self.backoff);
-            self.backoff = if recent {
-                (self.backoff * 2).min(MAX_BACKOFF)
-            } else {
-                MIN_BACKOFF
-            };
+        if (estimate as f64) >= sending_bps as f64 * CONGESTED_BELOW {
+            self.below_since = None;
+        } else {
+            let since = *self.below_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < CONGESTION_PERSISTS {
+                return estimate.max(sending_bps);
+            }
+            let cautious = self.cautious_until.is_some_and(|t| now < t);
+            if !cautious {
+                let recent = self.cautious_until.is_some_and(|t| now < t + self.backoff);
+                self.backoff = if recent {
+                    (self.backoff * 2).min(MAX_BACKOFF)
+                } else {
+                    MIN_BACKOFF
+                };
+            }
             self.cautious_until = Some(now + self.backoff);
         }
         if self.cautious_until.is_some_and(|t| now < t) {
@@ -244,6 +270,23 @@ mod tests {
         // 400 kbit/s: both get their 80k lowest, one of them 250k.
         assert_eq!(allocate(400_000, &d), [Choice::Layer(1), Choice::Layer(0)]);
         assert_eq!(allocate(170_000, &d), [Choice::Layer(0), Choice::Layer(0)]);
+    }
+
+    #[test]
+    fn an_upgrade_of_one_track_never_pushes_another_down() {
+        // The second track is on the middle layer; the first could go up to it too, but not both.
+        let d = [
+            demand(None, Choice::Layer(0)),
+            demand(None, Choice::Layer(1)),
+        ];
+        // 80k + 250k keeps the second where it is; upgrading the first instead (250k × 1.3)
+        // would fit 420k only by taking the second down.
+        assert_eq!(allocate(420_000, &d), [Choice::Layer(0), Choice::Layer(1)]);
+        assert_eq!(
+            allocate(420_000, &[d[1].clone(), d[0].clone()]),
+            [Choice::Layer(1), Choice::Layer(0)],
+            "whichever order the tracks come in"
+        );
     }
 
     #[test]
@@ -337,27 +380,54 @@ mod tests {
     #[test]
     fn the_budget_grows_past_an_estimate_with_headroom_and_backs_off_after_congestion() {
         let t0 = crate::test_epoch();
-        let at = |s: u64| t0 + Duration::from_secs(s);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut b = Budget::default();
         assert_eq!(b.at(t0, None, 500_000), u64::MAX, "no estimate: no bound");
         // 729k estimated while 336k is sent: room to grow, up to 3× what is sent.
         assert_eq!(b.at(t0, Some(729_000), 336_000), 1_008_000);
         assert_eq!(b.at(t0, Some(2_000_000), 336_000), 2_000_000);
-        // The upgrade congested the link: the estimate rules for the backoff.
-        assert_eq!(b.at(at(10), Some(600_000), 700_000), 600_000);
+        // The upgrade congested the link: what is sent is held while that may be a dip...
+        assert_eq!(b.at(at(10_000), Some(600_000), 700_000), 700_000);
+        assert_eq!(b.at(at(10_750), Some(600_000), 700_000), 700_000);
+        // ...and once it has lasted, the estimate rules for the backoff.
+        assert_eq!(b.at(at(11_000), Some(600_000), 700_000), 600_000);
         assert_eq!(
-            b.at(at(13), Some(650_000), 330_000),
+            b.at(at(14_000), Some(650_000), 330_000),
             650_000,
             "still backing off"
         );
         assert_eq!(
-            b.at(at(14), Some(650_000), 330_000),
+            b.at(at(15_000), Some(650_000), 330_000),
             990_000,
             "backoff over"
         );
-        // Congestion again soon after: twice as long.
-        assert_eq!(b.at(at(15), Some(600_000), 700_000), 600_000);
-        assert_eq!(b.at(at(22), Some(650_000), 330_000), 650_000);
-        assert_eq!(b.at(at(23), Some(650_000), 330_000), 990_000);
+        // Congestion again soon after: twice as long, however long it lasts.
+        assert_eq!(b.at(at(16_000), Some(600_000), 700_000), 700_000);
+        assert_eq!(b.at(at(17_000), Some(600_000), 700_000), 600_000);
+        assert_eq!(b.at(at(18_000), Some(600_000), 700_000), 600_000);
+        assert_eq!(b.at(at(25_000), Some(650_000), 330_000), 650_000);
+        assert_eq!(b.at(at(26_000), Some(650_000), 330_000), 990_000);
+    }
+
+    #[test]
+    fn a_dip_of_the_estimate_that_passes_changes_nothing() {
+        let t0 = crate::test_epoch();
+        let mut b = Budget::default();
+        // An estimate that drops to a quarter of what is sent for 750 ms at a time, then
+        // recovers: never congestion, so what is sent is always kept.
+        for cycle in 0..10u64 {
+            let start = t0 + Duration::from_secs(2 * cycle);
+            for tick in 0..3u64 {
+                let now = start + Duration::from_millis(250 * tick);
+                assert!(
+                    b.at(now, Some(160_000), 700_000) >= 700_000,
+                    "cycle {cycle}, dip tick {tick}"
+                );
+            }
+            assert_eq!(
+                b.at(start + Duration::from_secs(1), Some(1_200_000), 700_000),
+                2_100_000
+            );
+        }
     }
 }
