@@ -654,6 +654,12 @@ impl Sfu {
             .then(|| self.lowest_layer(publisher, data.mid))
             .flatten();
         let keyframe = data.is_keyframe();
+        // str0m queues what is written in the order of this time: the forwarding time keeps
+        // frames in the order they are written. With the frame's arrival time instead, a
+        // keyframe that arrived earlier than it was written (the first of a layer just turned
+        // back on) could be queued ahead of frames of the previous layer, and the subscriber's
+        // decoder stayed at the old layer's size (seen in the simulcast browser test).
+        let written_at = self.now.unwrap_or(data.network_time);
         let mut keyframes_wanted = Vec::new();
         for other in members {
             if other == publisher {
@@ -668,8 +674,14 @@ impl Sfu {
             let time = match lowest {
                 // Video: the layer this subscriber is sent, switched on keyframes.
                 Some(lowest) => {
+                    let was = fwd.current;
                     match fwd.on_frame(data.rid, lowest, keyframe, data.time, data.network_time) {
-                        Verdict::Forward(t) => t,
+                        Verdict::Forward(t) => {
+                            if fwd.current != was {
+                                tracing::debug!(subscriber = %other, %publisher, from = ?was.flatten(), to = ?data.rid, bytes = data.data.len(), width = ?crate::simulcast::vp8_keyframe_width(&data.data), seq = ?data.seq_range, "sfu: layer switched");
+                            }
+                            t
+                        }
                         Verdict::Skip => continue,
                         Verdict::NeedKeyframe(rid) => {
                             keyframes_wanted.push(rid);
@@ -686,7 +698,7 @@ impl Sfu {
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
-            match writer.write(pt, data.network_time, time, Arc::clone(&data.data)) {
+            match writer.write(pt, written_at, time, Arc::clone(&data.data)) {
                 Ok(()) => self.frames_forwarded += 1,
                 Err(e) => {
                     tracing::debug!(participant = %other, error = %e, "sfu: forwarding failed")
