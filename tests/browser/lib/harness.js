@@ -103,8 +103,12 @@ export async function startServer({ extraArgs = [], turn = true, sfu = true, lis
   return server;
 }
 
-/** Debian's Chromium, headless, with a fake camera and microphone granted without a prompt. */
-export async function launchBrowser({ extraArgs = [], fakeUi = true, cameras = 1 } = {}) {
+/**
+ * Debian's Chromium, headless, with a fake camera and microphone granted without a prompt;
+ * `cameras` fake cameras, at `fps` frames a second (Chromium's own default when not given).
+ */
+export async function launchBrowser({ extraArgs = [], fakeUi = true, cameras = 1, fps } = {}) {
+  const fake = [cameras > 1 && `device-count=${cameras}`, fps && `fps=${fps}`].filter(Boolean).join(',');
   // playwright-core gives every launch a fresh, empty profile directory (it refuses
   // --user-data-dir here), which is what Chromium needs on this machine.
   const browser = await chromium.launch({
@@ -114,7 +118,7 @@ export async function launchBrowser({ extraArgs = [], fakeUi = true, cameras = 1
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []),
-      cameras > 1 ? `--use-fake-device-for-media-stream=device-count=${cameras}` : '--use-fake-device-for-media-stream',
+      fake ? `--use-fake-device-for-media-stream=${fake}` : '--use-fake-device-for-media-stream',
       // Screen capture without a picker in headless mode.
       '--auto-select-desktop-capture-source=Entire screen', '--enable-usermedia-screen-capturing',
       '--autoplay-policy=no-user-gesture-required',
@@ -178,10 +182,10 @@ export async function peerStats(page) {
         if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
         if (s.type === 'inbound-rtp') {
           const owner = entry.tracks && entry.tracks[s.trackIdentifier];
-          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth ?? null, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
+          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, ssrc: s.ssrc, framesDecoded: s.framesDecoded || 0, keyFramesDecoded: s.keyFramesDecoded || 0, pliCount: s.pliCount || 0, frameWidth: s.frameWidth ?? null, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
         }
         if (s.type === 'outbound-rtp') {
-          outbound.push({ kind: s.kind, mid: s.mid ?? null, rid: s.rid ?? null, active: s.active ?? null, frameWidth: s.frameWidth ?? null, framesEncoded: s.framesEncoded || 0, bytesSent: s.bytesSent || 0, limitation: s.qualityLimitationReason ?? null });
+          outbound.push({ kind: s.kind, mid: s.mid ?? null, rid: s.rid ?? null, ssrc: s.ssrc, active: s.active ?? null, frameWidth: s.frameWidth ?? null, framesEncoded: s.framesEncoded || 0, keyFramesEncoded: s.keyFramesEncoded || 0, pliCount: s.pliCount || 0, bytesSent: s.bytesSent || 0, limitation: s.qualityLimitationReason ?? null });
         }
         if (s.type === 'transport') transport = s;
       });
