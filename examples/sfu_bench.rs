@@ -27,10 +27,27 @@
 //! `--idle N` adds N connected SFU participants without media (each alone in a room), to see
 //! what sessions that forward nothing cost the ones that do.
 //!
+//! `--simulcast`: every publisher declares three simulcast send layers, rids `q`, `h`, `f`, in
+//! its SDP and writes each frame on each of them: `--frame-bytes` ÷ 3, × 1 and × 3 bytes (with
+//! the default 1250 B at 30 fps: ~100, 300 and 900 kbit/s). Each layer's frames start like VP8
+//! frames with a keyframe's start code and a picture width of 160, 320 and 640 px, then the
+//! frame number (the same on every layer) and the layer's index; the first frame of a layer and
+//! the next one after a keyframe request (PLI/FIR) for its rid are keyframes, the others
+//! interframes, so the SFU learns the widths and switches layers on keyframes it asks for. In
+//! each room the subscribers tell the SFU ([`signalbox_sfu::SfuHandle::view`]) the width of the
+//! tile they show the publisher in, by thirds: 150 px (→ `q`), 300 px (→ `h`), 600 px (→ `f`).
+//! Besides the table above, a second one per stream count: bytes/s publishers sent the SFU (all
+//! layers) and subscribers received from it, what sending every layer to every subscriber would
+//! have cost and what one layer per subscriber saved, the share of frames of each layer each
+//! third received (from the layer index in the frames), and what the SFU's quality samples say
+//! it forwards to each third, with its bandwidth estimates towards them (str0m's RTP mode still
+//! sends TWCC feedback, so the SFU's allocation works from real estimates, not an unbounded
+//! budget). The naive round then sends datagrams of the average size the SFU round delivered.
+//!
 //! ```text
 //! sfu_bench [--streams 100,200,300,400,500] [--subs-per-room 50] [--fps 30] [--frame-bytes 1250]
 //!           [--warmup 3] [--secs 10] [--parallel 32] [--threads 0] [--sfu-cpus LIST]
-//!           [--idle N] [--only sfu|naive]
+//!           [--idle N] [--simulcast] [--only sfu|naive]
 //! ```
 #![allow(clippy::disallowed_methods)] // benchmarks are an edge: they read the clock
 
@@ -38,7 +55,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -48,10 +65,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use signalbox_sfu::{Notice, ParticipantId};
+use signalbox_sfu::{Notice, ParticipantId, SfuEvent};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -87,6 +104,8 @@ struct Opts {
     sfu_cpus: Option<String>,
     /// Connected SFU participants without media, each alone in a room of its own.
     idle: usize,
+    /// Publishers send three simulcast layers; subscribers show them in tiles of three sizes.
+    simulcast: bool,
     sfu: bool,
     naive: bool,
 }
@@ -95,7 +114,8 @@ fn usage() -> &'static str {
     "usage: sfu_bench [--streams N[,N...]] [--subs-per-room S] [--fps F] [--frame-bytes B] \
      [--warmup S] [--secs S] [--parallel K] [--threads T (0 = one per core)] \
      [--sfu-cpus LIST (pin the forwarder child with taskset)] \
-     [--idle N (SFU participants without media, alone in rooms of their own)] [--only sfu|naive]"
+     [--idle N (SFU participants without media, alone in rooms of their own)] \
+     [--simulcast (three layers per publisher, subscribers in thirds by tile size)] [--only sfu|naive]"
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -110,6 +130,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         threads: 0,
         sfu_cpus: None,
         idle: 0,
+        simulcast: false,
         sfu: true,
         naive: true,
     };
@@ -140,6 +161,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--threads" => o.threads = number(value()?)? as usize,
             "--sfu-cpus" => o.sfu_cpus = Some(value()?),
             "--idle" => o.idle = number(value()?)? as usize,
+            "--simulcast" => o.simulcast = true,
             "--only" => match value()?.as_str() {
                 "sfu" => o.naive = false,
                 "naive" => o.sfu = false,
@@ -197,7 +219,9 @@ fn main() {
 // The children.
 
 /// The SFU child: `signalbox_sfu::start` on 127.0.0.1, one JSON command per stdin line
-/// (`negotiate`, `answer`, `traffic`), one JSON line per notice on stdout. Ends at stdin's end.
+/// (`negotiate`, `answer`, `view`, `traffic`, `quality`), one JSON line per SDP notice on
+/// stdout. The latest quality sample of each subscriber is kept and sent on `quality`. Ends at
+/// stdin's end.
 async fn sfu_role() -> Result<()> {
     signalbox_sfu::init_crypto();
     let (notice_tx, mut notices) = mpsc::unbounded_channel();
@@ -220,6 +244,8 @@ async fn sfu_role() -> Result<()> {
     });
     let _ = out.send(json!({"kind": "ready", "addr": handle.local_addr().to_string()}));
     let notice_out = out.clone();
+    let quality: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    let samples = quality.clone();
     tokio::spawn(async move {
         while let Some(n) = notices.recv().await {
             let v = match n {
@@ -228,6 +254,19 @@ async fn sfu_role() -> Result<()> {
                 }
                 Notice::Offer { participant, sdp } => {
                     json!({"kind": "offer", "id": participant.0, "sdp": sdp})
+                }
+                // What a subscriber is sent: kept (the latest per subscriber) until asked for.
+                Notice::Event(SfuEvent::Quality(q)) => {
+                    let layer = q.layers.first();
+                    let sample = json!({
+                        "estimate_bps": q.estimate_bps,
+                        "layer": layer.and_then(|l| l.layer.clone()),
+                        "width": layer.and_then(|l| l.width),
+                        "paused": layer.is_some_and(|l| l.paused),
+                        "freezes": q.freezes,
+                    });
+                    lock(&samples).insert(q.participant.0, sample);
+                    continue;
                 }
                 // Connection changes and per-track figures: the load side counts for itself.
                 Notice::Event(_) => continue,
@@ -261,11 +300,39 @@ async fn sfu_role() -> Result<()> {
                     }
                 });
             }
+            Some("view") => {
+                // [[publisher, tile width], ...]; entries that are not such pairs are left out.
+                let tiles = v["tiles"]
+                    .as_array()
+                    .map(|tiles| {
+                        tiles
+                            .iter()
+                            .filter_map(|t| {
+                                let publisher = t.get(0)?.as_str()?;
+                                let width = u32::try_from(t.get(1)?.as_u64()?).ok()?;
+                                Some((ParticipantId(publisher.to_string()), width))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let max_bitrate = v["max_bitrate"].as_u64();
+                tokio::spawn(async move {
+                    if let Err(e) = h.view(id.clone(), tiles, max_bitrate).await {
+                        let _ = out
+                            .send(json!({"kind": "error", "id": id.0, "message": e.to_string()}));
+                    }
+                });
+            }
+            Some("quality") => {
+                let samples = lock(&quality).clone();
+                let _ = out.send(json!({"kind": "quality", "samples": samples}));
+            }
             Some("traffic") => {
                 let t = handle.traffic();
                 let _ = out.send(json!({
                     "kind": "traffic",
                     "datagrams_in": t.datagrams_in,
+                    "bytes_in": t.bytes_in,
                     "datagrams_out": t.datagrams_out,
                     "bytes_out": t.bytes_out,
                     "datagrams_unknown": t.datagrams_unknown,
@@ -433,6 +500,7 @@ impl ChildCtl {
 #[derive(Default)]
 struct Dispatch {
     participants: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+    /// The replies to `traffic` and `quality`.
     traffic: Mutex<Option<mpsc::UnboundedSender<Value>>>,
 }
 
@@ -460,7 +528,7 @@ async fn read_sfu_lines(mut stdout: BufReader<ChildStdout>, dispatch: Arc<Dispat
             eprintln!("sfu_bench: unreadable line from the SFU child: {line:?}");
             continue;
         };
-        if v["kind"] == "traffic" {
+        if v["kind"] == "traffic" || v["kind"] == "quality" {
             if let Some(tx) = lock(&dispatch.traffic).as_ref() {
                 let _ = tx.send(v);
             }
@@ -486,6 +554,11 @@ struct StreamCount {
     /// frames lost on the way into the SFU count too.
     highest_frame: u64,
     frames: u64,
+    /// Simulcast: the layer of the frame last started, and per layer the frames started and
+    /// the payload bytes received (a packet counts for the layer of the last frame start).
+    layer: Option<usize>,
+    layer_frames: [u64; LAYERS.len()],
+    layer_bytes: [u64; LAYERS.len()],
 }
 
 impl StreamCount {
@@ -493,6 +566,17 @@ impl StreamCount {
         self.highest = self.highest.max(seq);
         self.received += 1;
         self.bytes += bytes as u64;
+    }
+
+    /// A packet that started a frame (`start`) or continued one; its payload `bytes`.
+    fn layer_packet(&mut self, start: Option<FrameStart>, bytes: usize) {
+        if let Some(l) = start.and_then(|f| f.layer).filter(|l| *l < LAYERS.len()) {
+            self.layer = Some(l);
+            self.layer_frames[l] += 1;
+        }
+        if let Some(l) = self.layer {
+            self.layer_bytes[l] += bytes as u64;
+        }
     }
 
     fn frame(&mut self, number: u64) {
@@ -503,10 +587,61 @@ impl StreamCount {
     }
 }
 
-/// The frame number a publisher put in the first 9 bytes of a frame (a VP8 frame tag byte, then
-/// the number), read from the RTP packet that starts the frame (the VP8 descriptor's S bit with
-/// partition 0, RFC 7741 4.2). None for the frame's other packets.
-fn vp8_frame_number(payload: &[u8]) -> Option<u64> {
+/// The simulcast layers: rid, picture width, frame size relative to `--frame-bytes` (× n ÷ 3),
+/// and the tile width the third of the subscribers that should get it says it shows.
+const LAYERS: [Layer; 3] = [
+    Layer {
+        rid: "q",
+        width: 160,
+        thirds: 1,
+        tile: 150,
+    },
+    Layer {
+        rid: "h",
+        width: 320,
+        thirds: 3,
+        tile: 300,
+    },
+    Layer {
+        rid: "f",
+        width: 640,
+        thirds: 9,
+        tile: 600,
+    },
+];
+
+struct Layer {
+    rid: &'static str,
+    width: u16,
+    /// Frame size in thirds of `--frame-bytes`.
+    thirds: usize,
+    tile: u32,
+}
+
+impl Layer {
+    fn frame_bytes(&self, frame_bytes: usize) -> usize {
+        (frame_bytes * self.thirds / 3).max(LAYER_HEADER)
+    }
+}
+
+/// A simulcast frame's header: VP8 frame tag (3 B), start code (3 B), width and height (2 B
+/// each, little endian), then the frame number (8 B, big endian) and the layer's index (1 B).
+const LAYER_HEADER: usize = 19;
+const VP8_START_CODE: [u8; 3] = [0x9d, 0x01, 0x2a];
+
+/// What the first packet of a frame says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameStart {
+    number: u64,
+    /// The simulcast layer's index (frames of `layer_payload`).
+    layer: Option<usize>,
+}
+
+/// The frame a publisher wrote, read from the RTP packet that starts it (the VP8 descriptor's S
+/// bit with partition 0, RFC 7741 4.2): the frame number, and the layer with simulcast. A
+/// simulcast frame (`layer_payload`) has the VP8 start code at bytes 3..6, else the number is
+/// in bytes 1..9 (`frame_payload`). None for the frame's other packets.
+fn vp8_frame_start(payload: &[u8]) -> Option<FrameStart> {
     let b0 = *payload.first()?;
     if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
         return None;
@@ -525,8 +660,19 @@ fn vp8_frame_number(payload: &[u8]) -> Option<u64> {
             i += 1;
         }
     }
-    let number = payload.get(i + 1..i + 9)?;
-    Some(u64::from_be_bytes(number.try_into().ok()?))
+    let frame = payload.get(i..)?;
+    if frame.get(3..6) == Some(&VP8_START_CODE[..]) {
+        let number = frame.get(10..18)?;
+        return Some(FrameStart {
+            number: u64::from_be_bytes(number.try_into().ok()?),
+            layer: Some(usize::from(*frame.get(18)?)),
+        });
+    }
+    let number = frame.get(1..9)?;
+    Some(FrameStart {
+        number: u64::from_be_bytes(number.try_into().ok()?),
+        layer: None,
+    })
 }
 
 /// A publisher's frame `number`: the VP8 frame tag byte the other tests use, the number, filler.
@@ -536,11 +682,37 @@ fn frame_payload(bytes: usize, number: u64) -> Arc<[u8]> {
     frame.into()
 }
 
+/// Frame `number` of simulcast layer `layer` (an index of [`LAYERS`]), `bytes` long: a VP8
+/// frame header as far as the SFU reads it (RFC 6386 9.1: the frame tag's lowest bit 0 for a
+/// keyframe, the start code, the 14-bit width; the SFU takes the width from keyframes only),
+/// then the number and the layer index, then filler.
+fn layer_payload(bytes: usize, number: u64, layer: usize, keyframe: bool) -> Arc<[u8]> {
+    let mut frame = vec![0u8; bytes.max(LAYER_HEADER)];
+    // show_frame set, version 0; bit 0: 0 = keyframe, 1 = interframe.
+    frame[0] = if keyframe { 0x10 } else { 0x11 };
+    frame[3..6].copy_from_slice(&VP8_START_CODE);
+    let width = LAYERS.get(layer).map_or(0, |l| l.width);
+    frame[6..8].copy_from_slice(&width.to_le_bytes());
+    frame[8..10].copy_from_slice(&(width * 3 / 4).to_le_bytes());
+    frame[10..18].copy_from_slice(&number.to_be_bytes());
+    frame[18] = layer as u8;
+    frame.into()
+}
+
 /// What one participant of the load did, shared with the measuring code.
 #[derive(Default)]
 struct ClientStats {
     connected: AtomicBool,
     frames_sent: AtomicU64,
+    /// Simulcast publishers: keyframes written (every layer counts), and the keyframe
+    /// requests (PLI/FIR) the SFU sent.
+    keyframes_sent: AtomicU64,
+    keyframe_requests: AtomicU64,
+    /// Frame bytes written per simulcast layer (before packetization).
+    layer_bytes_sent: [AtomicU64; LAYERS.len()],
+    /// UDP payload bytes this participant's socket sent and received (media, RTCP, ICE, DTLS).
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
     nacks: AtomicU64,
     streams: Mutex<HashMap<u32, StreamCount>>,
     failed: Mutex<Option<String>>,
@@ -563,14 +735,25 @@ struct Snapshot {
     datagrams_out: Option<u64>,
     /// Frames the publishers wrote (SFU rounds).
     frames_sent: u64,
+    /// Per publisher: bytes its socket sent; per subscriber: bytes its socket received.
+    pub_bytes: Vec<u64>,
+    sub_bytes: Vec<u64>,
+    /// Summed over the publishers: frame bytes written per layer, keyframes written, keyframe
+    /// requests received (simulcast).
+    layer_bytes: [u64; LAYERS.len()],
+    keyframes_sent: u64,
+    keyframe_requests: u64,
+    /// The SFU child's `traffic` reply.
+    traffic: Option<Value>,
 }
 
 fn snapshot(
     forwarder: u32,
     pubs: &[Arc<ClientStats>],
     subs: &[Arc<ClientStats>],
-    datagrams_out: Option<u64>,
+    traffic: Option<Value>,
 ) -> Snapshot {
+    let sum = |f: &dyn Fn(&ClientStats) -> u64| pubs.iter().map(|s| f(s)).sum::<u64>();
     Snapshot {
         at: Instant::now(),
         forwarder_ticks: common::proc_cpu_ticks(&forwarder.to_string()),
@@ -578,11 +761,22 @@ fn snapshot(
         machine: common::machine_ticks(),
         streams: subs.iter().map(|s| lock(&s.streams).clone()).collect(),
         nacks: subs.iter().map(|s| s.nacks.load(Ordering::Relaxed)).sum(),
-        datagrams_out,
-        frames_sent: pubs
+        datagrams_out: traffic.as_ref().and_then(|t| t["datagrams_out"].as_u64()),
+        frames_sent: sum(&|s| s.frames_sent.load(Ordering::Relaxed)),
+        pub_bytes: pubs
             .iter()
-            .map(|s| s.frames_sent.load(Ordering::Relaxed))
-            .sum(),
+            .map(|s| s.bytes_sent.load(Ordering::Relaxed))
+            .collect(),
+        sub_bytes: subs
+            .iter()
+            .map(|s| s.bytes_received.load(Ordering::Relaxed))
+            .collect(),
+        layer_bytes: std::array::from_fn(|i| {
+            sum(&|s| s.layer_bytes_sent[i].load(Ordering::Relaxed))
+        }),
+        keyframes_sent: sum(&|s| s.keyframes_sent.load(Ordering::Relaxed)),
+        keyframe_requests: sum(&|s| s.keyframe_requests.load(Ordering::Relaxed)),
+        traffic,
     }
 }
 
@@ -609,6 +803,8 @@ struct Row {
     own_cpu: Option<f64>,
     machine_cpu: Option<f64>,
     datagrams_out: Option<u64>,
+    /// The simulcast figures (SFU rounds with `--simulcast`).
+    sim: Option<SimRow>,
 }
 
 impl Row {
@@ -661,6 +857,7 @@ impl Row {
             "forwarder_cpu": self.forwarder_cpu, "own_cpu": self.own_cpu,
             "machine_cpu": self.machine_cpu, "other_cpu": self.other_cpu(), "us_per_packet": self.us_per_packet(),
             "streams_per_core": self.streams_per_core(), "datagrams_out": self.datagrams_out,
+            "simulcast": self.sim.as_ref().map(SimRow::json),
         })
     }
 }
@@ -751,6 +948,190 @@ fn compare(
             (Some(x), Some(y)) => Some(y.saturating_sub(x)),
             _ => None,
         },
+        sim: None,
+    }
+}
+
+/// One third of the subscribers of a simulcast round (those showing one tile size), over the
+/// measured window.
+#[derive(Debug, Clone, Default)]
+struct Third {
+    subscribers: usize,
+    /// Frames of each layer they received (by the layer index in the frames).
+    frames: [u64; LAYERS.len()],
+    /// Bytes their sockets received.
+    bytes: u64,
+    /// What the SFU's latest quality sample of each says it forwards: a rid (with the width
+    /// the SFU read from the layer's keyframes, if any), `paused`, `none` (nothing forwarded
+    /// yet) or `no sample` → subscribers.
+    sfu_layers: BTreeMap<String, usize>,
+    /// The SFU's bandwidth estimates towards them (sorted), and how many had none.
+    estimates: Vec<u64>,
+    no_estimate: usize,
+}
+
+impl Third {
+    /// Each layer's share of the frames received, as `q/h/f` percentages.
+    fn shares(&self) -> String {
+        let total: u64 = self.frames.iter().sum();
+        if total == 0 {
+            return "no frames".into();
+        }
+        self.frames
+            .iter()
+            .map(|f| format!("{:.0}", *f as f64 * 100.0 / total as f64))
+            .collect::<Vec<_>>()
+            .join("/")
+            + "%"
+    }
+
+    fn sfu_says(&self) -> String {
+        self.sfu_layers
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn json(&self, secs: f64) -> Value {
+        json!({
+            "subscribers": self.subscribers,
+            "frames_per_layer": LAYERS.iter().zip(self.frames).map(|(l, f)| (l.rid, f)).collect::<BTreeMap<_, _>>(),
+            "kbps_per_subscriber": self.bytes as f64 * 8.0 / 1000.0 / secs / self.subscribers.max(1) as f64,
+            "sfu_layers": self.sfu_layers,
+            "estimates_bps": self.estimates,
+            "no_estimate": self.no_estimate,
+        })
+    }
+}
+
+/// A simulcast round's traffic and layer choices.
+#[derive(Debug, Clone)]
+struct SimRow {
+    secs: f64,
+    publishers: usize,
+    /// Bits/s the publishers' sockets sent (every layer, with RTP/SRTP, RTCP, ICE).
+    from_publishers: f64,
+    /// Bits/s the subscribers' sockets received.
+    to_subscribers: f64,
+    /// The SFU's own counters: every datagram in and out.
+    sfu_in: Option<f64>,
+    sfu_out: Option<f64>,
+    /// What sending each publisher's every layer to each of its subscribers would be: per room,
+    /// what the publisher sent × its subscribers.
+    every_layer: f64,
+    /// Frame bits/s written per layer, per publisher.
+    layer_bps: [f64; LAYERS.len()],
+    /// Per publisher per second: keyframes written (all layers), keyframe requests received.
+    keyframes: f64,
+    keyframe_requests: f64,
+    thirds: [Third; LAYERS.len()],
+}
+
+impl SimRow {
+    fn saved(&self) -> f64 {
+        self.every_layer - self.to_subscribers
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "publishers": self.publishers,
+            "from_publishers_bps": self.from_publishers, "to_subscribers_bps": self.to_subscribers,
+            "sfu_in_bps": self.sfu_in, "sfu_out_bps": self.sfu_out,
+            "every_layer_to_every_subscriber_bps": self.every_layer, "saved_bps": self.saved(),
+            "layer_bps_per_publisher": LAYERS.iter().zip(self.layer_bps).map(|(l, b)| (l.rid, b)).collect::<BTreeMap<_, _>>(),
+            "keyframes_per_s_per_publisher": self.keyframes,
+            "keyframe_requests_per_s_per_publisher": self.keyframe_requests,
+            "thirds": LAYERS.iter().zip(&self.thirds).map(|(l, t)| (l.tile.to_string(), t.json(self.secs))).collect::<BTreeMap<_, _>>(),
+        })
+    }
+}
+
+/// The simulcast figures of a round: `layout` the subscribers per room (one publisher each),
+/// `thirds` and `ids` per subscriber its third and id, `quality` the SFU's `quality` reply.
+fn simulcast_row(
+    layout: &[usize],
+    thirds: &[usize],
+    ids: &[String],
+    a: &Snapshot,
+    b: &Snapshot,
+    quality: Option<&Value>,
+) -> SimRow {
+    let secs = (b.at - a.at).as_secs_f64().max(1e-3);
+    let bps = |bytes: u64| bytes as f64 * 8.0 / secs;
+    let delta = |x: &[u64], y: &[u64]| -> Vec<u64> {
+        x.iter().zip(y).map(|(x, y)| y.saturating_sub(*x)).collect()
+    };
+    let pub_bytes = delta(&a.pub_bytes, &b.pub_bytes);
+    let sub_bytes = delta(&a.sub_bytes, &b.sub_bytes);
+    let every_layer: u64 = pub_bytes
+        .iter()
+        .zip(layout)
+        .map(|(p, n)| p * *n as u64)
+        .sum();
+    let traffic = |key: &str| {
+        let x = a.traffic.as_ref()?[key].as_u64()?;
+        let y = b.traffic.as_ref()?[key].as_u64()?;
+        Some(bps(y.saturating_sub(x)))
+    };
+    let pubs = layout.len().max(1) as f64;
+    let mut out: [Third; LAYERS.len()] = Default::default();
+    let samples = quality.map(|q| &q["samples"]);
+    for (k, third) in thirds.iter().enumerate() {
+        let Some(t) = out.get_mut(*third) else {
+            continue;
+        };
+        t.subscribers += 1;
+        t.bytes += sub_bytes.get(k).copied().unwrap_or(0);
+        if let (Some(before), Some(after)) = (a.streams.get(k), b.streams.get(k)) {
+            for (ssrc, end) in after {
+                let start = before.get(ssrc).copied().unwrap_or_default();
+                for (f, (e, s)) in t
+                    .frames
+                    .iter_mut()
+                    .zip(end.layer_frames.iter().zip(start.layer_frames))
+                {
+                    *f += e.saturating_sub(s);
+                }
+            }
+        }
+        let sample = ids.get(k).and_then(|id| samples?.get(id));
+        let said = match sample {
+            None => "no sample".to_string(),
+            Some(s) if s["paused"] == true => "paused".to_string(),
+            Some(s) => {
+                let layer = s["layer"].as_str().unwrap_or("none");
+                match s["width"].as_u64() {
+                    Some(w) => format!("{layer} ({w} px)"),
+                    None => layer.to_string(),
+                }
+            }
+        };
+        *t.sfu_layers.entry(said).or_default() += 1;
+        match sample.and_then(|s| s["estimate_bps"].as_u64()) {
+            Some(e) => t.estimates.push(e),
+            None => t.no_estimate += 1,
+        }
+    }
+    for t in &mut out {
+        t.estimates.sort_unstable();
+    }
+    SimRow {
+        secs,
+        publishers: layout.len(),
+        from_publishers: bps(pub_bytes.iter().sum()),
+        to_subscribers: bps(sub_bytes.iter().sum()),
+        sfu_in: traffic("bytes_in"),
+        sfu_out: traffic("bytes_out"),
+        every_layer: bps(every_layer),
+        layer_bps: std::array::from_fn(|i| {
+            bps(b.layer_bytes[i].saturating_sub(a.layer_bytes[i])) / pubs
+        }),
+        keyframes: b.keyframes_sent.saturating_sub(a.keyframes_sent) as f64 / secs / pubs,
+        keyframe_requests: b.keyframe_requests.saturating_sub(a.keyframe_requests) as f64
+            / secs
+            / pubs,
+        thirds: out,
     }
 }
 
@@ -771,12 +1152,17 @@ struct ClientCfg {
     room: String,
     fps: u32,
     frame_bytes: usize,
+    /// Publishers: send the [`LAYERS`] as simulcast.
+    simulcast: bool,
+    /// Subscribers: the publisher and the width of the tile showing it, told to the SFU once
+    /// it answered.
+    tile: Option<(String, u32)>,
 }
 
 /// One participant: negotiates with the SFU through the child's lines, then runs its session
-/// until `stop`. Publishers write a frame every 1/fps once connected; subscribers (RTP mode)
-/// count every new RTP packet per SSRC. Releases `setup` once connected (and, for a
-/// subscriber, once media arrived).
+/// until `stop`. Publishers write a frame every 1/fps once connected (with simulcast, one on
+/// each layer, a keyframe where one is due); subscribers (RTP mode) count every new RTP packet
+/// per SSRC. Releases `setup` once connected (and, for a subscriber, once media arrived).
 async fn participant(
     cfg: ClientCfg,
     ctl: Arc<ChildCtl>,
@@ -806,7 +1192,16 @@ async fn participant(
     } else {
         Direction::SendOnly
     };
-    let mid: Mid = change.add_media(MediaKind::Video, dir, None, None, None);
+    let simulcast = (cfg.simulcast && cfg.role == Role::Publisher).then(|| {
+        let mut sim = Simulcast::new();
+        for l in &LAYERS {
+            sim.add_send_layer(SimulcastLayer::new(l.rid));
+        }
+        sim
+    });
+    let mid: Mid = change.add_media(MediaKind::Video, dir, None, None, simulcast);
+    // Simulcast: which layers' next frame is a keyframe (the first is, and one asked for).
+    let mut keyframe_due = [true; LAYERS.len()];
     let (offer, pending) = change.apply().context("str0m made no offer")?;
     let mut pending: Option<SdpPendingOffer> = Some(pending);
     let mut notices = dispatch.register(&cfg.id);
@@ -828,7 +1223,9 @@ async fn participant(
             match rtc.poll_output().context("participant session")? {
                 Output::Timeout(t) => break t,
                 Output::Transmit(t) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+                    if let Ok(n) = socket.send_to(&t.contents, t.destination).await {
+                        stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    }
                 }
                 Output::Event(e) => match e {
                     Event::Connected => stats.connected.store(true, Ordering::Relaxed),
@@ -836,8 +1233,18 @@ async fn participant(
                         let mut streams = lock(&stats.streams);
                         let stream = streams.entry(*p.header.ssrc).or_default();
                         stream.packet(*p.seq_no, p.payload.len());
-                        if let Some(n) = vp8_frame_number(&p.payload) {
-                            stream.frame(n);
+                        let start = vp8_frame_start(&p.payload);
+                        stream.layer_packet(start, p.payload.len());
+                        if let Some(f) = start {
+                            stream.frame(f.number);
+                        }
+                    }
+                    Event::KeyframeRequest(req) => {
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        for (due, l) in keyframe_due.iter_mut().zip(&LAYERS) {
+                            if req.rid.is_none_or(|r| *r == *l.rid) {
+                                *due = true;
+                            }
                         }
                     }
                     Event::MediaIngressStats(s) => {
@@ -858,6 +1265,7 @@ async fn participant(
             _ = stop.changed() => return Ok(()),
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = r else { continue };
+                stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                 let Ok(contents) = (&buf[..n]).try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp, source, destination: addr, contents,
@@ -872,6 +1280,10 @@ async fn participant(
                         let answer = SdpAnswer::from_sdp_string(sdp).context("the SFU's answer")?;
                         let p = pending.take().context("an answer without an offer")?;
                         rtc.sdp_api().accept_answer(p, answer).context("accepting the SFU's answer")?;
+                        // Joined: the SFU knows the participant now and takes its view.
+                        if let Some((publisher, width)) = &cfg.tile {
+                            ctl.send(json!({"op": "view", "id": cfg.id, "tiles": [[publisher, width]]}))?;
+                        }
                     }
                     Some("offer") => {
                         let offer = SdpOffer::from_sdp_string(sdp).context("the SFU's offer")?;
@@ -893,8 +1305,22 @@ async fn participant(
                     }
                     if stats.connected.load(Ordering::Relaxed) {
                         let pt = rtc.codec_config().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt());
-                        if let (Some(pt), Some(w)) = (pt, rtc.writer(mid)) {
-                            let time: MediaTime = (now - start).into();
+                        let time: MediaTime = (now - start).into();
+                        if let (Some(pt), true) = (pt, cfg.simulcast) {
+                            let number = stats.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
+                            for (i, l) in LAYERS.iter().enumerate() {
+                                let Some(w) = rtc.writer(mid) else { break };
+                                let keyframe = std::mem::take(&mut keyframe_due[i]);
+                                let bytes = l.frame_bytes(cfg.frame_bytes);
+                                w.rid(Rid::from(l.rid))
+                                    .write(pt, now, time, layer_payload(bytes, number, i, keyframe))
+                                    .context("writing a frame")?;
+                                stats.layer_bytes_sent[i].fetch_add(bytes as u64, Ordering::Relaxed);
+                                if keyframe {
+                                    stats.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        } else if let (Some(pt), Some(w)) = (pt, rtc.writer(mid)) {
                             let number = stats.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
                             w.write(pt, now, time, frame_payload(cfg.frame_bytes, number)).context("writing a frame")?;
                         }
@@ -975,13 +1401,21 @@ fn failures(stats: &[Arc<ClientStats>]) -> (usize, Option<String>) {
     (failed.len(), failed.into_iter().next())
 }
 
-/// The SFU child's datagrams sent so far (None when it does not answer within 5 s).
-async fn datagrams_out(ctl: &ChildCtl, rx: &mut mpsc::UnboundedReceiver<Value>) -> Option<u64> {
-    ctl.send(json!({"op": "traffic"})).ok()?;
-    let v = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .ok()??;
-    v["datagrams_out"].as_u64()
+/// Asks the SFU child for `op` (`traffic` or `quality`) and returns its reply (None when it
+/// does not answer within 5 s; a late reply to an earlier question is passed over).
+async fn ask_child(
+    ctl: &ChildCtl,
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    op: &str,
+) -> Option<Value> {
+    ctl.send(json!({"op": op})).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = timeout_at(deadline.into(), rx.recv()).await.ok()??;
+        if v["kind"] == op {
+            return Some(v);
+        }
+    }
 }
 
 async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
@@ -1005,6 +1439,8 @@ async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
             room: format!("room-{r}"),
             fps: o.fps,
             frame_bytes: o.frame_bytes,
+            simulcast: o.simulcast,
+            tile: None,
         };
         let (s, t) = spawn_participant(cfg, &ctl, &dispatch, &stop, &setup);
         pubs.push(s);
@@ -1020,15 +1456,25 @@ async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
         stop_tasks(stop_tx, tasks).await;
         bail!("publishers did not connect within 30 s ({n} failed; first: {first:?})");
     }
+    // Simulcast: per subscriber, the third (index of LAYERS) whose tile size it shows.
+    let mut thirds = Vec::new();
+    let mut sub_ids = Vec::new();
     for (r, n) in layout.iter().enumerate() {
         for s in 0..*n {
+            let third = s % LAYERS.len();
             let cfg = ClientCfg {
                 role: Role::Subscriber,
                 id: format!("sub-{r}-{s}"),
                 room: format!("room-{r}"),
                 fps: o.fps,
                 frame_bytes: o.frame_bytes,
+                simulcast: o.simulcast,
+                tile: o
+                    .simulcast
+                    .then(|| (format!("pub-{r}"), LAYERS[third].tile)),
             };
+            sub_ids.push(cfg.id.clone());
+            thirds.push(third);
             let (st, t) = spawn_participant(cfg, &ctl, &dispatch, &stop, &setup);
             subs.push(st);
             tasks.push(t);
@@ -1042,6 +1488,8 @@ async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
             room: format!("idle-room-{i}"),
             fps: o.fps,
             frame_bytes: o.frame_bytes,
+            simulcast: false,
+            tile: None,
         };
         let (st, t) = spawn_participant(cfg, &ctl, &dispatch, &stop, &setup);
         idle.push(st);
@@ -1074,12 +1522,36 @@ async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
         first.map(|f| format!("; first: {f}")).unwrap_or_default()
     );
     tokio::time::sleep(Duration::from_secs(o.warmup)).await;
-    let out0 = datagrams_out(&ctl, &mut traffic_rx).await;
-    let a = snapshot(ctl.pid, &pubs, &subs, out0);
+    if o.simulcast {
+        let total = |f: &dyn Fn(&ClientStats) -> &AtomicU64| {
+            pubs.iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        println!(
+            "  sfu {streams}: before the window the publishers got {} keyframe requests and wrote {} keyframes (all layers; the first frame of each layer is one)",
+            total(&|s| &s.keyframe_requests),
+            total(&|s| &s.keyframes_sent),
+        );
+    }
+    let t0 = ask_child(&ctl, &mut traffic_rx, "traffic").await;
+    let a = snapshot(ctl.pid, &pubs, &subs, t0);
     tokio::time::sleep(Duration::from_secs(o.secs)).await;
-    let out1 = datagrams_out(&ctl, &mut traffic_rx).await;
-    let b = snapshot(ctl.pid, &pubs, &subs, out1);
-    let row = compare("sfu", streams, o.subs_per_room, ready, &a, &b);
+    let t1 = ask_child(&ctl, &mut traffic_rx, "traffic").await;
+    let b = snapshot(ctl.pid, &pubs, &subs, t1);
+    let mut row = compare("sfu", streams, o.subs_per_room, ready, &a, &b);
+    if o.simulcast {
+        // After the window's readings: the child's reply costs it CPU outside the window.
+        let quality = ask_child(&ctl, &mut traffic_rx, "quality").await;
+        row.sim = Some(simulcast_row(
+            &layout,
+            &thirds,
+            &sub_ids,
+            &a,
+            &b,
+            quality.as_ref(),
+        ));
+    }
     stop_tasks(stop_tx, tasks).await;
     match Arc::try_unwrap(ctl) {
         Ok(ctl) => ctl.stop().await,
@@ -1091,7 +1563,14 @@ async fn sfu_round(o: &Opts, streams: usize) -> Result<Row> {
 // ---------------------------------------------------------------------------------------------
 // The naive forwarder round.
 
-async fn naive_round(o: &Opts, streams: usize, pps_per_stream: f64) -> Result<Row> {
+/// `payload`: the RTP payload bytes per packet to copy (the SFU round's average with
+/// simulcast), else `--frame-bytes` split over the packets of a frame.
+async fn naive_round(
+    o: &Opts,
+    streams: usize,
+    pps_per_stream: f64,
+    payload: Option<f64>,
+) -> Result<Row> {
     let (ctl, mut stdout) = ChildCtl::spawn("naive", o.sfu_cpus.as_deref()).await?;
     let layout = rooms(streams, o.subs_per_room);
     let (stop_tx, stop) = watch::channel(false);
@@ -1141,7 +1620,8 @@ async fn naive_round(o: &Opts, streams: usize, pps_per_stream: f64) -> Result<Ro
     .map_err(|_| anyhow!("the naive forwarder did not take its routes"))??;
     // Packets per frame so that the stream carries what the SFU round delivered per stream.
     let per_frame = ((pps_per_stream / o.fps as f64).round() as usize).max(1);
-    let size = (o.frame_bytes / per_frame + NAIVE_OVERHEAD).clamp(NAIVE_HEADER, DATAGRAM_MAX);
+    let payload = payload.map_or(o.frame_bytes / per_frame, |p| p.round() as usize);
+    let size = (payload + NAIVE_OVERHEAD).clamp(NAIVE_HEADER, DATAGRAM_MAX);
     let dest = ctl.addr;
     for (index, socket) in pub_sockets {
         let mut stop = stop.clone();
@@ -1248,10 +1728,101 @@ fn print_table(rows: &[Row], o: &Opts) {
     }
 }
 
+/// The simulcast layers and tiles, for headings.
+fn layers_described(o: &Opts) -> String {
+    let each = |f: &dyn Fn(&Layer) -> String| LAYERS.iter().map(f).collect::<Vec<_>>().join("/");
+    format!(
+        "layers {} of {} px, {} B frames; subscribers in thirds showing {} px tiles",
+        each(&|l| l.rid.to_string()),
+        each(&|l| l.width.to_string()),
+        each(&|l| l.frame_bytes(o.frame_bytes).to_string()),
+        each(&|l| l.tile.to_string()),
+    )
+}
+
+fn mbps(bps: f64) -> String {
+    format!("{:.1}", bps / 1e6)
+}
+
+fn print_simulcast_table(rows: &[Row], o: &Opts) {
+    println!();
+    println!(
+        "== SFU simulcast: {}; Mbit/s on the wire (UDP payload) ==",
+        layers_described(o)
+    );
+    let tiles: Vec<String> = LAYERS
+        .iter()
+        .map(|l| {
+            format!(
+                "{} px tiles: frames q/h/f, kbit/s each | SFU sends them",
+                l.tile
+            )
+        })
+        .collect();
+    println!(
+        "| streams | from publishers (all layers) | to subscribers | every layer to every subscriber | saved | SFU in / out (all datagrams) | written per publisher q/h/f, kbit/s | keyframes/s (asked) per publisher | {} | SFU estimate towards subscribers: median (min), none |",
+        tiles.join(" | ")
+    );
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|{}---|",
+        "---|---|".repeat(LAYERS.len())
+    );
+    for r in rows {
+        let Some(sim) = &r.sim else { continue };
+        let thirds: Vec<String> = sim
+            .thirds
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}, {:.0} | {}",
+                    t.shares(),
+                    t.bytes as f64 * 8.0 / 1000.0 / sim.secs / t.subscribers.max(1) as f64,
+                    t.sfu_says()
+                )
+            })
+            .collect();
+        let mut estimates: Vec<u64> = sim
+            .thirds
+            .iter()
+            .flat_map(|t| t.estimates.iter().copied())
+            .collect();
+        estimates.sort_unstable();
+        let none: usize = sim.thirds.iter().map(|t| t.no_estimate).sum();
+        let estimate = match (estimates.get(estimates.len() / 2), estimates.first()) {
+            (Some(m), Some(min)) => format!("{} ({}), {none}", mbps(*m as f64), mbps(*min as f64)),
+            _ => format!("none ({none})"),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} ({:.0}%) | {} / {} | {} | {:.1} ({:.1}) | {} | {} |",
+            r.streams,
+            mbps(sim.from_publishers),
+            mbps(sim.to_subscribers),
+            mbps(sim.every_layer),
+            mbps(sim.saved()),
+            if sim.every_layer > 0.0 {
+                sim.saved() / sim.every_layer * 100.0
+            } else {
+                0.0
+            },
+            sim.sfu_in.map_or("?".into(), mbps),
+            sim.sfu_out.map_or("?".into(), mbps),
+            sim.layer_bps
+                .iter()
+                .map(|b| format!("{:.0}", b / 1000.0))
+                .collect::<Vec<_>>()
+                .join("/"),
+            sim.keyframes,
+            sim.keyframe_requests,
+            thirds.join(" | "),
+            estimate,
+        );
+    }
+}
+
 async fn bench(o: Opts) -> Result<()> {
     signalbox_sfu::init_crypto();
     println!(
-        "# sfu_bench: streams {:?}, {} subscribers per room, {} B × {} fps, warmup {} s, window {} s, forwarder cpus {}, idle SFU participants {}",
+        "# sfu_bench: streams {:?}, {} subscribers per room, {} B × {} fps, warmup {} s, window {} s, forwarder cpus {}, idle SFU participants {}, simulcast {}",
         o.streams,
         o.subs_per_room,
         o.frame_bytes,
@@ -1259,11 +1830,17 @@ async fn bench(o: Opts) -> Result<()> {
         o.warmup,
         o.secs,
         o.sfu_cpus.as_deref().unwrap_or("any"),
-        o.idle
+        o.idle,
+        if o.simulcast {
+            layers_described(&o)
+        } else {
+            "off".into()
+        }
     );
     let mut rows = Vec::new();
     // Without an SFU round to copy from: the packets a frame of this size makes at str0m's MTU.
     let mut pps = (o.frame_bytes.div_ceil(1100) as f64) * o.fps as f64;
+    let mut payload = None;
     for &n in &o.streams {
         if o.sfu {
             match sfu_round(&o, n).await {
@@ -1272,6 +1849,10 @@ async fn bench(o: Opts) -> Result<()> {
                     // Copy the packet rate only from a round the SFU kept up with.
                     if row.ready == row.streams && row.loss() < 0.001 {
                         pps = row.pps_per_stream();
+                        // Simulcast: the subscribers' layers differ; copy the average packet.
+                        if o.simulcast && row.delivered > 0 {
+                            payload = Some(row.bytes as f64 / row.delivered as f64);
+                        }
                     }
                     rows.push(row);
                 }
@@ -1279,7 +1860,7 @@ async fn bench(o: Opts) -> Result<()> {
             }
         }
         if o.naive {
-            match naive_round(&o, n, pps).await {
+            match naive_round(&o, n, pps, payload).await {
                 Ok(row) => {
                     println!("RESULT {}", row.json());
                     rows.push(row);
@@ -1289,5 +1870,8 @@ async fn bench(o: Opts) -> Result<()> {
         }
     }
     print_table(&rows, &o);
+    if o.simulcast {
+        print_simulcast_table(&rows, &o);
+    }
     Ok(())
 }

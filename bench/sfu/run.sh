@@ -2,7 +2,7 @@
 # SFU forwarding benchmark (run on demand; not part of the tests or CI).
 #
 #   bench/sfu/run.sh [--streams 100,200,300,400,500] [--subs-per-room 50] [--fps 30] [--frame-bytes 1250]
-#                    [--warmup 3] [--secs 10] [--only sfu|naive]
+#                    [--warmup 3] [--secs 10] [--simulcast] [--only sfu|naive]
 #
 # Builds examples/sfu_bench.rs in release mode and runs it. For each stream count it starts the
 # signalbox-sfu UDP server (the crate the signalbox binary embeds) in a child process on
@@ -11,6 +11,9 @@
 # packets, loss and the SFU process's CPU time, then does the same with a naive UDP forwarder
 # (receive a datagram, send it to each subscriber; no crypto) as the physical reference.
 # Prints a table: loss, forwarder CPU, CPU us per forwarded packet, streams per core.
+# --simulcast: publishers send three layers (q/h/f, ~100/300/900 kbit/s, 160/320/640 px) and the
+# subscribers of each room show tiles of 150/300/600 px by thirds; a second table gives the
+# bytes in and out, what forwarding every layer would have cost, and which layer each third got.
 # Environment: CARGO_TARGET_DIR builds elsewhere; OUT=file keeps the full output (default: a temp
 # file); SFU_CPUS / CLIENT_CPUS (e.g. 1 and 0) pin the forwarder and the load with taskset.
 # The load (hundreds of str0m clients decrypting SRTP) shares the machine with the forwarder:
