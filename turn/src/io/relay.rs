@@ -193,7 +193,8 @@ struct Framer {
 }
 
 /// Asks the core about a batch of peer datagrams under one lock, then frames each in place
-/// and sends it to the client. Returns whether the allocation is gone.
+/// and sends them to the client (over UDP with one `sendmmsg` for the batch). Returns whether
+/// the allocation is gone.
 fn relay_batch(
     shared: &Shared,
     alloc: AllocRef,
@@ -212,10 +213,17 @@ fn relay_batch(
             *verdict = core.handle_peer(alloc, peer, data.len(), now);
         }
     }
+    // Datagrams for a UDP client leave together once all are framed.
+    let mut to_send: [(usize, std::ops::Range<usize>); BATCH] = std::array::from_fn(|_| (0, 0..0));
+    let mut queued = 0;
+    let mut gone = false;
     for (i, verdict) in verdicts.iter().enumerate().take(n) {
         let (buf, n, peer) = batch.slot_mut(i);
         let frame = match *verdict {
-            PeerOutput::Gone => return true,
+            PeerOutput::Gone => {
+                gone = true;
+                break;
+            }
             PeerOutput::Drop => continue,
             PeerOutput::Channel(ch) => {
                 let start = HEADROOM - 4;
@@ -235,15 +243,25 @@ fn relay_batch(
             Stats::add(&shared.stats.dropped_packets, 1);
             continue;
         };
-        let sent = match sink {
-            ClientSink::Udp { socket, client } => socket.send_to(&buf[range], *client).is_ok(),
-            ClientSink::Stream { tx } => tx.try_send(buf[range].to_vec()).is_ok(),
-        };
-        if !sent {
-            Stats::add(&shared.stats.dropped_packets, 1);
+        match sink {
+            ClientSink::Udp { .. } => {
+                to_send[queued] = (i, range);
+                queued += 1;
+            }
+            ClientSink::Stream { tx } => {
+                if tx.try_send(buf[range].to_vec()).is_err() {
+                    Stats::add(&shared.stats.dropped_packets, 1);
+                }
+            }
         }
     }
-    false
+    if let ClientSink::Udp { socket, client } = sink {
+        if queued > 0 {
+            let sent = socket.send_batch(batch, &to_send[..queued], *client);
+            Stats::add(&shared.stats.dropped_packets, (queued - sent) as u64);
+        }
+    }
+    gone
 }
 
 #[cfg(test)]

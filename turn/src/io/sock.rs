@@ -12,14 +12,20 @@
 //! caller processes without awaiting (one core lock per batch). A short batch means the queue
 //! was empty, so readiness is cleared without the extra `EAGAIN` read; tokio only clears it if
 //! no new edge arrived since it was observed, so no datagram is left waiting.
+//!
+//! Datagrams framed in place in a batch and bound for one address leave with one `sendmmsg`
+//! ([`Udp::send_batch`]) instead of a `sendto` each.
 
 use std::cell::RefCell;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
 
@@ -41,6 +47,9 @@ pub(crate) struct Udp {
 pub(crate) struct Batch {
     buf: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
+    /// For `sendmmsg` only: nix's `recvmmsg` keeps each header's address pointer as it finds
+    /// it, so headers a send pointed at its own (short-lived) addresses must never receive.
+    send_headers: MultiHeaders<SockaddrStorage>,
     /// Slot, length and sender of each datagram kept (truncated ones are skipped).
     got: Vec<(usize, usize, SocketAddr)>,
 }
@@ -57,6 +66,7 @@ pub(crate) fn with_batch<T>(f: impl FnOnce(&mut Batch) -> T) -> T {
         let batch = slot.get_or_insert_with(|| Batch {
             buf: vec![0u8; BATCH * SLOT],
             headers: MultiHeaders::preallocate(BATCH, None),
+            send_headers: MultiHeaders::preallocate(BATCH, None),
             got: Vec::with_capacity(BATCH),
         });
         f(batch)
@@ -121,7 +131,9 @@ impl Udp {
         mut guard: AsyncFdReadyGuard<'_, UdpSocket>,
         batch: &mut Batch,
     ) -> io::Result<()> {
-        let Batch { buf, headers, got } = batch;
+        let Batch {
+            buf, headers, got, ..
+        } = batch;
         got.clear();
         let mut slots = buf.chunks_exact_mut(SLOT);
         let slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
@@ -158,9 +170,125 @@ impl Udp {
         }
     }
 
+    /// Sends `frames` of `batch` (datagram index, byte range in its slot; at most [`BATCH`]) to
+    /// `to`, as few `sendmmsg` calls as the kernel allows, without waiting. Returns how many
+    /// went out: one that fails (send buffer full, an ICMP error of an earlier send) is
+    /// skipped and the rest are still tried, as separate `sendto`s would be.
+    pub fn send_batch(
+        &self,
+        batch: &mut Batch,
+        frames: &[(usize, Range<usize>)],
+        to: SocketAddr,
+    ) -> usize {
+        let Batch {
+            buf,
+            send_headers,
+            got,
+            ..
+        } = batch;
+        let frames = &frames[..frames.len().min(BATCH)];
+        let addrs: [Option<SockaddrStorage>; BATCH] = [Some(SockaddrStorage::from(to)); BATCH];
+        let fd = self.fd.get_ref().as_raw_fd();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let (mut next, mut sent) = (0, 0);
+        while next < frames.len() {
+            let rest = &frames[next..];
+            let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| {
+                [IoSlice::new(
+                    rest.get(k)
+                        .and_then(|(i, r)| {
+                            let base = got.get(*i)?.0 * SLOT;
+                            buf.get(base + r.start..base + r.end)
+                        })
+                        .unwrap_or_default(),
+                )]
+            });
+            let n = rest.len();
+            match sendmmsg(
+                fd,
+                send_headers,
+                slices[..n].iter(),
+                &addrs[..n],
+                no_cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(results) => match results.count() {
+                    0 => next += 1,
+                    k => {
+                        sent += k;
+                        next += k;
+                    }
+                },
+                // The error is the first datagram's: it is dropped, the others still go.
+                Err(_) => next += 1,
+            }
+        }
+        sent
+    }
+
     /// Sends one datagram without waiting: `WouldBlock` (send buffer full) is an error the
     /// caller counts as a dropped packet.
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.fd.get_ref().send_to(buf, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_batch_goes_out_with_one_call_in_order_and_framed_in_place() {
+        let relay = Udp::new(UdpSocket::bind("127.0.0.1:0").expect("bind")).expect("register");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let to_relay = relay.local_addr().expect("addr");
+        for text in ["one", "two", "three"] {
+            peer.send_to(text.as_bytes(), to_relay).expect("send");
+        }
+        let mut sent = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while sent < 3 {
+            let guard = tokio::time::timeout_at(deadline, relay.ready())
+                .await
+                .expect("the three datagrams reach the relay socket within 5 s")
+                .expect("ready");
+            sent += with_batch(|batch| {
+                relay.recv_batch(guard, batch).expect("recv");
+                // Frame each in place: a two-byte prefix in the headroom.
+                let mut frames = Vec::new();
+                for i in 0..batch.len() {
+                    let (buf, n, _) = batch.slot_mut(i);
+                    buf[HEADROOM - 2..HEADROOM].copy_from_slice(b"> ");
+                    frames.push((i, HEADROOM - 2..HEADROOM + n));
+                }
+                relay.send_batch(batch, &frames, client.local_addr().expect("addr"))
+            });
+        }
+        assert_eq!(sent, 3, "every framed datagram sent");
+        let mut buf = [0u8; 64];
+        let mut received = Vec::new();
+        for _ in 0..3 {
+            let (n, from) = client.recv_from(&mut buf).expect("a datagram within 5 s");
+            assert_eq!(from, to_relay, "sent from the relay socket");
+            received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(received, ["> one", "> two", "> three"]);
+        // Receiving after a send still learns each sender's own address (the send's headers
+        // are not the receive's).
+        client.send_to(b"back", to_relay).expect("send");
+        let guard = tokio::time::timeout_at(deadline, relay.ready())
+            .await
+            .expect("the client's datagram reaches the relay socket within 5 s")
+            .expect("ready");
+        let from = with_batch(|batch| {
+            relay.recv_batch(guard, batch).expect("recv");
+            (batch.len() == 1).then(|| batch.datagram(0).1)
+        });
+        assert_eq!(from, Some(client.local_addr().expect("addr")));
     }
 }
