@@ -82,7 +82,7 @@ pub enum SfuEvent {
         mid: String,
         layers: Vec<(String, bool)>,
     },
-    /// The room's active speaker changed.
+    /// The room's active speaker changed (or, again, when someone's media connects).
     ActiveSpeaker {
         room: String,
         participant: ParticipantId,
@@ -170,6 +170,8 @@ enum Propagate {
     Media(ParticipantId, Box<MediaData>),
     KeyframeWanted(Source, Option<Rid>, KeyframeRequestKind),
     AudioLevel(ParticipantId, i8, Instant),
+    /// A participant's media connected: it learns who speaks now.
+    Connected(ParticipantId),
 }
 
 pub struct Sfu {
@@ -589,6 +591,19 @@ impl Sfu {
             Propagate::KeyframeWanted(source, rid, kind) => {
                 self.request_keyframe(&source, rid, kind)
             }
+            Propagate::Connected(participant) => {
+                // `room-active-speaker` is sent when the speaker changes; someone who joins
+                // later would not know who speaks until the next change.
+                let Some(room) = self.participants.get(&participant).map(|p| &p.room) else {
+                    return;
+                };
+                if let Some(speaker) = self.speakers.get(room).and_then(|d| d.active()) {
+                    self.queue.push_back(Output::Event(SfuEvent::ActiveSpeaker {
+                        room: room.to_string(),
+                        participant: speaker.clone(),
+                    }));
+                }
+            }
             Propagate::AudioLevel(publisher, level, at) => {
                 let Some(room) = self.participants.get(&publisher).map(|p| &p.room) else {
                     return;
@@ -760,6 +775,7 @@ fn on_event(
         Event::Connected => {
             p.connected = true;
             queue.push_back(Output::Event(SfuEvent::Connected(p.id.clone())));
+            propagate.push(Propagate::Connected(p.id.clone()));
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) if p.connected => {
             p.connected = false;

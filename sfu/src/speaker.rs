@@ -66,6 +66,11 @@ impl SpeakerDetector {
         }
     }
 
+    /// The active speaker now, if there is one.
+    pub fn active(&self) -> Option<&ParticipantId> {
+        self.active.as_ref()
+    }
+
     /// The active speaker, if it changed since the last call.
     pub fn decide(&mut self, now: Instant) -> Option<ParticipantId> {
         let threshold = loudness(SPEAKING_DBOV);

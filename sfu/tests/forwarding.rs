@@ -937,6 +937,21 @@ fn the_active_speaker_follows_who_speaks() {
     net.run_until("bob takes over", Duration::from_secs(5), |n| {
         speaker(n).as_deref() == Some("bob")
     });
+    // Someone who joins while bob goes on speaking is told so, though the speaker is unchanged.
+    let told = |n: &Net| {
+        n.events
+            .iter()
+            .filter(|e| matches!(e, SfuEvent::ActiveSpeaker { room, participant } if room == "r1" && participant.0 == "bob"))
+            .count()
+    };
+    let before = told(&net);
+    net.join("erin", "r1", MediaKind::Audio);
+    net.client_mut("erin").audio_level = Some(-127);
+    net.run_until(
+        "bob named as the speaker again once erin's media connects",
+        Duration::from_secs(10),
+        |n| told(n) > before,
+    );
     assert!(
         !net.events
             .iter()
