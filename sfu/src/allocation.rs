@@ -145,15 +145,10 @@ fn subscriber(
         if let Some(current) = t.fwd.current {
             wanted.insert(current);
         }
-        desired += demand
-            .layers
-            .iter()
-            .map(|l| l.bitrate_bps)
-            .max()
-            .unwrap_or(0);
+        desired += demand.needed_bps();
     }
-    // Probe for what the tracks would take at their best (with headroom), so an estimate below
-    // it can grow.
+    // Probe for what the tracks would take at their best for their tiles (with headroom), so
+    // an estimate below it can grow; a thumbnail does not make the link probe for a top layer.
     let desired = desired + desired / 4;
     if desired != p.desired_bps && desired > 0 {
         p.desired_bps = desired;

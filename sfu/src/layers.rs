@@ -60,6 +60,14 @@ impl Demand {
         }
     }
 
+    /// The bitrate of the highest layer the tile needs (0 when it is not shown): what the
+    /// track would take at its best for this subscriber.
+    pub fn needed_bps(&self) -> u64 {
+        self.ceiling()
+            .and_then(|c| self.layers.get(c))
+            .map_or(0, |l| l.bitrate_bps)
+    }
+
     /// What choosing `layer` costs against the budget: an upgrade carries the headroom.
     fn price(&self, choice: Choice) -> f64 {
         match choice {
@@ -270,6 +278,15 @@ mod tests {
         // 400 kbit/s: both get their 80k lowest, one of them 250k.
         assert_eq!(allocate(400_000, &d), [Choice::Layer(1), Choice::Layer(0)]);
         assert_eq!(allocate(170_000, &d), [Choice::Layer(0), Choice::Layer(0)]);
+    }
+
+    #[test]
+    fn a_track_needs_the_bitrate_of_the_layer_its_tile_needs() {
+        assert_eq!(demand(Some(100), Choice::Paused).needed_bps(), 80_000);
+        assert_eq!(demand(Some(300), Choice::Paused).needed_bps(), 250_000);
+        assert_eq!(demand(Some(1000), Choice::Paused).needed_bps(), 700_000);
+        assert_eq!(demand(None, Choice::Paused).needed_bps(), 700_000);
+        assert_eq!(demand(Some(0), Choice::Paused).needed_bps(), 0, "not shown");
     }
 
     #[test]
