@@ -6,7 +6,7 @@
 // watch), and bounded waits that say what they waited for (eventually, until).
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,22 +20,37 @@ export const BIN = process.env.SIGNALBOX_BIN || join(REPO, 'target', 'debug', 's
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const ARTIFACTS = process.env.SIGNALBOX_ARTIFACTS || join(REPO, 'test-artifacts', 'browser');
 
-/** A port free on 127.0.0.1 for both UDP and TCP (TURN listens on both). */
+/** The lowest port the kernel hands out for port-0 binds (Linux's ip_local_port_range). */
+function ephemeralLow() {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/**
+ * A port free on 127.0.0.1 for both UDP and TCP (TURN listens on both), below the kernel's
+ * ephemeral range: a port taken from that range and let go could be handed at once to a
+ * port-0 bind (the server's own SFU socket, a browser's ICE socket) before the server binds it.
+ */
 export async function freeDualPort() {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise((resolve, reject) => {
-      const srv = net.createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
-    });
-    const ok = await new Promise((resolve) => {
+  const from = 10000;
+  const span = Math.max(1, Math.min(20000, ephemeralLow() - from));
+  const free = (port) => new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => {
       const sock = dgram.createSocket('udp4');
       sock.once('error', () => resolve(false));
       sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
-    });
-    if (ok) return port;
+    }));
+  });
+  for (let i = 0; i < 50; i++) {
+    const port = from + Math.floor(Math.random() * span);
+    if (await free(port)) return port;
   }
-  throw new Error('no free port');
+  throw new Error(`no free port in ${from}-${from + span - 1} after 50 tries`);
 }
 
 /** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
