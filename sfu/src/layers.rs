@@ -92,32 +92,47 @@ pub fn allocate(budget_bps: u64, demands: &[Demand]) -> Vec<Choice> {
     let mut left = budget_bps as f64;
     let mut chosen = vec![Choice::Paused; demands.len()];
     let ceilings: Vec<Option<usize>> = demands.iter().map(Demand::ceiling).collect();
-    for upgrades in [false, true] {
-        loop {
-            let mut stepped = false;
-            for (i, d) in demands.iter().enumerate() {
-                let next = match (chosen[i], ceilings[i]) {
-                    (_, None) => continue,
-                    (Choice::Paused, Some(_)) => Choice::Layer(0),
-                    (Choice::Layer(l), Some(c)) if l < c => Choice::Layer(l + 1),
-                    _ => continue,
-                };
-                if !upgrades && next > d.current.max(Choice::Layer(0)) {
-                    continue;
-                }
-                let cost = d.price(next) - d.price(chosen[i]);
-                if cost <= left {
-                    left -= cost;
-                    chosen[i] = next;
-                    stepped = true;
-                }
+    // First up to what each track is sent now (at least its lowest layer), then beyond.
+    step_up(demands, &ceilings, &mut chosen, &mut left, |d| {
+        d.current.max(Choice::Layer(0))
+    });
+    step_up(demands, &ceilings, &mut chosen, &mut left, |_| {
+        Choice::Layer(usize::MAX)
+    });
+    chosen
+}
+
+/// Raises the tracks one layer at a time, in turn, while the budget `left` allows, each no
+/// higher than its ceiling nor than `limit` says.
+fn step_up(
+    demands: &[Demand],
+    ceilings: &[Option<usize>],
+    chosen: &mut [Choice],
+    left: &mut f64,
+    limit: impl Fn(&Demand) -> Choice,
+) {
+    loop {
+        let mut stepped = false;
+        for (i, d) in demands.iter().enumerate() {
+            let next = match (chosen[i], ceilings[i]) {
+                (Choice::Paused, Some(_)) => Choice::Layer(0),
+                (Choice::Layer(l), Some(c)) if l < c => Choice::Layer(l + 1),
+                _ => continue,
+            };
+            if next > limit(d) {
+                continue;
             }
-            if !stepped {
-                break;
+            let cost = d.price(next) - d.price(chosen[i]);
+            if cost <= *left {
+                *left -= cost;
+                chosen[i] = next;
+                stepped = true;
             }
         }
+        if !stepped {
+            return;
+        }
     }
-    chosen
 }
 
 /// Holds back a track's upgrades until they have been possible for [`UPGRADE_HOLD`].

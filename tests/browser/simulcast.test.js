@@ -127,16 +127,13 @@ test('simulcast through the SFU: layers, a receive cap, the active speaker, the 
       return await waiting;
     } catch (e) {
       const sent = {};
-      for (const name of NAMES) sent[name] = layersOut(await sfuLink(pages[name]).catch(() => null));
-      const raw = {};
-      for (const name of NAMES) raw[name] = await pages[name].evaluate(async () => {
-        const sfu = window.signalbox.peerConnections().find((x) => x.kind === 'sfu');
-        if (!sfu) return null;
-        const out = [];
-        (await sfu.pc.getStats()).forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'video') out.push([x.mid, x.ssrc, x.trackIdentifier.slice(0, 8), sfu.tracks[x.trackIdentifier]?.peerId?.slice(0, 8), x.frameWidth, x.framesDecoded, x.framesReceived, x.keyFramesDecoded, x.packetsReceived, x.bytesReceived, x.framesDropped, x.nackCount, x.pliCount]); });
-        return { tx: sfu.pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection, t.receiver.track?.kind, t.receiver.track?.id.slice(0, 8)]), inbound: out };
-      }).catch((err) => err.message);
-      throw new Error(`${e.message}\n  the server's last samples: ${JSON.stringify(await serverSide().catch((err) => err.message))}\n  what each page sends: ${JSON.stringify(sent)}\n  peer ids: ${JSON.stringify(peerIds)}\n  raw inbound [mid, ssrc, track, peer, width, decoded, received, keyframes, packets, bytes, dropped, nacks, plis]: ${JSON.stringify(raw)}`);
+      const received = {};
+      for (const name of NAMES) {
+        const link = await sfuLink(pages[name]).catch(() => null);
+        sent[name] = layersOut(link);
+        received[name] = (link?.inbound || []).filter((i) => i.kind === 'video');
+      }
+      throw new Error(`${e.message}\n  the server's last samples: ${JSON.stringify(await serverSide().catch((err) => err.message))}\n  what each page sends: ${JSON.stringify(sent)}\n  peer ids: ${JSON.stringify(peerIds)}\n  what each page receives: ${JSON.stringify(received)}`);
     }
   }
 

@@ -197,7 +197,7 @@ export async function peerStats(page) {
         if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded || 0;
         if (s.type === 'inbound-rtp') {
           const owner = entry.tracks && entry.tracks[s.trackIdentifier];
-          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, ssrc: s.ssrc, framesDecoded: s.framesDecoded || 0, keyFramesDecoded: s.keyFramesDecoded || 0, pliCount: s.pliCount || 0, frameWidth: s.frameWidth ?? null, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
+          inbound.push({ kind: s.kind, trackId: s.trackIdentifier, mid: s.mid ?? null, ssrc: s.ssrc, framesDecoded: s.framesDecoded || 0, framesReceived: s.framesReceived || 0, framesDropped: s.framesDropped || 0, keyFramesDecoded: s.keyFramesDecoded || 0, packetsReceived: s.packetsReceived || 0, bytesReceived: s.bytesReceived || 0, nackCount: s.nackCount || 0, pliCount: s.pliCount || 0, frameWidth: s.frameWidth ?? null, peerId: owner ? owner.peerId : null, role: owner ? owner.role : null });
         }
         if (s.type === 'outbound-rtp') {
           outbound.push({ kind: s.kind, mid: s.mid ?? null, rid: s.rid ?? null, ssrc: s.ssrc, active: s.active ?? null, frameWidth: s.frameWidth ?? null, framesEncoded: s.framesEncoded || 0, keyFramesEncoded: s.keyFramesEncoded || 0, pliCount: s.pliCount || 0, bytesSent: s.bytesSent || 0, limitation: s.qualityLimitationReason ?? null });

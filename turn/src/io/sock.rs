@@ -187,28 +187,24 @@ impl Udp {
             ..
         } = batch;
         let frames = &frames[..frames.len().min(BATCH)];
+        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| {
+            let frame = frames.get(k).and_then(|(i, r)| {
+                let base = got.get(*i)?.0 * SLOT;
+                buf.get(base + r.start..base + r.end)
+            });
+            [IoSlice::new(frame.unwrap_or_default())]
+        });
         let addrs: [Option<SockaddrStorage>; BATCH] = [Some(SockaddrStorage::from(to)); BATCH];
         let fd = self.fd.get_ref().as_raw_fd();
         let no_cmsgs: [ControlMessage<'_>; 0] = [];
         let (mut next, mut sent) = (0, 0);
         while next < frames.len() {
-            let rest = &frames[next..];
-            let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| {
-                [IoSlice::new(
-                    rest.get(k)
-                        .and_then(|(i, r)| {
-                            let base = got.get(*i)?.0 * SLOT;
-                            buf.get(base + r.start..base + r.end)
-                        })
-                        .unwrap_or_default(),
-                )]
-            });
-            let n = rest.len();
+            let rest = next..frames.len();
             match sendmmsg(
                 fd,
                 send_headers,
-                slices[..n].iter(),
-                &addrs[..n],
+                slices[rest.clone()].iter(),
+                &addrs[rest],
                 no_cmsgs,
                 MsgFlags::MSG_DONTWAIT,
             ) {
