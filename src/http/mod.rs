@@ -168,6 +168,7 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(Extension(doc))
         .layer(socketio::layer(app.clone()))
+        .layer(middleware::from_fn(socketio::own_request_head))
         .with_state(app.clone());
     if !app.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = app

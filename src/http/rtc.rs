@@ -23,12 +23,13 @@ use crate::error::Error;
 use crate::http::extract::bearer;
 use crate::http::gate::{ConnectionSlot, Transport, MAX_MESSAGE_BYTES, MAX_TRANSPORT_BYTES};
 use crate::http::AppState;
+use crate::signaling::event::rtc_frame;
 use crate::signaling::wire;
 
 /// Per-connection read buffer. tungstenite's default (128 KiB) is zero-filled on the first
-/// read, which made every idle connection cost ~134 KiB; 4 KiB keeps it under 10 KiB while
+/// read, which made every idle connection cost ~134 KiB; 2 KiB keeps it under 8 KiB while
 /// larger frames still grow the buffer as needed (see BENCHMARKS.md).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Upgrade to the signaling WebSocket (`?token=` or `Authorization: Bearer`).
 ///
@@ -110,7 +111,7 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: Conn
     let mut heartbeat = tokio::time::interval(silence_limit / 3);
     heartbeat.reset();
 
-    let welcome = match signaling.welcome(session, &me).await {
+    let welcome = match Box::pin(signaling.welcome(session, &me)).await {
         Ok(w) => text(w.to_rtc_json()),
         Err(e) => error_frame(None, &e),
     };
@@ -157,21 +158,17 @@ async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: Conn
                 let parsed = wire::parse(frame.as_str());
                 let id = parsed.id;
                 let result = match parsed.request {
-                    Ok(request) => signaling.handle(session, &me, request).await,
+                    // Boxed, so the idle connection holds a pointer, not the operation's state.
+                    Ok(request) => Box::pin(signaling.handle(session, &me, request)).await,
                     Err(e) => Err(e),
                 };
                 match result {
                     Ok(done) => {
                         let answer = &done.value;
-                        let mut body = answer.body.clone();
-                        if !body.is_object() {
-                            body = json!({});
-                        }
-                        body["type"] = Value::String(answer.kind.into());
-                        if let Some(id) = &id {
-                            body["id"] = id.clone();
-                        }
-                        open = sink.send(text(body.to_string())).await.is_ok();
+                        let empty = serde_json::Map::new();
+                        let body = answer.body.as_object().unwrap_or(&empty);
+                        let frame = rtc_frame(answer.kind, body, id.as_ref());
+                        open = sink.send(text(frame)).await.is_ok();
                         // The sender has its answer: now the others hear of it.
                         drop(done);
                     }

@@ -24,6 +24,10 @@
 
 use std::sync::Arc;
 
+use axum::extract::{OriginalUri, Request};
+use axum::http::{HeaderValue, Uri};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde_json::{json, Value};
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event as EventName, SocketRef, TryData};
@@ -46,6 +50,34 @@ use crate::signaling::wire::{self, sdp_type};
 /// arrive with them) while the writer drains; a client that reads nothing is disconnected by
 /// the outbox bound instead.
 const EMIT_BUFFER_PACKETS: usize = 4096;
+
+/// Read buffer of a Socket.IO WebSocket (engineioxide's default is 4 KiB, which is zero-filled
+/// and so resident on every idle socket); frames larger than this still grow it as needed.
+const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
+
+/// Gives a `/socket.io/` request a head of its own before engineioxide keeps it for the
+/// socket's lifetime (`req_parts`). hyper's parsed header values and URI (and axum's
+/// `OriginalUri`) are slices of the connection's read buffer, so keeping them would keep that
+/// whole buffer (16 KiB) alive per socket; copies cost a few hundred bytes.
+pub async fn own_request_head(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    parts.headers.reserve(headers.len());
+    for (name, value) in headers.iter() {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        parts.headers.append(name.clone(), owned);
+    }
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri.clone();
+        // axum's copy of the URI would share the buffer too.
+        parts.extensions.insert(OriginalUri(uri));
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
 
 /// Renders a service event as Socket.IO events (name, payload).
 pub fn render(e: &Event) -> Vec<(&'static str, Value)> {
@@ -112,6 +144,7 @@ pub fn layer(app: AppState) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_payload(MAX_TRANSPORT_BYTES as u64)
         .max_buffer_size(EMIT_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .ping_interval(app.config.heartbeat_timeout / 3)
         .ping_timeout(app.config.heartbeat_timeout * 2 / 3)
         .build_layer();
@@ -208,7 +241,8 @@ impl Answerer {
 /// synchronously in socketioxide's read path, so nothing can overtake or miss it.
 #[derive(Clone)]
 struct Inlet {
-    queue: mpsc::Sender<Incoming>,
+    /// Boxed: a channel's first block holds 32 items, so small items keep idle sockets small.
+    queue: mpsc::Sender<Box<Incoming>>,
     limits: Arc<MessageLimits>,
 }
 
@@ -242,11 +276,11 @@ impl MessageHandler<LocalAdapter, Raw> for Inlet {
         let Ok(TryData(data)) = TryData::<Value>::from_message(s, v, ack_id);
         let data =
             data.map_err(|e| Error::invalid("invalid_message", format!("unreadable payload: {e}")));
-        let incoming = Incoming {
+        let incoming = Box::new(Incoming {
             name,
             data,
             ack: answer,
-        };
+        });
         if let Err(e) = self.queue.try_send(incoming) {
             // More queued than the burst allows: the worker is behind, so this is over the rate.
             let incoming = match e {
@@ -296,7 +330,7 @@ fn open(app: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Error>
 /// What a socket's worker listens to.
 struct Inputs {
     /// The socket's events, queued by [`Inlet`].
-    events: mpsc::Receiver<Incoming>,
+    events: mpsc::Receiver<Box<Incoming>>,
     /// The session's outgoing events, emitted by [`write_events`] once connected.
     outbox: crate::app::Outbox,
     /// See [`Connected`].
@@ -367,20 +401,20 @@ async fn work(
                 None => break,
             },
         };
-        let request = incoming
-            .data
-            .and_then(|data| wire::parse_seed_event(&incoming.name, data));
+        let Incoming { name, data, ack } = *incoming;
+        let request = data.and_then(|data| wire::parse_seed_event(&name, data));
         let result = match request {
-            Ok(request) => app.signaling.handle(session, &me, request).await,
+            // Boxed, so the idle worker holds a pointer, not the operation's whole state.
+            Ok(request) => Box::pin(app.signaling.handle(session, &me, request)).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(done) => {
-                incoming.ack.send(Ok(done.value.body.clone()));
+                ack.send(Ok(done.value.body.clone()));
                 // The sender has its answer: now the others hear of it.
                 drop(done);
             }
-            Err(e) => incoming.ack.send(Err(e)),
+            Err(e) => ack.send(Err(e)),
         }
     }
     app.signaling.close_session(session);

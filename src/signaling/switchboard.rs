@@ -392,12 +392,12 @@ impl Switchboard {
         } else if call.active {
             call.callee_session = Some(session);
         }
-        let call = call.clone();
         body.insert("callId".into(), Value::String(call.id.clone()));
         body.insert("from".into(), Value::String(user.to_string()));
         let event = Arc::new(Event { kind, body });
+        let call = self.calls.get(call_id).ok_or(Error::NotFound("call"))?;
         let mut out = Vec::new();
-        for s in self.side_sessions(&call, &other) {
+        for s in self.side_sessions(call, &other) {
             deliver(&mut out, s, &event);
         }
         Ok(out)

@@ -280,7 +280,7 @@ pub fn parse(text: &str) -> Frame {
         Some(Value::String(t)) => {
             // Externally tagged form `{"<type>": {fields}}`, so the error path names the field.
             let tagged = Value::Object([(t, Value::Object(map))].into_iter().collect());
-            serde_path_to_error::deserialize(&tagged)
+            serde_path_to_error::deserialize(tagged)
                 .map_err(serde_error)
                 .and_then(validate)
         }
