@@ -73,6 +73,7 @@ impl TurnServer {
                 ports: config.relay_ports.clone(),
                 buffer: config.relay_socket_buffer,
             },
+            held: Default::default(),
             shutdown: shutdown_rx,
             stream_idle_timeout: config.stream_idle_timeout,
         });
@@ -167,6 +168,7 @@ impl TurnServer {
             core.drain_events()
         };
         self.shared.dispatch(events);
+        self.shared.held.clear();
         tracing::info!("TURN server stopped");
     }
 }

@@ -1,11 +1,13 @@
-//! Relay sockets: binding them in the configured port range with large buffers, and the
-//! per-allocation task that carries peer datagrams back to the client (as ChannelData or a
-//! Data indication, framed in place around the received payload).
+//! Relay sockets: binding them in the configured port range with large buffers, holding the
+//! ports that EVEN-PORT allocations reserve, and the per-allocation task that carries peer
+//! datagrams back to the client (as ChannelData or a Data indication, framed in place around
+//! the received payload).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -62,7 +64,20 @@ pub(crate) struct Binder<'a> {
 impl RelayBinder<RelayHandle> for Binder<'_> {
     fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
-        let std_socket = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
+        let std_socket = match port {
+            // The socket held since the reservation; bound afresh only if none is held.
+            PortChoice::Exact(p) => match self.shared.held.take(p) {
+                Some(held) => held,
+                None => bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?.0,
+            },
+            _ => {
+                let (socket, next) = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
+                if let Some(next) = next {
+                    self.shared.held.hold(next)?;
+                }
+                socket
+            }
+        };
         let socket = Udp::new(std_socket)?;
         let local = socket.local_addr()?;
         let handle = Arc::new(RelaySocket {
@@ -86,19 +101,62 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
     }
 }
 
+/// Relay ports reserved by EVEN-PORT allocations (RFC 8656 §7.2), each held by a bound socket
+/// so that no other socket, ours or another process's, can take it before its
+/// RESERVATION-TOKEN is redeemed. The core decides when a reservation ends: an Allocate with
+/// the token takes the socket ([`PortChoice::Exact`]); an expired one is released on
+/// [`crate::core::CoreEvent::Unreserved`].
+#[derive(Debug, Default)]
+pub(crate) struct HeldPorts {
+    sockets: Mutex<HashMap<u16, std::net::UdpSocket>>,
+}
+
+impl HeldPorts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, std::net::UdpSocket>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `socket` for its port.
+    pub fn hold(&self, socket: std::net::UdpSocket) -> io::Result<()> {
+        let port = socket.local_addr()?.port();
+        self.lock().insert(port, socket);
+        Ok(())
+    }
+
+    /// The socket held for `port`, if any, no longer held.
+    pub fn take(&self, port: u16) -> Option<std::net::UdpSocket> {
+        self.lock().remove(&port)
+    }
+
+    /// Closes the socket held for `port`, so the port is free again.
+    pub fn release(&self, port: u16) {
+        drop(self.take(port));
+    }
+
+    /// Closes every held socket.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// How many ports are held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// Binds a UDP socket on `ip` at a free port of `ports` (starting at a random one), or at
-/// exactly the reserved port.
+/// exactly the reserved port. For EVEN-PORT with the R bit the port is even and port + 1 is
+/// bound as well (the second socket, to hold for the reservation): a port whose neighbour is
+/// taken is skipped, so the reservation can always be redeemed.
 pub(crate) fn bind_in_range(
     ip: IpAddr,
     ports: &RangeInclusive<u16>,
     choice: PortChoice,
     buffer: usize,
-) -> io::Result<std::net::UdpSocket> {
+) -> io::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
     if let PortChoice::Exact(port) = choice {
-        let addr = SocketAddr::new(ip, port);
-        let socket = new_udp_socket(addr, buffer)?;
-        socket.bind(&addr.into())?;
-        return Ok(socket.into());
+        return Ok((bind_port(ip, port, buffer)?.into(), None));
     }
     let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
     if lo > hi {
@@ -120,10 +178,17 @@ pub(crate) fn bind_in_range(
         if even_port && (port % 2 == 1 || (reserve_next && u32::from(port) == hi)) {
             continue;
         }
-        let addr = SocketAddr::new(ip, port);
-        let socket = new_udp_socket(addr, buffer)?;
-        match socket.bind(&addr.into()) {
-            Ok(()) => return Ok(socket.into()),
+        let socket = match bind_port(ip, port, buffer) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        };
+        if !reserve_next {
+            return Ok((socket.into(), None));
+        }
+        // `port < hi`, so `port + 1` is in range.
+        match bind_port(ip, port + 1, buffer) {
+            Ok(next) => return Ok((socket.into(), Some(next.into()))),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
         }
@@ -132,6 +197,14 @@ pub(crate) fn bind_in_range(
         io::ErrorKind::AddrInUse,
         "relay port range exhausted",
     ))
+}
+
+/// A relay socket bound at `ip:port`.
+fn bind_port(ip: IpAddr, port: u16, buffer: usize) -> io::Result<Socket> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = new_udp_socket(addr, buffer)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// A non-blocking UDP socket of `addr`'s family with the buffer sizes asked for.
@@ -268,33 +341,111 @@ fn relay_batch(
 mod tests {
     use super::*;
 
+    // Ranges below the kernel's ephemeral ports (32768-60999 by default), so no port-0 bind
+    // elsewhere takes one mid-test, and apart from the integration tests' 31000-31999.
+    fn local_port(s: &std::net::UdpSocket) -> u16 {
+        s.local_addr().expect("addr").port()
+    }
+
     #[test]
     fn relay_ports_come_from_the_range_even_and_exact_on_request() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let range = 43100..=43110;
+        let range = 30100..=30110;
         let mut held = Vec::new();
         for _ in 0..11 {
-            let s = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect("a free port");
-            let port = s.local_addr().expect("addr").port();
-            assert!(range.contains(&port));
+            let (s, next) =
+                bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect("a free port");
+            assert!(range.contains(&local_port(&s)));
+            assert!(next.is_none());
             held.push(s);
         }
         let err = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect_err("range exhausted");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(held);
-        let even = bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
-            .expect("even port");
-        let port = even.local_addr().expect("addr").port();
-        assert_eq!(port % 2, 0);
-        assert_ne!(
-            port,
-            43109 - 1 + 1,
-            "never the last port when reserving the next"
-        );
-        let next =
-            bind_in_range(ip, &range, PortChoice::Exact(port + 1), 1 << 16).expect("reserved port");
-        assert_eq!(next.local_addr().expect("addr").port(), port + 1);
+        let (even, next) = bind_in_range(
+            ip,
+            &range,
+            PortChoice::Even {
+                reserve_next: false,
+            },
+            1 << 16,
+        )
+        .expect("even port");
+        assert_eq!(local_port(&even) % 2, 0);
+        assert!(next.is_none(), "no reservation without the R bit");
+        drop(even);
+        for _ in 0..20 {
+            let (even, next) =
+                bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                    .expect("even port");
+            let port = local_port(&even);
+            assert_eq!(port % 2, 0);
+            assert_ne!(port, 30110, "never the last port when reserving the next");
+            let next = next.expect("port + 1 bound with it");
+            assert_eq!(local_port(&next), port + 1);
+        }
+        let (exact, next) =
+            bind_in_range(ip, &range, PortChoice::Exact(30105), 1 << 16).expect("exact port");
+        assert_eq!((local_port(&exact), next.is_none()), (30105, true));
         let (lo, hi) = (5, 4);
         assert!(bind_in_range(ip, &(lo..=hi), PortChoice::Any, 1 << 16).is_err());
+    }
+
+    #[test]
+    fn an_even_port_is_never_chosen_when_its_neighbour_is_taken() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        // 30200 and 30202 are even; 30201 is taken by someone else, so only 30202 (+ 30203)
+        // can be reserved, and after that nothing.
+        let other = std::net::UdpSocket::bind((ip, 30201)).expect("bind 30201");
+        let range = 30200..=30203;
+        for _ in 0..10 {
+            let (even, next) =
+                bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                    .expect("the pair 30202/30203");
+            assert_eq!(local_port(&even), 30202);
+            assert_eq!(next.as_ref().map(local_port), Some(30203));
+        }
+        let (_even, _next) =
+            bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                .expect("the pair 30202/30203");
+        let err = bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+            .expect_err("no free pair left");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(other);
+    }
+
+    #[test]
+    fn a_held_port_is_nobody_elses_until_redeemed_or_released() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let range = 30300..=30301;
+        let held = HeldPorts::default();
+        let (rtp, next) =
+            bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                .expect("the pair 30300/30301");
+        assert_eq!(local_port(&rtp), 30300);
+        held.hold(next.expect("port + 1")).expect("held");
+        assert_eq!(held.len(), 1);
+        // While held, no other bind gets the port: not ours in the range, not an exact one,
+        // not another process's.
+        let err = bind_in_range(ip, &(30301..=30301), PortChoice::Any, 1 << 16)
+            .expect_err("30301 is held");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(bind_in_range(ip, &range, PortChoice::Exact(30301), 1 << 16).is_err());
+        assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
+        // Redeeming hands over that very socket, once.
+        let redeemed = held.take(30301).expect("the held socket");
+        assert_eq!(local_port(&redeemed), 30301);
+        assert!(held.take(30301).is_none());
+        drop(redeemed);
+        // A reservation that ends unredeemed (the core's `Unreserved`) frees the port.
+        let again = bind_in_range(ip, &(30301..=30301), PortChoice::Any, 1 << 16)
+            .expect("30301 free after the redeemed socket closed")
+            .0;
+        held.hold(again).expect("held");
+        assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
+        held.release(30301);
+        assert_eq!(held.len(), 0);
+        std::net::UdpSocket::bind((ip, 30301)).expect("30301 free once released");
+        drop(rtp);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::relay::RelayHandle;
+use super::relay::{HeldPorts, RelayHandle};
 use crate::core::{Core, CoreEvent};
 use crate::events::UsageEvent;
 use crate::stats::Stats;
@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub events: mpsc::Sender<UsageEvent>,
     pub relay: RelaySettings,
+    /// Ports reserved by EVEN-PORT allocations, held until redeemed or released.
+    pub held: HeldPorts,
     pub shutdown: watch::Receiver<bool>,
     pub stream_idle_timeout: Duration,
 }
@@ -37,8 +39,8 @@ impl Shared {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Acts on core lifecycle events: stops relay tasks of closed allocations and reports
-    /// usage to the app without ever waiting on it.
+    /// Acts on core lifecycle events: stops relay tasks of closed allocations, releases ports
+    /// no longer reserved, and reports usage to the app without ever waiting on it.
     pub fn dispatch(&self, events: Vec<CoreEvent<RelayHandle>>) {
         for ev in events {
             let usage = match ev {
@@ -76,6 +78,10 @@ impl Shared {
                         packets_to_peer: usage.packets_to_peer,
                         packets_from_peer: usage.packets_from_peer,
                     }
+                }
+                CoreEvent::Unreserved { port } => {
+                    self.held.release(port);
+                    continue;
                 }
             };
             if self.events.try_send(usage).is_err() {
