@@ -1,70 +1,88 @@
 //! Relay sockets: binding them in the configured port range with large buffers, holding the
-//! ports that EVEN-PORT allocations reserve, and the per-allocation task that carries peer
-//! datagrams back to the client (as ChannelData or a Data indication, framed in place around
-//! the received payload).
+//! ports that EVEN-PORT allocations reserve, handing each new socket to a relay shard
+//! ([`super::shard`], which reads it), and framing peer datagrams for the client (as
+//! ChannelData or a Data indication, in place around the received payload).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
+use super::shard::{Command, Shard};
 use super::shared::Shared;
-use super::sock::{with_batch, Batch, Udp, BATCH, HEADROOM};
+use super::sock::HEADROOM;
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
 use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
-use crate::stats::Stats;
 
-/// One allocation's relay socket and the signal that stops its task.
+/// One allocation's relay socket, read by the shard it belongs to.
 #[derive(Debug)]
 pub(crate) struct RelaySocket {
-    pub socket: Udp,
-    stop: Notify,
+    /// Non-blocking; sends to peers go straight out of it from whichever thread has them.
+    pub socket: std::net::UdpSocket,
+    shard: Arc<Shard>,
+    token: u64,
 }
 
 /// What the core holds for each allocation.
 pub(crate) type RelayHandle = Arc<RelaySocket>;
 
 impl RelaySocket {
-    /// Stops the relay task (the socket closes when the last handle drops).
+    /// Takes the socket out of its shard (it closes when the last handle drops).
     pub fn stop(&self) {
-        self.stop.notify_one();
+        self.shard.command(Command::Remove(self.token));
     }
 }
 
-/// Where datagrams for a client go.
-#[derive(Debug, Clone)]
-pub(crate) enum ClientSink {
-    /// Through the shared UDP listener socket.
-    Udp {
-        socket: Arc<Udp>,
-        client: SocketAddr,
-    },
+/// Where datagrams from an allocation's peers go.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// To this UDP client, through the listener socket of the shard that reads the relay socket
+    /// (the one the client's datagrams arrive on).
+    Udp(SocketAddr),
     /// Through a TCP/TLS connection's writer queue (frames padded to 4 bytes).
-    Stream { tx: mpsc::Sender<Vec<u8>> },
+    Stream(mpsc::Sender<Vec<u8>>),
 }
 
-/// A borrowed [`ClientSink`], turned into an owned one only when an allocation is created.
-pub(crate) enum SinkRef<'a> {
-    Udp(&'a Arc<Udp>, SocketAddr),
+/// A relay socket as its shard keeps it: the allocation it serves and where its peers'
+/// datagrams go.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub token: u64,
+    pub relay: RelayHandle,
+    pub alloc: AllocRef,
+    pub sink: Sink,
+    pub framer: Framer,
+}
+
+/// Who asks for a relay socket.
+pub(crate) enum Target<'a> {
+    /// A UDP client of `shard`'s listener: the socket joins that shard (on its own thread,
+    /// which is the caller's, so the entry is `added` once the batch is done).
+    Shard {
+        shard: &'a Arc<Shard>,
+        client: SocketAddr,
+        added: &'a mut Vec<Entry>,
+    },
+    /// A TCP/TLS connection: the socket joins one of the shards in turn.
     Stream(&'a mpsc::Sender<Vec<u8>>),
 }
 
-/// The shell's [`RelayBinder`]: binds a socket and spawns its relay task.
+/// The shell's [`RelayBinder`]: binds a socket and hands it to a shard.
 pub(crate) struct Binder<'a> {
     pub shared: &'a Arc<Shared>,
-    pub sink: SinkRef<'a>,
+    pub target: Target<'a>,
 }
 
 impl RelayBinder<RelayHandle> for Binder<'_> {
     fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
-        let std_socket = match port {
+        let socket = match port {
             // The socket held since the reservation; bound afresh only if none is held.
             PortChoice::Exact(p) => match self.shared.held.take(p) {
                 Some(held) => held,
@@ -78,26 +96,93 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
                 socket
             }
         };
-        let socket = Udp::new(std_socket)?;
+        socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
-        let handle = Arc::new(RelaySocket {
-            socket,
-            stop: Notify::new(),
-        });
-        let sink = match self.sink {
-            SinkRef::Udp(socket, client) => ClientSink::Udp {
-                socket: Arc::clone(socket),
-                client,
-            },
-            SinkRef::Stream(tx) => ClientSink::Stream { tx: tx.clone() },
+        let shard = match &self.target {
+            Target::Shard { shard, .. } => Arc::clone(shard),
+            Target::Stream(_) => self.shared.next_shard(),
         };
-        tokio::spawn(relay_task(
-            Arc::clone(self.shared),
-            Arc::clone(&handle),
+        let token = shard.token();
+        let relay = Arc::new(RelaySocket {
+            socket,
+            shard: Arc::clone(&shard),
+            token,
+        });
+        let fd = relay.socket.as_raw_fd();
+        let (sink, pad) = match &self.target {
+            Target::Shard { client, .. } => (Sink::Udp(*client), false),
+            Target::Stream(tx) => (Sink::Stream((*tx).clone()), true),
+        };
+        let entry = Entry {
+            token,
+            relay: Arc::clone(&relay),
             alloc,
             sink,
-        ));
-        Ok((local, handle))
+            framer: Framer::new(pad),
+        };
+        match &mut self.target {
+            Target::Shard { added, .. } => {
+                // Its events are only read after this batch, by this thread, once it is added.
+                shard.register(fd, token)?;
+                added.push(entry);
+            }
+            Target::Stream(_) => {
+                // Queued before it can raise an event, so the shard always knows the token.
+                shard.command(Command::Add(entry));
+                if let Err(e) = shard.register(fd, token) {
+                    shard.command(Command::Remove(token));
+                    return Err(e);
+                }
+            }
+        }
+        Ok((local, relay))
+    }
+}
+
+/// Per-socket state for framing Data indications.
+#[derive(Debug)]
+pub(crate) struct Framer {
+    pad: bool,
+    tid_seed: [u8; 12],
+    counter: u32,
+}
+
+impl Framer {
+    /// `pad`: ChannelData padded to 4 bytes (stream transports).
+    pub fn new(pad: bool) -> Self {
+        Self {
+            pad,
+            tid_seed: rand::random(),
+            counter: 0,
+        }
+    }
+
+    /// Frames the `n`-byte datagram at `HEADROOM` of `slot` as the core decided (`Channel` or
+    /// `Indication`), in place; returns the frame's range in `slot`, or `None` when it cannot
+    /// be framed (too large) or is not to be sent.
+    pub fn frame(
+        &mut self,
+        slot: &mut [u8],
+        n: usize,
+        peer: SocketAddr,
+        verdict: PeerOutput,
+    ) -> Option<Range<usize>> {
+        match verdict {
+            PeerOutput::Channel(ch) => {
+                let start = HEADROOM - 4;
+                write_channel_data(&mut slot[start..], ch, n, self.pad)
+                    .map(|len| start..start + len)
+            }
+            PeerOutput::Indication => {
+                let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
+                let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
+                self.counter = self.counter.wrapping_add(1);
+                self.tid_seed[8..].copy_from_slice(&self.counter.to_be_bytes());
+                write_data_indication(&mut slot[start..], peer, n, self.tid_seed)
+                    .map(|len| start..start + len)
+            }
+            PeerOutput::Drop | PeerOutput::Gone => None,
+        }
     }
 }
 
@@ -228,113 +313,6 @@ pub(crate) fn buffer_cap_warning(ip: IpAddr, buffer: usize) -> Option<String> {
              net.core.wmem_max for heavy relay loads"
         )
     })
-}
-
-/// Carries datagrams from peers to the client until the allocation ends.
-async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, sink: ClientSink) {
-    let mut framer = Framer {
-        pad: matches!(sink, ClientSink::Stream { .. }),
-        tid_seed: rand::random(),
-        counter: 0,
-    };
-    loop {
-        let guard = tokio::select! {
-            r = relay.socket.ready() => match r {
-                Ok(g) => g,
-                Err(_) => break, // the runtime is shutting down
-            },
-            () = relay.stop.notified() => break,
-        };
-        let gone = with_batch(|batch| {
-            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
-            if relay.socket.recv_batch(guard, batch).is_err() || batch.len() == 0 {
-                return false;
-            }
-            relay_batch(&shared, alloc, &sink, &mut framer, batch)
-        });
-        if gone {
-            break;
-        }
-    }
-}
-
-/// Per-task state for framing Data indications.
-struct Framer {
-    pad: bool,
-    tid_seed: [u8; 12],
-    counter: u32,
-}
-
-/// Asks the core about a batch of peer datagrams under one lock, then frames each in place
-/// and sends them to the client (over UDP with one `sendmmsg` for the batch). Returns whether
-/// the allocation is gone.
-fn relay_batch(
-    shared: &Shared,
-    alloc: AllocRef,
-    sink: &ClientSink,
-    framer: &mut Framer,
-    batch: &mut Batch,
-) -> bool {
-    let n = batch.len();
-    let mut verdicts = [PeerOutput::Drop; BATCH];
-    {
-        #[allow(clippy::disallowed_methods)] // the IO shell stamps each receive batch
-        let now = Instant::now();
-        let mut core = shared.core();
-        for (i, verdict) in verdicts.iter_mut().enumerate().take(n) {
-            let (data, peer) = batch.datagram(i);
-            *verdict = core.handle_peer(alloc, peer, data.len(), now);
-        }
-    }
-    // Datagrams for a UDP client leave together once all are framed.
-    let mut to_send: [(usize, std::ops::Range<usize>); BATCH] = std::array::from_fn(|_| (0, 0..0));
-    let mut queued = 0;
-    let mut gone = false;
-    for (i, verdict) in verdicts.iter().enumerate().take(n) {
-        let (buf, n, peer) = batch.slot_mut(i);
-        let frame = match *verdict {
-            PeerOutput::Gone => {
-                gone = true;
-                break;
-            }
-            PeerOutput::Drop => continue,
-            PeerOutput::Channel(ch) => {
-                let start = HEADROOM - 4;
-                write_channel_data(&mut buf[start..], ch, n, framer.pad)
-                    .map(|len| start..start + len)
-            }
-            PeerOutput::Indication => {
-                let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
-                let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
-                framer.counter = framer.counter.wrapping_add(1);
-                framer.tid_seed[8..].copy_from_slice(&framer.counter.to_be_bytes());
-                write_data_indication(&mut buf[start..], peer, n, framer.tid_seed)
-                    .map(|len| start..start + len)
-            }
-        };
-        let Some(range) = frame else {
-            Stats::add(&shared.stats.dropped_packets, 1);
-            continue;
-        };
-        match sink {
-            ClientSink::Udp { .. } => {
-                to_send[queued] = (i, range);
-                queued += 1;
-            }
-            ClientSink::Stream { tx } => {
-                if tx.try_send(buf[range].to_vec()).is_err() {
-                    Stats::add(&shared.stats.dropped_packets, 1);
-                }
-            }
-        }
-    }
-    if let ClientSink::Udp { socket, client } = sink {
-        if queued > 0 {
-            let sent = socket.send_batch(batch, &to_send[..queued], *client);
-            Stats::add(&shared.stats.dropped_packets, (queued - sent) as u64);
-        }
-    }
-    gone
 }
 
 #[cfg(test)]

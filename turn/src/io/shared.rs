@@ -3,12 +3,14 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use super::relay::{HeldPorts, RelayHandle};
+use super::shard::Shard;
 use crate::core::{Core, CoreEvent};
 use crate::events::UsageEvent;
 use crate::stats::Stats;
@@ -28,6 +30,9 @@ pub(crate) struct Shared {
     pub relay: RelaySettings,
     /// Ports reserved by EVEN-PORT allocations, held until redeemed or released.
     pub held: HeldPorts,
+    /// The relay shards (at least one); TCP/TLS clients' relay sockets go to them in turn.
+    pub shards: Vec<Arc<Shard>>,
+    pub next_shard: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
     pub stream_idle_timeout: Duration,
 }
@@ -37,6 +42,12 @@ impl Shared {
     /// that matters more than stopping the relay would, so a poisoned lock is used as is.
     pub fn core(&self) -> MutexGuard<'_, Core<RelayHandle>> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shard for the next TCP/TLS client's relay socket.
+    pub fn next_shard(&self) -> Arc<Shard> {
+        let i = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len().max(1);
+        Arc::clone(&self.shards[i])
     }
 
     /// Acts on core lifecycle events: stops relay tasks of closed allocations, releases ports
