@@ -45,7 +45,9 @@ pub(crate) enum Sink {
     /// To this UDP client, through the listener socket of the shard that reads the relay socket
     /// (the one the client's datagrams arrive on).
     Udp(SocketAddr),
-    /// Through a TCP/TLS connection's writer queue (frames padded to 4 bytes).
+    /// To this TCP client, a connection the same shard serves (frames padded to 4 bytes).
+    Conn(u64),
+    /// Through a TLS connection's writer queue on tokio (frames padded to 4 bytes).
     Stream(mpsc::Sender<Vec<u8>>),
 }
 
@@ -69,7 +71,13 @@ pub(crate) enum Target<'a> {
         client: SocketAddr,
         added: &'a mut Vec<Entry>,
     },
-    /// A TCP/TLS connection: the socket joins one of the shards in turn.
+    /// A TCP client served by `shard` (token `conn`): the socket joins that shard too.
+    Conn {
+        shard: &'a Arc<Shard>,
+        conn: u64,
+        added: &'a mut Vec<Entry>,
+    },
+    /// A TLS connection (on tokio): the socket joins one of the shards in turn.
     Stream(&'a mpsc::Sender<Vec<u8>>),
 }
 
@@ -99,7 +107,7 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let shard = match &self.target {
-            Target::Shard { shard, .. } => Arc::clone(shard),
+            Target::Shard { shard, .. } | Target::Conn { shard, .. } => Arc::clone(shard),
             Target::Stream(_) => self.shared.next_shard(),
         };
         let token = shard.token();
@@ -111,6 +119,7 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
         let fd = relay.socket.as_raw_fd();
         let (sink, pad) = match &self.target {
             Target::Shard { client, .. } => (Sink::Udp(*client), false),
+            Target::Conn { conn, .. } => (Sink::Conn(*conn), true),
             Target::Stream(tx) => (Sink::Stream((*tx).clone()), true),
         };
         let entry = Entry {
@@ -121,7 +130,7 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
             framer: Framer::new(pad),
         };
         match &mut self.target {
-            Target::Shard { added, .. } => {
+            Target::Shard { added, .. } | Target::Conn { added, .. } => {
                 // Its events are only read after this batch, by this thread, once it is added.
                 shard.register(fd, token)?;
                 added.push(entry);

@@ -11,27 +11,37 @@
 //!   judges all of them under one lock, each is framed in place, and all that go to UDP
 //!   clients leave through the listener with one [`Sender::send`] (across allocations).
 //!
-//! So a datagram costs no task wake-up, no cross-thread hand-off and no allocation, and the
-//! system calls are shared by everything that arrived together. TCP/TLS connections stay on
-//! the tokio runtime; datagrams for them are queued to their writer tasks.
+//! - every readable TCP client connection (accepted on tokio, then handed to a shard in turn):
+//!   the frames of one read go through the core under one lock, like a listener batch;
+//!   replies and peer datagrams for it are appended to its output buffer, written once per
+//!   pass (and when the socket is writable again if the kernel took only part).
 //!
-//! Other threads talk to a shard through [`Shard::command`] (add a TCP client's relay socket,
-//! remove a closed allocation's), which wakes it through a socket pair in its epoll set.
+//! So a datagram costs no task wake-up, no cross-thread hand-off and no allocation, and the
+//! system calls are shared by everything that arrived together. TLS connections stay on the
+//! tokio runtime (rustls); datagrams for them are queued to their writer tasks.
+//!
+//! Other threads talk to a shard through [`Shard::command`] (add a TCP connection or a TLS
+//! client's relay socket, remove a closed allocation's), which wakes it through a socket pair
+//! in its epoll set.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{
     epoll_create1, epoll_ctl, epoll_wait, EpollCreateFlags, EpollEvent, EpollFlags, EpollOp,
 };
 
-use super::relay::{Entry, RelayHandle, Sink};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::framing::{next_frame, Next};
+use super::relay::{Binder, Entry, RelayHandle, Sink, Target};
 use super::shared::Shared;
 use super::sock::{gso_supported, Arena, Frame, Sender, HEADROOM, MAX_FRAMES};
 use crate::core::{ClientOutput, FiveTuple, Now, Payload, PeerOutput};
@@ -46,14 +56,66 @@ const LISTENER: u64 = 1;
 const EVENTS: usize = 256;
 /// Listener batches read per pass before the relay sockets get their turn.
 const LISTENER_BATCHES: usize = 4;
+/// Largest frame on a stream: a 64 KiB STUN body plus header, or ChannelData with padding.
+const MAX_FRAME: usize = 65_535 + 20 + 4;
+/// Bytes of relayed data queued for a TCP client that does not read before more is dropped.
+const OUT_LIMIT: usize = 4 << 20;
+/// Queued bytes past which a TCP client that does not read is disconnected (replies included).
+const OUT_HARD_LIMIT: usize = 8 << 20;
+/// How often idle TCP connections are looked for.
+const IDLE_SCAN: Duration = Duration::from_secs(1);
 
 /// What other threads ask of a shard.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Start reading this relay socket (already in the epoll set).
     Add(Entry),
-    /// Stop reading it and let it close.
+    /// Serve this TCP connection (already in the epoll set).
+    AddConn(Conn),
+    /// Stop reading this relay socket (or connection) and let it close.
     Remove(u64),
+}
+
+/// A TCP client connection a shard serves: frames read from it go through the core; replies
+/// and relayed frames are appended to `out` and written once per pass.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    token: u64,
+    stream: std::net::TcpStream,
+    tuple: FiveTuple,
+    buf: Vec<u8>,
+    filled: usize,
+    out: Vec<u8>,
+    /// Queued in the pass's list of connections to write.
+    dirty: bool,
+    /// Waiting for EPOLLOUT (the kernel took only part of `out`).
+    blocked: bool,
+    last_read: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// A connection accepted on `tuple` (`stream` non-blocking), holding `permit`.
+    pub fn new(
+        token: u64,
+        stream: std::net::TcpStream,
+        tuple: FiveTuple,
+        permit: OwnedSemaphorePermit,
+        now: Instant,
+    ) -> Self {
+        Self {
+            token,
+            stream,
+            tuple,
+            buf: vec![0u8; 2 * MAX_FRAME],
+            filled: 0,
+            out: Vec::new(),
+            dirty: false,
+            blocked: false,
+            last_read: now,
+            _permit: permit,
+        }
+    }
 }
 
 /// An epoll descriptor, closed on drop.
@@ -174,11 +236,20 @@ pub(crate) fn run(shared: Arc<Shared>, shard: Arc<Shard>, listener: Option<std::
         gone: Vec::new(),
         outs: Vec::with_capacity(MAX_FRAMES),
         frames: Vec::with_capacity(MAX_FRAMES),
+        conns: HashMap::new(),
+        dirty: Vec::new(),
+        conn_frames: Vec::new(),
+        idle_timeout: Duration::ZERO,
+        last_idle_scan: Now::system().instant,
     };
+    w.idle_timeout = w.shared.stream_idle_timeout;
     let mut events = [EpollEvent::empty(); EVENTS];
     let mut ready: Vec<u64> = Vec::with_capacity(EVENTS);
+    let mut conn_ready: Vec<(u64, EpollFlags)> = Vec::with_capacity(EVENTS);
     loop {
-        let n = match epoll_wait(w.shard.epoll.0, &mut events, -1) {
+        // With TCP connections, wake at least every IDLE_SCAN to close idle ones.
+        let timeout = if w.conns.is_empty() { -1 } else { 1000 };
+        let n = match epoll_wait(w.shard.epoll.0, &mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(e) => {
@@ -195,18 +266,27 @@ pub(crate) fn run(shared: Arc<Shared>, shard: Arc<Shard>, listener: Option<std::
         let now = Now::system();
         let mut listener_ready = false;
         ready.clear();
+        conn_ready.clear();
         for ev in &events[..n] {
             match ev.data() {
                 WAKE => w.drain_wake(),
                 LISTENER => listener_ready = true,
+                token if w.conns.contains_key(&token) => conn_ready.push((token, ev.events())),
                 token => ready.push(token),
             }
         }
         if listener_ready {
             w.read_listener(now);
         }
+        for &(token, flags) in &conn_ready {
+            w.conn_ready(token, flags, now);
+        }
         if !ready.is_empty() {
             w.read_relays(&ready, now);
+        }
+        w.write_conns(now);
+        if !w.conns.is_empty() && now.instant.duration_since(w.last_idle_scan) >= IDLE_SCAN {
+            w.close_idle(now);
         }
     }
 }
@@ -230,6 +310,13 @@ struct Worker {
     /// The core's answers to a client batch, and the payloads of one relay socket.
     outs: Vec<ClientOutput<RelayHandle>>,
     frames: Vec<Frame>,
+    /// TCP connections, and those with output to write this pass.
+    conns: HashMap<u64, Conn>,
+    dirty: Vec<u64>,
+    /// Frames of one read from a connection: (start in its buffer, length).
+    conn_frames: Vec<(usize, usize)>,
+    idle_timeout: Duration,
+    last_idle_scan: Instant,
 }
 
 impl Worker {
@@ -246,6 +333,9 @@ impl Worker {
                 Command::Add(e) => {
                     self.entries.insert(e.token, e);
                 }
+                Command::AddConn(c) => {
+                    self.conns.insert(c.token, c);
+                }
                 Command::Remove(token) => self.remove(token),
             }
         }
@@ -254,6 +344,8 @@ impl Worker {
     fn remove(&mut self, token: u64) {
         if let Some(e) = self.entries.remove(&token) {
             self.shard.deregister(e.relay.socket.as_raw_fd());
+        } else if let Some(c) = self.conns.remove(&token) {
+            self.shard.deregister(c.stream.as_raw_fd());
         }
     }
 
@@ -430,6 +522,8 @@ impl Worker {
             to_clients,
             sender,
             gone,
+            conns,
+            dirty,
             ..
         } = self;
         if owners.is_empty() {
@@ -472,6 +566,14 @@ impl Worker {
                     Sink::Udp(client) => {
                         to_clients.push((base + range.start..base + range.end, *client))
                     }
+                    Sink::Conn(conn) => {
+                        let queued = conns
+                            .get_mut(conn)
+                            .is_some_and(|c| queue_data(c, &slot[range], dirty));
+                        if !queued {
+                            Stats::add(&shared.stats.dropped_packets, 1);
+                        }
+                    }
                     Sink::Stream(tx) => {
                         if tx.try_send(slot[range].to_vec()).is_err() {
                             Stats::add(&shared.stats.dropped_packets, 1);
@@ -495,5 +597,248 @@ impl Worker {
         while let Some(token) = self.gone.pop() {
             self.remove(token);
         }
+    }
+
+    /// A TCP connection is readable (or writable again, or closed by the peer).
+    fn conn_ready(&mut self, token: u64, flags: EpollFlags, now: Now) {
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            self.write_conn(token, now);
+        }
+        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+            self.read_conn(token, now);
+        }
+    }
+
+    /// Reads what a connection has (one read per pass; the socket stays readable if more is
+    /// queued) and runs its complete frames through the core under one lock.
+    fn read_conn(&mut self, token: u64, now: Now) {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let filled = c.filled;
+        match c.stream.read(&mut c.buf[filled..]) {
+            Ok(0) => return self.close_conn(token, now),
+            Ok(n) => {
+                c.filled += n;
+                c.last_read = now.instant;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => return self.close_conn(token, now),
+        }
+        // Complete frames, up to the first incomplete (or invalid) one.
+        self.conn_frames.clear();
+        let mut start = 0;
+        let mut invalid = false;
+        loop {
+            match next_frame(&c.buf[start..c.filled]) {
+                Next::Incomplete => break,
+                Next::Invalid => {
+                    invalid = true;
+                    break;
+                }
+                Next::Frame(f) => {
+                    self.conn_frames.push((start, f.len));
+                    start += f.consumed;
+                }
+            }
+        }
+        self.conn_batch(token, now);
+        if invalid {
+            Stats::add(&self.shared.stats.bad_packets, 1);
+            return self.close_conn(token, now);
+        }
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.buf.copy_within(start..c.filled, 0);
+            c.filled -= start;
+        }
+    }
+
+    /// Runs the frames in `conn_frames` of connection `token` through the core and acts on the
+    /// answers (replies queued to the connection, payloads sent from relay sockets).
+    fn conn_batch(&mut self, token: u64, now: Now) {
+        let Worker {
+            shared,
+            shard,
+            sender,
+            added,
+            entries,
+            outs,
+            frames,
+            conns,
+            dirty,
+            conn_frames,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&token) else {
+            return;
+        };
+        if conn_frames.is_empty() {
+            return;
+        }
+        outs.clear();
+        let events = {
+            let mut core = shared.core();
+            for &(start, len) in conn_frames.iter() {
+                let mut binder = Binder {
+                    shared,
+                    target: Target::Conn {
+                        shard,
+                        conn: token,
+                        added,
+                    },
+                };
+                outs.push(core.handle_client(
+                    c.tuple,
+                    &c.buf[start..start + len],
+                    now,
+                    &mut binder,
+                ));
+            }
+            if core.has_events() {
+                core.drain_events()
+            } else {
+                Vec::new()
+            }
+        };
+        if !events.is_empty() {
+            shared.dispatch(events);
+        }
+        for e in added.drain(..) {
+            entries.insert(e.token, e);
+        }
+        for (k, out) in outs.drain(..).enumerate() {
+            match out {
+                ClientOutput::Nothing => {}
+                ClientOutput::Reply(bytes) => queue_reply(c, &bytes, dirty),
+                ClientOutput::Relay {
+                    relay,
+                    peer,
+                    payload,
+                } => {
+                    let data = match &payload {
+                        Payload::Input(r) => {
+                            let start = conn_frames[k].0;
+                            c.buf.get(start + r.start..start + r.end)
+                        }
+                        Payload::Owned(v) => Some(v.as_slice()),
+                    };
+                    let Some(data) = data else {
+                        continue;
+                    };
+                    frames.clear();
+                    frames.push((0..data.len(), peer));
+                    if sender.send(relay.socket.as_raw_fd(), data, frames) == 0 {
+                        Stats::add(&shared.stats.dropped_packets, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the output of every connection that got some this pass.
+    fn write_conns(&mut self, now: Now) {
+        while let Some(token) = self.dirty.pop() {
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.dirty = false;
+                if c.blocked {
+                    continue; // written when the socket is writable again
+                }
+            }
+            self.write_conn(token, now);
+        }
+    }
+
+    /// Writes as much of a connection's output as the kernel takes; waits for EPOLLOUT for
+    /// the rest.
+    fn write_conn(&mut self, token: u64, now: Now) {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut written = 0;
+        let failed = loop {
+            if written == c.out.len() {
+                break false;
+            }
+            match c.stream.write(&c.out[written..]) {
+                Ok(0) => break true,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+        };
+        if failed || c.out.len() - written > OUT_HARD_LIMIT {
+            return self.close_conn(token, now);
+        }
+        c.out.drain(..written);
+        let blocked = !c.out.is_empty();
+        if blocked != c.blocked {
+            c.blocked = blocked;
+            let flags = if blocked {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            let mut ev = EpollEvent::new(flags, token);
+            let fd = c.stream.as_raw_fd();
+            if epoll_ctl(self.shard.epoll.0, EpollOp::EpollCtlMod, fd, &mut ev).is_err() {
+                self.close_conn(token, now);
+            }
+        }
+    }
+
+    /// Closes a TCP connection; its allocation (if any) ends now (RFC 8656 §3.1).
+    fn close_conn(&mut self, token: u64, now: Now) {
+        let Some(c) = self.conns.remove(&token) else {
+            return;
+        };
+        self.shard.deregister(c.stream.as_raw_fd());
+        let events = {
+            let mut core = self.shared.core();
+            core.close_tuple(c.tuple, now);
+            core.drain_events()
+        };
+        self.shared.dispatch(events);
+    }
+
+    /// Closes connections that have sent nothing for the idle timeout and hold no allocation.
+    fn close_idle(&mut self, now: Now) {
+        self.last_idle_scan = now.instant;
+        let idle: Vec<u64> = {
+            let core = self.shared.core();
+            self.conns
+                .values()
+                .filter(|c| now.instant.duration_since(c.last_read) >= self.idle_timeout)
+                .filter(|c| core.relay_of(&c.tuple).is_none())
+                .map(|c| c.token)
+                .collect()
+        };
+        for token in idle {
+            self.close_conn(token, now);
+        }
+    }
+}
+
+/// Queues relayed `data` for a TCP client; `false` (dropped) when it does not read.
+fn queue_data(c: &mut Conn, data: &[u8], dirty: &mut Vec<u64>) -> bool {
+    if c.out.len() + data.len() > OUT_LIMIT {
+        return false;
+    }
+    c.out.extend_from_slice(data);
+    mark_dirty(c, dirty);
+    true
+}
+
+/// Queues a reply for a TCP client (the connection closes at [`OUT_HARD_LIMIT`]).
+fn queue_reply(c: &mut Conn, data: &[u8], dirty: &mut Vec<u64>) {
+    c.out.extend_from_slice(data);
+    mark_dirty(c, dirty);
+}
+
+fn mark_dirty(c: &mut Conn, dirty: &mut Vec<u64>) {
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(c.token);
     }
 }
