@@ -6,7 +6,8 @@
 //!     --secret north --allow-peer 127.0.0.0/8 [--tls-listen ADDR --cert PEM --key PEM] [--threads N]
 //!     [--user-quota N] [--total-quota N]
 //! ```
-//! `--listen` serves UDP and TCP on the same address. Stops on SIGINT/SIGTERM (ctrl-c).
+//! `--listen` serves UDP and TCP on the same address. `--threads N` runs N relay threads
+//! (`TurnConfig::relay_threads`) and N tokio workers for TCP/TLS. Stops on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
             return usage();
         }
     }
+    config.relay_threads = threads.max(1);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();

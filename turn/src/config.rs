@@ -52,6 +52,10 @@ pub struct TurnConfig {
     pub relay_socket_buffer: usize,
     /// SO_RCVBUF/SO_SNDBUF asked for on the UDP listener.
     pub listener_socket_buffer: usize,
+    /// Relay threads: each serves its own `SO_REUSEPORT` socket of the UDP listener and the relay
+    /// sockets of the allocations made through it (plus a share of the TCP/TLS clients'). 0 =
+    /// one per CPU core, at most 8.
+    pub relay_threads: usize,
     /// Maximum simultaneous TCP + TLS client connections.
     pub max_stream_connections: usize,
     /// How long a TCP/TLS client may stay connected without an allocation (and how long the
@@ -79,6 +83,7 @@ impl Default for TurnConfig {
             max_bitrate_bps: None,
             relay_socket_buffer: 1 << 20,
             listener_socket_buffer: 4 << 20,
+            relay_threads: 0,
             max_stream_connections: 10_000,
             stream_idle_timeout: Duration::from_secs(60),
         }
@@ -86,6 +91,17 @@ impl Default for TurnConfig {
 }
 
 impl TurnConfig {
+    /// The number of relay threads to run ([`TurnConfig::relay_threads`] with 0 resolved).
+    pub fn relay_thread_count(&self) -> usize {
+        match self.relay_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8),
+            n => n,
+        }
+    }
+
     /// The IP written into XOR-RELAYED-ADDRESS, if one can be known.
     pub fn advertised_relay_ip(&self) -> Option<IpAddr> {
         match self.external_ip {

@@ -2,6 +2,7 @@
 //! offers the app its bound addresses, counters, state size and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::config::TurnConfig;
 use crate::core::{Core, CoreConfig, Now, StateSize};
 use crate::error::TurnError;
 use crate::events::UsageEvent;
+use crate::io::shard::{self, Shard};
 use crate::io::shared::{RelaySettings, Shared};
 use crate::io::{relay, tcp, tls, udp};
 use crate::nonce::NonceKey;
@@ -34,6 +36,8 @@ pub struct TurnServer {
     local: LocalAddrs,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The relay shards' threads.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TurnServer {
@@ -64,6 +68,10 @@ impl TurnServer {
             Arc::clone(&stats),
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shard_count = config.relay_thread_count();
+        let shards = (0..shard_count)
+            .map(|_| Shard::new())
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             stats,
@@ -73,14 +81,17 @@ impl TurnServer {
                 ports: config.relay_ports.clone(),
                 buffer: config.relay_socket_buffer,
             },
+            held: Default::default(),
+            shards: shards.clone(),
+            next_shard: AtomicUsize::new(0),
             shutdown: shutdown_rx,
             stream_idle_timeout: config.stream_idle_timeout,
         });
 
         // Bind everything first so a bad address fails `start` without leaving tasks behind.
-        let udp_socket = match config.udp_listen {
-            Some(addr) => Some(Arc::new(udp::bind(addr, config.listener_socket_buffer)?)),
-            None => None,
+        let udp_sockets = match config.udp_listen {
+            Some(addr) => udp::bind(addr, config.listener_socket_buffer, shard_count)?,
+            None => Vec::new(),
         };
         let tcp_listener = match config.tcp_listen {
             Some(addr) => Some(tcp::bind(addr).await?),
@@ -101,9 +112,23 @@ impl TurnServer {
         let mut local = LocalAddrs::default();
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(config.max_stream_connections));
-        if let Some(socket) = udp_socket {
-            local.udp = Some(socket.local_addr()?);
-            tasks.push(tokio::spawn(udp::serve(Arc::clone(&shared), socket)));
+        if let Some(first) = udp_sockets.first() {
+            local.udp = Some(first.local_addr()?);
+        }
+        let mut listeners = udp_sockets.into_iter();
+        let mut threads = Vec::with_capacity(shards.len());
+        for (i, s) in shards.iter().enumerate() {
+            let (shared, s, listener) = (Arc::clone(&shared), Arc::clone(s), listeners.next());
+            let spawned = std::thread::Builder::new()
+                .name(format!("turn-relay-{i}"))
+                .spawn(move || shard::run(shared, s, listener));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop_shards(&shards, threads);
+                    return Err(e.into());
+                }
+            }
         }
         if let Some(listener) = tcp_listener {
             local.tcp = Some(listener.local_addr()?);
@@ -130,6 +155,7 @@ impl TurnServer {
             local,
             shutdown: shutdown_tx,
             tasks,
+            threads,
         })
     }
 
@@ -156,18 +182,46 @@ impl TurnServer {
 
     /// Stops accepting, ends every allocation (emitting `AllocationClosed`), waits for the
     /// listener tasks and closes the relay sockets.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
+        let threads = std::mem::take(&mut self.threads);
+        let shards = self.shared.shards.clone();
+        let _ = tokio::task::spawn_blocking(move || stop_shards(&shards, threads)).await;
         let events = {
             let mut core = self.shared.core();
             core.close_all(Now::system());
             core.drain_events()
         };
         self.shared.dispatch(events);
+        self.shared.held.clear();
         tracing::info!("TURN server stopped");
+    }
+}
+
+impl Drop for TurnServer {
+    /// A server dropped without [`TurnServer::shutdown`] still stops its relay threads (without
+    /// waiting for them).
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for s in &self.shared.shards {
+            s.stop();
+        }
+    }
+}
+
+/// Stops the relay shards and waits for their threads.
+fn stop_shards(shards: &[Arc<Shard>], threads: Vec<std::thread::JoinHandle<()>>) {
+    for s in shards {
+        s.stop();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    for s in shards {
+        s.clear();
     }
 }
 

@@ -617,6 +617,7 @@ impl World {
                         "an allocation within its lifetime was closed"
                     );
                 }
+                CoreEvent::Unreserved { .. } => {}
             }
         }
         let size = self.core.state_size();

@@ -413,3 +413,39 @@ async fn large_datagrams_and_bursts_relay_intact() {
     }
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_even_port_reservation_holds_port_plus_one_until_its_token_takes_it() {
+    let s = start(Options::default()).await;
+    let server = s.server.local_addrs().udp.unwrap();
+    let c = cred("rtp");
+    let (rtp, rtcp) = (UdpClient::new(server).await, UdpClient::new(server).await);
+    let mut m = allocate_request();
+    m.add(stun::attributes::ATTR_EVEN_PORT, &[0x80]);
+    let r = rtp.authed(&c, m).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    let mut relayed = RelayedAddress::default();
+    relayed.get_from(&r).unwrap();
+    assert_eq!(relayed.port % 2, 0, "EVEN-PORT");
+    let mut token = turn::proto::rsrvtoken::ReservationToken::default();
+    token
+        .get_from(&r)
+        .expect("a RESERVATION-TOKEN for the R bit");
+    // Until the token is redeemed, port + 1 is held: no other socket can take it.
+    let next = SocketAddr::new(relayed.ip, relayed.port + 1);
+    let squatter = std::net::UdpSocket::bind(next);
+    assert!(
+        squatter.is_err(),
+        "port + 1 of a reservation is free to others: {squatter:?}"
+    );
+    assert_eq!(s.server.state_size().reservations, 1);
+    let mut m = allocate_request();
+    token.add_to(&mut m).unwrap();
+    let r = rtcp.authed(&c, m).await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{:?}", error_code(&r));
+    let mut second = RelayedAddress::default();
+    second.get_from(&r).unwrap();
+    assert_eq!(SocketAddr::new(second.ip, second.port), next);
+    assert_eq!(s.server.state_size().reservations, 0);
+    s.server.shutdown().await;
+}

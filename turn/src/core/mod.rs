@@ -6,7 +6,8 @@
 //! - a datagram on an allocation's relay socket → [`Core::handle_peer`] → frame it as
 //!   ChannelData or a Data indication ([`message`]) and send it to the client;
 //! - every second → [`Core::sweep`]; a stream transport closing → [`Core::close_tuple`];
-//! - after each call → [`Core::drain_events`] to stop relay sockets and report usage.
+//! - after each call → [`Core::drain_events`] to stop relay sockets, release reserved ports and
+//!   report usage.
 //!
 //! Relay sockets are opaque handles `R` produced by a [`RelayBinder`] the shell passes in, so
 //! tests drive the whole state machine with fakes.
@@ -108,11 +109,14 @@ pub struct AllocRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortChoice {
     Any,
-    /// EVEN-PORT; with `reserve_next`, port + 1 must also be in range (it is reserved).
+    /// EVEN-PORT. With `reserve_next` (the R bit) the binder picks an even port whose port + 1
+    /// is free as well, binds both, and holds port + 1 until the core redeems it
+    /// ([`PortChoice::Exact`]) or reports it free ([`CoreEvent::Unreserved`]).
     Even {
         reserve_next: bool,
     },
-    /// The port reserved by an earlier EVEN-PORT (RESERVATION-TOKEN).
+    /// The port reserved by an earlier EVEN-PORT (RESERVATION-TOKEN): the binder takes the
+    /// socket it has held for it since.
     Exact(u16),
 }
 
@@ -190,6 +194,12 @@ pub enum CoreEvent<R> {
         usage: Usage,
         relay: R,
         at: SystemTime,
+    },
+    /// The port + 1 that an EVEN-PORT allocation reserved is no longer reserved (its token
+    /// expired unredeemed, came too late, or the server shuts down): release what holds it. A
+    /// redeemed reservation raises none, since its Allocate's `Exact` bind takes the port.
+    Unreserved {
+        port: u16,
     },
 }
 
@@ -356,7 +366,14 @@ impl<R: Clone> Core<R> {
             a.channels.sweep(now.instant);
         }
         self.replies.sweep(now.instant);
-        self.reservations.retain(|_, r| r.expires > now.instant);
+        let events = &mut self.events;
+        self.reservations.retain(|_, r| {
+            let keep = r.expires > now.instant;
+            if !keep {
+                events.push(CoreEvent::Unreserved { port: r.port });
+            }
+            keep
+        });
     }
 
     /// The error a new allocation for `user` gets from the quotas: 486 over the user's, 508 over
@@ -401,11 +418,14 @@ impl<R: Clone> Core<R> {
         self.remove(tuple, now);
     }
 
-    /// Ends every allocation (shutdown).
+    /// Ends every allocation and reservation (shutdown).
     pub fn close_all(&mut self, now: Now) {
         let all: Vec<FiveTuple> = self.allocations.keys().copied().collect();
         for tuple in all {
             self.remove(tuple, now);
+        }
+        for (_, r) in self.reservations.drain() {
+            self.events.push(CoreEvent::Unreserved { port: r.port });
         }
     }
 
@@ -646,7 +666,11 @@ impl<R: Clone> Core<R> {
         if let Some(t) = token {
             match self.reservations.remove(&t) {
                 Some(r) if r.expires > now.instant => choice = PortChoice::Exact(r.port),
-                _ => return (error(m, 508), false),
+                Some(r) => {
+                    self.events.push(CoreEvent::Unreserved { port: r.port });
+                    return (error(m, 508), false);
+                }
+                None => return (error(m, 508), false),
             }
         }
         let lifetime = grant_lifetime(message::get::<Lifetime>(m).map(|l| l.0));
@@ -679,13 +703,17 @@ impl<R: Clone> Core<R> {
         if choice == (PortChoice::Even { reserve_next: true }) {
             if let Some(port) = bound.port().checked_add(1) {
                 let t: [u8; 8] = rand::random();
-                self.reservations.insert(
+                let earlier = self.reservations.insert(
                     t,
                     Reservation {
                         port,
                         expires: now.instant + RESERVATION_LIFETIME,
                     },
                 );
+                // A token drawn twice (one in 2^64): the port it held is free again.
+                if let Some(r) = earlier {
+                    self.events.push(CoreEvent::Unreserved { port: r.port });
+                }
                 message::add(&mut r, &ReservationToken(t.to_vec()));
             }
         }

@@ -1035,6 +1035,7 @@ fn even_port_reservation_is_redeemed_once_by_its_token() {
     let mut token = turn::proto::rsrvtoken::ReservationToken::default();
     token.get_from(&r).unwrap();
     assert_eq!(h.core.state_size().reservations, 1);
+    h.core.drain_events();
     let r = h.auth(
         client(2),
         &cred,
@@ -1042,19 +1043,79 @@ fn even_port_reservation_is_redeemed_once_by_its_token() {
     );
     assert_eq!(Harness::relayed(&r).port(), rtp.port() + 1);
     assert_eq!(h.core.state_size().reservations, 0);
+    assert!(
+        !h.core
+            .drain_events()
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Unreserved { .. })),
+        "a redeemed port is the new allocation's, not released"
+    );
     let r = h.auth(
         client(3),
         &cred,
         request(METHOD_ALLOCATE, &[&transport_udp(), &token]),
     );
     assert_eq!(code(&r), 508, "a token is good once");
-    // Unredeemed reservations expire.
+    // Unredeemed reservations expire, and the shell is told to release the port.
     let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
     m.add(ATTR_EVEN_PORT, &[0x80]);
     let bob = h.cred("bob");
-    h.auth(client(4), &bob, m);
-    h.advance(31);
+    let reserved = Harness::relayed(&h.auth(client(4), &bob, m)).port() + 1;
+    h.core.drain_events();
+    h.advance(29);
     h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().reservations, 1);
+    assert!(h.core.drain_events().is_empty());
+    h.advance(2);
+    h.core.sweep(h.now);
+    assert_eq!(h.core.state_size().reservations, 0);
+    assert!(matches!(
+        &h.core.drain_events()[..],
+        [CoreEvent::Unreserved { port }] if *port == reserved
+    ));
+}
+
+#[test]
+fn a_reservation_presented_late_or_left_at_shutdown_is_released() {
+    let mut cfg = config();
+    cfg.user_quota = 10;
+    cfg.total_quota = 10;
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    let reserve = |h: &mut Harness, c: u16| {
+        let mut m = request(METHOD_ALLOCATE, &[&transport_udp()]);
+        m.add(ATTR_EVEN_PORT, &[0x80]);
+        let r = h.auth(client(c), &cred, m);
+        let mut token = turn::proto::rsrvtoken::ReservationToken::default();
+        token.get_from(&r).unwrap();
+        (Harness::relayed(&r).port() + 1, token)
+    };
+    let (late_port, token) = reserve(&mut h, 1);
+    h.advance(31); // past the reservation, before any sweep
+    h.core.drain_events();
+    let r = h.auth(
+        client(2),
+        &cred,
+        request(METHOD_ALLOCATE, &[&transport_udp(), &token]),
+    );
+    assert_eq!(code(&r), 508, "an expired token");
+    assert!(matches!(
+        &h.core.drain_events()[..],
+        [CoreEvent::Unreserved { port }] if *port == late_port
+    ));
+    let (kept, _) = reserve(&mut h, 3);
+    h.core.drain_events();
+    h.core.close_all(h.now);
+    let released: Vec<u16> = h
+        .core
+        .drain_events()
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::Unreserved { port } => Some(*port),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [kept]);
     assert_eq!(h.core.state_size().reservations, 0);
 }
 

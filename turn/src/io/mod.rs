@@ -1,8 +1,10 @@
-//! The tokio shell around [`crate::core`]: client listeners (UDP, TCP, TLS), relay sockets,
-//! stream framing, and the shared handle they all use.
+//! The IO shell around [`crate::core`]: relay shards (threads serving the UDP listener and
+//! every relay socket), the TCP/TLS listeners on tokio, stream framing, and the shared handle
+//! they all use.
 
 pub(crate) mod framing;
 pub(crate) mod relay;
+pub(crate) mod shard;
 pub(crate) mod shared;
 pub(crate) mod sock;
 pub(crate) mod stream;

@@ -1,104 +1,256 @@
-//! Relay sockets: binding them in the configured port range with large buffers, and the
-//! per-allocation task that carries peer datagrams back to the client (as ChannelData or a
-//! Data indication, framed in place around the received payload).
+//! Relay sockets: binding them in the configured port range with large buffers, holding the
+//! ports that EVEN-PORT allocations reserve, handing each new socket to a relay shard
+//! ([`super::shard`], which reads it), and framing peer datagrams for the client (as
+//! ChannelData or a Data indication, in place around the received payload).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
-use std::sync::Arc;
-use std::time::Instant;
+use std::ops::{Range, RangeInclusive};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
+use super::shard::{Command, Shard};
 use super::shared::Shared;
-use super::sock::{with_batch, Batch, Udp, BATCH, HEADROOM};
+use super::sock::HEADROOM;
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
 use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
-use crate::stats::Stats;
 
-/// One allocation's relay socket and the signal that stops its task.
+/// One allocation's relay socket, read by the shard it belongs to.
 #[derive(Debug)]
 pub(crate) struct RelaySocket {
-    pub socket: Udp,
-    stop: Notify,
+    /// Non-blocking; sends to peers go straight out of it from whichever thread has them.
+    pub socket: std::net::UdpSocket,
+    shard: Arc<Shard>,
+    token: u64,
 }
 
 /// What the core holds for each allocation.
 pub(crate) type RelayHandle = Arc<RelaySocket>;
 
 impl RelaySocket {
-    /// Stops the relay task (the socket closes when the last handle drops).
+    /// Takes the socket out of its shard (it closes when the last handle drops).
     pub fn stop(&self) {
-        self.stop.notify_one();
+        self.shard.command(Command::Remove(self.token));
     }
 }
 
-/// Where datagrams for a client go.
-#[derive(Debug, Clone)]
-pub(crate) enum ClientSink {
-    /// Through the shared UDP listener socket.
-    Udp {
-        socket: Arc<Udp>,
-        client: SocketAddr,
-    },
-    /// Through a TCP/TLS connection's writer queue (frames padded to 4 bytes).
-    Stream { tx: mpsc::Sender<Vec<u8>> },
+/// Where datagrams from an allocation's peers go.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// To this UDP client, through the listener socket of the shard that reads the relay socket
+    /// (the one the client's datagrams arrive on).
+    Udp(SocketAddr),
+    /// To this TCP client, a connection the same shard serves (frames padded to 4 bytes).
+    Conn(u64),
+    /// Through a TLS connection's writer queue on tokio (frames padded to 4 bytes).
+    Stream(mpsc::Sender<Vec<u8>>),
 }
 
-/// A borrowed [`ClientSink`], turned into an owned one only when an allocation is created.
-pub(crate) enum SinkRef<'a> {
-    Udp(&'a Arc<Udp>, SocketAddr),
+/// A relay socket as its shard keeps it: the allocation it serves and where its peers'
+/// datagrams go.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub token: u64,
+    pub relay: RelayHandle,
+    pub alloc: AllocRef,
+    pub sink: Sink,
+    pub framer: Framer,
+}
+
+/// Who asks for a relay socket.
+pub(crate) enum Target<'a> {
+    /// A UDP client of `shard`'s listener: the socket joins that shard (on its own thread,
+    /// which is the caller's, so the entry is `added` once the batch is done).
+    Shard {
+        shard: &'a Arc<Shard>,
+        client: SocketAddr,
+        added: &'a mut Vec<Entry>,
+    },
+    /// A TCP client served by `shard` (token `conn`): the socket joins that shard too.
+    Conn {
+        shard: &'a Arc<Shard>,
+        conn: u64,
+        added: &'a mut Vec<Entry>,
+    },
+    /// A TLS connection (on tokio): the socket joins one of the shards in turn.
     Stream(&'a mpsc::Sender<Vec<u8>>),
 }
 
-/// The shell's [`RelayBinder`]: binds a socket and spawns its relay task.
+/// The shell's [`RelayBinder`]: binds a socket and hands it to a shard.
 pub(crate) struct Binder<'a> {
     pub shared: &'a Arc<Shared>,
-    pub sink: SinkRef<'a>,
+    pub target: Target<'a>,
 }
 
 impl RelayBinder<RelayHandle> for Binder<'_> {
     fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
-        let std_socket = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
-        let socket = Udp::new(std_socket)?;
-        let local = socket.local_addr()?;
-        let handle = Arc::new(RelaySocket {
-            socket,
-            stop: Notify::new(),
-        });
-        let sink = match self.sink {
-            SinkRef::Udp(socket, client) => ClientSink::Udp {
-                socket: Arc::clone(socket),
-                client,
+        let socket = match port {
+            // The socket held since the reservation; bound afresh only if none is held.
+            PortChoice::Exact(p) => match self.shared.held.take(p) {
+                Some(held) => held,
+                None => bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?.0,
             },
-            SinkRef::Stream(tx) => ClientSink::Stream { tx: tx.clone() },
+            _ => {
+                let (socket, next) = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
+                if let Some(next) = next {
+                    self.shared.held.hold(next)?;
+                }
+                socket
+            }
         };
-        tokio::spawn(relay_task(
-            Arc::clone(self.shared),
-            Arc::clone(&handle),
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let shard = match &self.target {
+            Target::Shard { shard, .. } | Target::Conn { shard, .. } => Arc::clone(shard),
+            Target::Stream(_) => self.shared.next_shard(),
+        };
+        let token = shard.token();
+        let relay = Arc::new(RelaySocket {
+            socket,
+            shard: Arc::clone(&shard),
+            token,
+        });
+        let fd = relay.socket.as_raw_fd();
+        let (sink, pad) = match &self.target {
+            Target::Shard { client, .. } => (Sink::Udp(*client), false),
+            Target::Conn { conn, .. } => (Sink::Conn(*conn), true),
+            Target::Stream(tx) => (Sink::Stream((*tx).clone()), true),
+        };
+        let entry = Entry {
+            token,
+            relay: Arc::clone(&relay),
             alloc,
             sink,
-        ));
-        Ok((local, handle))
+            framer: Framer::new(pad),
+        };
+        match &mut self.target {
+            Target::Shard { added, .. } | Target::Conn { added, .. } => {
+                // Its events are only read after this batch, by this thread, once it is added.
+                shard.register(fd, token)?;
+                added.push(entry);
+            }
+            Target::Stream(_) => {
+                // Queued before it can raise an event, so the shard always knows the token.
+                shard.command(Command::Add(entry));
+                if let Err(e) = shard.register(fd, token) {
+                    shard.command(Command::Remove(token));
+                    return Err(e);
+                }
+            }
+        }
+        Ok((local, relay))
+    }
+}
+
+/// Per-socket state for framing Data indications.
+#[derive(Debug)]
+pub(crate) struct Framer {
+    pad: bool,
+    tid_seed: [u8; 12],
+    counter: u32,
+}
+
+impl Framer {
+    /// `pad`: ChannelData padded to 4 bytes (stream transports).
+    pub fn new(pad: bool) -> Self {
+        Self {
+            pad,
+            tid_seed: rand::random(),
+            counter: 0,
+        }
+    }
+
+    /// Frames the `n`-byte datagram at `HEADROOM` of `slot` as the core decided (`Channel` or
+    /// `Indication`), in place; returns the frame's range in `slot`, or `None` when it cannot
+    /// be framed (too large) or is not to be sent.
+    pub fn frame(
+        &mut self,
+        slot: &mut [u8],
+        n: usize,
+        peer: SocketAddr,
+        verdict: PeerOutput,
+    ) -> Option<Range<usize>> {
+        match verdict {
+            PeerOutput::Channel(ch) => {
+                let start = HEADROOM - 4;
+                write_channel_data(&mut slot[start..], ch, n, self.pad)
+                    .map(|len| start..start + len)
+            }
+            PeerOutput::Indication => {
+                let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
+                let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
+                self.counter = self.counter.wrapping_add(1);
+                self.tid_seed[8..].copy_from_slice(&self.counter.to_be_bytes());
+                write_data_indication(&mut slot[start..], peer, n, self.tid_seed)
+                    .map(|len| start..start + len)
+            }
+            PeerOutput::Drop | PeerOutput::Gone => None,
+        }
+    }
+}
+
+/// Relay ports reserved by EVEN-PORT allocations (RFC 8656 §7.2), each held by a bound socket
+/// so that no other socket, ours or another process's, can take it before its
+/// RESERVATION-TOKEN is redeemed. The core decides when a reservation ends: an Allocate with
+/// the token takes the socket ([`PortChoice::Exact`]); an expired one is released on
+/// [`crate::core::CoreEvent::Unreserved`].
+#[derive(Debug, Default)]
+pub(crate) struct HeldPorts {
+    sockets: Mutex<HashMap<u16, std::net::UdpSocket>>,
+}
+
+impl HeldPorts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, std::net::UdpSocket>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `socket` for its port.
+    pub fn hold(&self, socket: std::net::UdpSocket) -> io::Result<()> {
+        let port = socket.local_addr()?.port();
+        self.lock().insert(port, socket);
+        Ok(())
+    }
+
+    /// The socket held for `port`, if any, no longer held.
+    pub fn take(&self, port: u16) -> Option<std::net::UdpSocket> {
+        self.lock().remove(&port)
+    }
+
+    /// Closes the socket held for `port`, so the port is free again.
+    pub fn release(&self, port: u16) {
+        drop(self.take(port));
+    }
+
+    /// Closes every held socket.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// How many ports are held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
 /// Binds a UDP socket on `ip` at a free port of `ports` (starting at a random one), or at
-/// exactly the reserved port.
+/// exactly the reserved port. For EVEN-PORT with the R bit the port is even and port + 1 is
+/// bound as well (the second socket, to hold for the reservation): a port whose neighbour is
+/// taken is skipped, so the reservation can always be redeemed.
 pub(crate) fn bind_in_range(
     ip: IpAddr,
     ports: &RangeInclusive<u16>,
     choice: PortChoice,
     buffer: usize,
-) -> io::Result<std::net::UdpSocket> {
+) -> io::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
     if let PortChoice::Exact(port) = choice {
-        let addr = SocketAddr::new(ip, port);
-        let socket = new_udp_socket(addr, buffer)?;
-        socket.bind(&addr.into())?;
-        return Ok(socket.into());
+        return Ok((bind_port(ip, port, buffer)?.into(), None));
     }
     let (lo, hi) = (u32::from(*ports.start()), u32::from(*ports.end()));
     if lo > hi {
@@ -120,10 +272,17 @@ pub(crate) fn bind_in_range(
         if even_port && (port % 2 == 1 || (reserve_next && u32::from(port) == hi)) {
             continue;
         }
-        let addr = SocketAddr::new(ip, port);
-        let socket = new_udp_socket(addr, buffer)?;
-        match socket.bind(&addr.into()) {
-            Ok(()) => return Ok(socket.into()),
+        let socket = match bind_port(ip, port, buffer) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        };
+        if !reserve_next {
+            return Ok((socket.into(), None));
+        }
+        // `port < hi`, so `port + 1` is in range.
+        match bind_port(ip, port + 1, buffer) {
+            Ok(next) => return Ok((socket.into(), Some(next.into()))),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
         }
@@ -132,6 +291,14 @@ pub(crate) fn bind_in_range(
         io::ErrorKind::AddrInUse,
         "relay port range exhausted",
     ))
+}
+
+/// A relay socket bound at `ip:port`.
+fn bind_port(ip: IpAddr, port: u16, buffer: usize) -> io::Result<Socket> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = new_udp_socket(addr, buffer)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// A non-blocking UDP socket of `addr`'s family with the buffer sizes asked for.
@@ -157,144 +324,115 @@ pub(crate) fn buffer_cap_warning(ip: IpAddr, buffer: usize) -> Option<String> {
     })
 }
 
-/// Carries datagrams from peers to the client until the allocation ends.
-async fn relay_task(shared: Arc<Shared>, relay: RelayHandle, alloc: AllocRef, sink: ClientSink) {
-    let mut framer = Framer {
-        pad: matches!(sink, ClientSink::Stream { .. }),
-        tid_seed: rand::random(),
-        counter: 0,
-    };
-    loop {
-        let guard = tokio::select! {
-            r = relay.socket.ready() => match r {
-                Ok(g) => g,
-                Err(_) => break, // the runtime is shutting down
-            },
-            () = relay.stop.notified() => break,
-        };
-        let gone = with_batch(|batch| {
-            // ICMP errors from earlier sends surface here on Linux; they are not fatal.
-            if relay.socket.recv_batch(guard, batch).is_err() || batch.len() == 0 {
-                return false;
-            }
-            relay_batch(&shared, alloc, &sink, &mut framer, batch)
-        });
-        if gone {
-            break;
-        }
-    }
-}
-
-/// Per-task state for framing Data indications.
-struct Framer {
-    pad: bool,
-    tid_seed: [u8; 12],
-    counter: u32,
-}
-
-/// Asks the core about a batch of peer datagrams under one lock, then frames each in place
-/// and sends them to the client (over UDP with one `sendmmsg` for the batch). Returns whether
-/// the allocation is gone.
-fn relay_batch(
-    shared: &Shared,
-    alloc: AllocRef,
-    sink: &ClientSink,
-    framer: &mut Framer,
-    batch: &mut Batch,
-) -> bool {
-    let n = batch.len();
-    let mut verdicts = [PeerOutput::Drop; BATCH];
-    {
-        #[allow(clippy::disallowed_methods)] // the IO shell stamps each receive batch
-        let now = Instant::now();
-        let mut core = shared.core();
-        for (i, verdict) in verdicts.iter_mut().enumerate().take(n) {
-            let (data, peer) = batch.datagram(i);
-            *verdict = core.handle_peer(alloc, peer, data.len(), now);
-        }
-    }
-    // Datagrams for a UDP client leave together once all are framed.
-    let mut to_send: [(usize, std::ops::Range<usize>); BATCH] = std::array::from_fn(|_| (0, 0..0));
-    let mut queued = 0;
-    let mut gone = false;
-    for (i, verdict) in verdicts.iter().enumerate().take(n) {
-        let (buf, n, peer) = batch.slot_mut(i);
-        let frame = match *verdict {
-            PeerOutput::Gone => {
-                gone = true;
-                break;
-            }
-            PeerOutput::Drop => continue,
-            PeerOutput::Channel(ch) => {
-                let start = HEADROOM - 4;
-                write_channel_data(&mut buf[start..], ch, n, framer.pad)
-                    .map(|len| start..start + len)
-            }
-            PeerOutput::Indication => {
-                let peer = SocketAddr::new(normalise(peer.ip()), peer.port());
-                let start = HEADROOM - data_indication_header_len(peer.is_ipv6());
-                framer.counter = framer.counter.wrapping_add(1);
-                framer.tid_seed[8..].copy_from_slice(&framer.counter.to_be_bytes());
-                write_data_indication(&mut buf[start..], peer, n, framer.tid_seed)
-                    .map(|len| start..start + len)
-            }
-        };
-        let Some(range) = frame else {
-            Stats::add(&shared.stats.dropped_packets, 1);
-            continue;
-        };
-        match sink {
-            ClientSink::Udp { .. } => {
-                to_send[queued] = (i, range);
-                queued += 1;
-            }
-            ClientSink::Stream { tx } => {
-                if tx.try_send(buf[range].to_vec()).is_err() {
-                    Stats::add(&shared.stats.dropped_packets, 1);
-                }
-            }
-        }
-    }
-    if let ClientSink::Udp { socket, client } = sink {
-        if queued > 0 {
-            let sent = socket.send_batch(batch, &to_send[..queued], *client);
-            Stats::add(&shared.stats.dropped_packets, (queued - sent) as u64);
-        }
-    }
-    gone
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // Ranges below the kernel's ephemeral ports (32768-60999 by default), so no port-0 bind
+    // elsewhere takes one mid-test, and apart from the integration tests' 31000-31999.
+    fn local_port(s: &std::net::UdpSocket) -> u16 {
+        s.local_addr().expect("addr").port()
+    }
+
     #[test]
     fn relay_ports_come_from_the_range_even_and_exact_on_request() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let range = 43100..=43110;
+        let range = 30100..=30110;
         let mut held = Vec::new();
         for _ in 0..11 {
-            let s = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect("a free port");
-            let port = s.local_addr().expect("addr").port();
-            assert!(range.contains(&port));
+            let (s, next) =
+                bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect("a free port");
+            assert!(range.contains(&local_port(&s)));
+            assert!(next.is_none());
             held.push(s);
         }
         let err = bind_in_range(ip, &range, PortChoice::Any, 1 << 16).expect_err("range exhausted");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(held);
-        let even = bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
-            .expect("even port");
-        let port = even.local_addr().expect("addr").port();
-        assert_eq!(port % 2, 0);
-        assert_ne!(
-            port,
-            43109 - 1 + 1,
-            "never the last port when reserving the next"
-        );
-        let next =
-            bind_in_range(ip, &range, PortChoice::Exact(port + 1), 1 << 16).expect("reserved port");
-        assert_eq!(next.local_addr().expect("addr").port(), port + 1);
+        let (even, next) = bind_in_range(
+            ip,
+            &range,
+            PortChoice::Even {
+                reserve_next: false,
+            },
+            1 << 16,
+        )
+        .expect("even port");
+        assert_eq!(local_port(&even) % 2, 0);
+        assert!(next.is_none(), "no reservation without the R bit");
+        drop(even);
+        for _ in 0..20 {
+            let (even, next) =
+                bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                    .expect("even port");
+            let port = local_port(&even);
+            assert_eq!(port % 2, 0);
+            assert_ne!(port, 30110, "never the last port when reserving the next");
+            let next = next.expect("port + 1 bound with it");
+            assert_eq!(local_port(&next), port + 1);
+        }
+        let (exact, next) =
+            bind_in_range(ip, &range, PortChoice::Exact(30105), 1 << 16).expect("exact port");
+        assert_eq!((local_port(&exact), next.is_none()), (30105, true));
         let (lo, hi) = (5, 4);
         assert!(bind_in_range(ip, &(lo..=hi), PortChoice::Any, 1 << 16).is_err());
+    }
+
+    #[test]
+    fn an_even_port_is_never_chosen_when_its_neighbour_is_taken() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        // 30200 and 30202 are even; 30201 is taken by someone else, so only 30202 (+ 30203)
+        // can be reserved, and after that nothing.
+        let other = std::net::UdpSocket::bind((ip, 30201)).expect("bind 30201");
+        let range = 30200..=30203;
+        for _ in 0..10 {
+            let (even, next) =
+                bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                    .expect("the pair 30202/30203");
+            assert_eq!(local_port(&even), 30202);
+            assert_eq!(next.as_ref().map(local_port), Some(30203));
+        }
+        let (_even, _next) =
+            bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                .expect("the pair 30202/30203");
+        let err = bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+            .expect_err("no free pair left");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(other);
+    }
+
+    #[test]
+    fn a_held_port_is_nobody_elses_until_redeemed_or_released() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let range = 30300..=30301;
+        let held = HeldPorts::default();
+        let (rtp, next) =
+            bind_in_range(ip, &range, PortChoice::Even { reserve_next: true }, 1 << 16)
+                .expect("the pair 30300/30301");
+        assert_eq!(local_port(&rtp), 30300);
+        held.hold(next.expect("port + 1")).expect("held");
+        assert_eq!(held.len(), 1);
+        // While held, no other bind gets the port: not ours in the range, not an exact one,
+        // not another process's.
+        let err = bind_in_range(ip, &(30301..=30301), PortChoice::Any, 1 << 16)
+            .expect_err("30301 is held");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(bind_in_range(ip, &range, PortChoice::Exact(30301), 1 << 16).is_err());
+        assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
+        // Redeeming hands over that very socket, once.
+        let redeemed = held.take(30301).expect("the held socket");
+        assert_eq!(local_port(&redeemed), 30301);
+        assert!(held.take(30301).is_none());
+        drop(redeemed);
+        // A reservation that ends unredeemed (the core's `Unreserved`) frees the port.
+        let again = bind_in_range(ip, &(30301..=30301), PortChoice::Any, 1 << 16)
+            .expect("30301 free after the redeemed socket closed")
+            .0;
+        held.hold(again).expect("held");
+        assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
+        held.release(30301);
+        assert_eq!(held.len(), 0);
+        std::net::UdpSocket::bind((ip, 30301)).expect("30301 free once released");
+        drop(rtp);
     }
 }

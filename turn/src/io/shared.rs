@@ -3,12 +3,14 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::relay::RelayHandle;
+use super::relay::{HeldPorts, RelayHandle};
+use super::shard::Shard;
 use crate::core::{Core, CoreEvent};
 use crate::events::UsageEvent;
 use crate::stats::Stats;
@@ -26,6 +28,11 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub events: mpsc::Sender<UsageEvent>,
     pub relay: RelaySettings,
+    /// Ports reserved by EVEN-PORT allocations, held until redeemed or released.
+    pub held: HeldPorts,
+    /// The relay shards (at least one); TCP/TLS clients' relay sockets go to them in turn.
+    pub shards: Vec<Arc<Shard>>,
+    pub next_shard: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
     pub stream_idle_timeout: Duration,
 }
@@ -37,8 +44,14 @@ impl Shared {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Acts on core lifecycle events: stops relay tasks of closed allocations and reports
-    /// usage to the app without ever waiting on it.
+    /// The shard for the next TCP/TLS client's relay socket.
+    pub fn next_shard(&self) -> Arc<Shard> {
+        let i = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len().max(1);
+        Arc::clone(&self.shards[i])
+    }
+
+    /// Acts on core lifecycle events: stops relay tasks of closed allocations, releases ports
+    /// no longer reserved, and reports usage to the app without ever waiting on it.
     pub fn dispatch(&self, events: Vec<CoreEvent<RelayHandle>>) {
         for ev in events {
             let usage = match ev {
@@ -76,6 +89,10 @@ impl Shared {
                         packets_to_peer: usage.packets_to_peer,
                         packets_from_peer: usage.packets_from_peer,
                     }
+                }
+                CoreEvent::Unreserved { port } => {
+                    self.held.release(port);
+                    continue;
                 }
             };
             if self.events.try_send(usage).is_err() {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use super::framing::{next_frame, Next};
-use super::relay::{Binder, SinkRef};
+use super::relay::{Binder, Target};
 use super::shared::Shared;
 use crate::core::{ClientOutput, FiveTuple, Now, Payload};
 use crate::events::Transport;
@@ -98,7 +98,7 @@ async fn handle(
         let mut core = shared.core();
         let mut binder = Binder {
             shared,
-            sink: SinkRef::Stream(tx),
+            target: Target::Stream(tx),
         };
         let out = core.handle_client(tuple, frame, Now::system(), &mut binder);
         let events = if core.has_events() {

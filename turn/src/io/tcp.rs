@@ -1,5 +1,6 @@
-//! The TCP client listener: accepts connections (bounded by a semaphore) and hands each to
-//! [`super::stream::serve`], optionally after a TLS handshake.
+//! The TCP client listener: accepts connections (bounded by a semaphore) and hands each plain
+//! TCP one to a relay shard ([`super::shard`]), each TLS one after its handshake to
+//! [`super::stream::serve`] on tokio.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +9,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use std::os::fd::AsRawFd;
+
+use super::shard::{Command, Conn};
 use super::shared::Shared;
 use super::stream;
+use crate::core::{FiveTuple, Now};
 use crate::error::TurnError;
 use crate::events::Transport;
 
@@ -48,16 +53,50 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = conn.set_nodelay(true);
+        let server = conn.local_addr().unwrap_or(local);
+        let Some(acceptor) = tls.clone() else {
+            to_shard(&shared, conn, peer, server, permit);
+            continue;
+        };
         let shared = Arc::clone(&shared);
-        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let server = conn.local_addr().unwrap_or(local);
-            match tls {
-                None => stream::serve(shared, conn, peer, server, Transport::Tcp).await,
-                Some(acceptor) => serve_tls(shared, acceptor, conn, peer, server).await,
-            }
+            serve_tls(shared, acceptor, conn, peer, server).await
         });
+    }
+}
+
+/// Hands a plain TCP connection to the next relay shard.
+fn to_shard(
+    shared: &Shared,
+    conn: TcpStream,
+    client: SocketAddr,
+    server: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // Leaves tokio's reactor; stays non-blocking.
+    let Ok(stream) = conn.into_std() else {
+        return;
+    };
+    let tuple = FiveTuple {
+        client,
+        server,
+        transport: Transport::Tcp,
+    };
+    let shard = shared.next_shard();
+    let token = shard.token();
+    let fd = stream.as_raw_fd();
+    // Queued before it can raise an event, so the shard always knows the token.
+    shard.command(Command::AddConn(Conn::new(
+        token,
+        stream,
+        tuple,
+        permit,
+        Now::system().instant,
+    )));
+    if let Err(e) = shard.register(fd, token) {
+        tracing::debug!(error = %e, "TURN TCP connection not served");
+        shard.command(Command::Remove(token));
     }
 }
 

@@ -1,97 +1,67 @@
-//! The UDP client listener: every datagram goes through the core; replies go back on the same
-//! socket, relayed payloads out of the allocation's relay socket.
+//! The UDP client listener: one socket per relay shard, all on the listen address with
+//! `SO_REUSEPORT`, so the kernel spreads clients over the shards and keeps each client on one
+//! (its 4-tuple picks the socket). The shards read them ([`super::shard`]).
+//!
+//! With port 0 (tests) there is one socket, without `SO_REUSEPORT`: the kernel may hand a
+//! port-0 bind with `SO_REUSEPORT` a port that another reuseport socket of the same user already
+//! has, which would join two servers' listeners.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use super::relay::{new_udp_socket, Binder, SinkRef};
-use super::shared::Shared;
-use super::sock::{with_batch, Batch, Udp};
-use crate::core::{ClientOutput, FiveTuple, Now, Payload};
+use super::relay::new_udp_socket;
 use crate::error::TurnError;
-use crate::events::Transport;
-use crate::stats::Stats;
 
-/// Binds the UDP listener with large socket buffers.
-pub(crate) fn bind(addr: SocketAddr, buffer: usize) -> Result<Udp, TurnError> {
-    let bind_err = |source| TurnError::Bind { addr, source };
-    let socket = new_udp_socket(addr, buffer).map_err(bind_err)?;
-    socket.bind(&addr.into()).map_err(bind_err)?;
-    Udp::new(socket.into()).map_err(bind_err)
+/// Binds `n` (at least one; one for port 0) listener sockets on `addr` with large buffers.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    buffer: usize,
+    n: usize,
+) -> Result<Vec<std::net::UdpSocket>, TurnError> {
+    let n = if addr.port() == 0 { 1 } else { n.max(1) };
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let bind_err = |source| TurnError::Bind { addr, source };
+        let socket = new_udp_socket(addr, buffer).map_err(bind_err)?;
+        if n > 1 {
+            socket.set_reuse_port(true).map_err(bind_err)?;
+        }
+        socket.bind(&addr.into()).map_err(bind_err)?;
+        sockets.push(socket.into());
+    }
+    Ok(sockets)
 }
 
-/// Serves one UDP listener until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, socket: Arc<Udp>) {
-    let Ok(local) = socket.local_addr() else {
-        return;
-    };
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let guard = tokio::select! {
-            r = socket.ready() => match r {
-                Ok(g) => g,
-                Err(_) => break, // the runtime is shutting down
-            },
-            _ = shutdown.changed() => break,
-        };
-        with_batch(|batch| {
-            // An error is an ICMP port unreachable from an earlier reply, etc.
-            if socket.recv_batch(guard, batch).is_ok() && batch.len() > 0 {
-                handle_batch(&shared, &socket, local, batch);
-            }
-        });
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
 
-/// Runs a batch of client datagrams through the core under one lock, then sends what it
-/// decided (replies on the listener, payloads out of relay sockets).
-fn handle_batch(shared: &Arc<Shared>, socket: &Arc<Udp>, local: SocketAddr, batch: &Batch) {
-    let now = Now::system();
-    let mut outs = Vec::with_capacity(batch.len());
-    let events = {
-        let mut core = shared.core();
-        for i in 0..batch.len() {
-            let (data, from) = batch.datagram(i);
-            let tuple = FiveTuple {
-                client: from,
-                server: local,
-                transport: Transport::Udp,
-            };
-            let mut binder = Binder {
-                shared,
-                sink: SinkRef::Udp(socket, from),
-            };
-            outs.push(core.handle_client(tuple, data, now, &mut binder));
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test waits for datagrams
+    fn listener_sockets_share_one_port_and_each_client_stays_on_one() {
+        // Below the kernel's ephemeral ports, apart from the other tests' (see relay.rs).
+        let port = 30400;
+        let sockets = bind(SocketAddr::from(([127, 0, 0, 1], port)), 1 << 16, 2).expect("bind");
+        assert_eq!(sockets.len(), 2);
+        assert_eq!(sockets[1].local_addr().expect("addr").port(), port);
+        let single = bind("127.0.0.1:0".parse().expect("addr"), 1 << 16, 2).expect("bind");
+        assert_eq!(single.len(), 1, "port 0: one socket, no SO_REUSEPORT");
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        for _ in 0..5 {
+            client.send_to(b"x", ("127.0.0.1", port)).expect("send");
         }
-        if core.has_events() {
-            core.drain_events()
-        } else {
-            Vec::new()
-        }
-    };
-    if !events.is_empty() {
-        shared.dispatch(events);
-    }
-    for (i, out) in outs.into_iter().enumerate() {
-        let (data, from) = batch.datagram(i);
-        match out {
-            ClientOutput::Nothing => {}
-            ClientOutput::Reply(bytes) => {
-                let _ = socket.send_to(&bytes, from);
-            }
-            ClientOutput::Relay {
-                relay,
-                peer,
-                payload,
-            } => {
-                let data = match &payload {
-                    Payload::Input(r) => &data[r.clone()],
-                    Payload::Owned(v) => v.as_slice(),
-                };
-                if relay.socket.send_to(data, peer).is_err() {
-                    Stats::add(&shared.stats.dropped_packets, 1);
+        let mut counts = [0usize; 2];
+        let mut buf = [0u8; 8];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counts.iter().sum::<usize>() < 5 && Instant::now() < deadline {
+            for (i, s) in sockets.iter().enumerate() {
+                s.set_nonblocking(true).expect("nonblocking");
+                while s.recv_from(&mut buf).is_ok() {
+                    counts[i] += 1;
                 }
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        assert!(counts == [5, 0] || counts == [0, 5], "{counts:?}");
     }
 }

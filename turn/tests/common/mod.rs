@@ -45,7 +45,9 @@ pub async fn start(opts: Options) -> TestServer {
         udp_listen: Some(local),
         tcp_listen: Some(local),
         relay_bind_ip: "127.0.0.1".parse().unwrap(),
-        relay_ports: 42000..=42999,
+        // Below the kernel's ephemeral ports (32768-60999): a port-0 bind anywhere on the
+        // machine (a uclient, another test's socket) never lands in the relay range.
+        relay_ports: 31000..=31999,
         secrets: vec![b"retired-secret".to_vec(), SECRET.as_bytes().to_vec()],
         ..TurnConfig::default()
     };
