@@ -623,6 +623,22 @@ impl CpuMark {
     }
 }
 
+/// The machine's cores as /proc/stat counts them (its `cpuN` lines), which its first line sums.
+/// Not `available_parallelism`: that is this process's affinity, one core when pinned.
+fn machine_cores() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .map(|s| {
+            s.lines()
+                .filter(|l| {
+                    l.strip_prefix("cpu")
+                        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// CPU use between two marks, in % of one core: (server, client, whole machine, others).
 fn cpu_between(a: &CpuMark, b: &CpuMark) -> [Option<f64>; 4] {
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
@@ -634,8 +650,7 @@ fn cpu_between(a: &CpuMark, b: &CpuMark) -> [Option<f64>; 4] {
     let client = pct(a.client, b.client);
     let machine = match (a.machine, b.machine) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            Some((b1 - b0) as f64 / (t1 - t0) as f64 * cores * 100.0)
+            Some((b1 - b0) as f64 / (t1 - t0) as f64 * machine_cores() as f64 * 100.0)
         }
         _ => None,
     };
@@ -1138,6 +1153,13 @@ fn report(path: &std::path::Path) -> Res<String> {
             &format!("sent / received / lost at {rate} msg/s"),
             &vals,
             &|v| format!("{} / {} / {}", v["sent"], v["received"], v["lost"]),
+            None,
+        );
+        table_row(
+            &mut out,
+            &format!("bench client CPU at {rate} msg/s"),
+            &vals,
+            &|v| f(v, "client_cpu_pct").map_or("?".into(), |x| format!("{x:.0}%")),
             None,
         );
         table_row(
