@@ -44,7 +44,7 @@ use super::framing::{next_frame, Next};
 use super::relay::{Binder, Entry, RelayHandle, Sink, Target};
 use super::shared::Shared;
 use super::sock::{gso_supported, Arena, Frame, Sender, HEADROOM, MAX_FRAMES};
-use crate::core::{ClientOutput, FiveTuple, Now, Payload, PeerOutput};
+use crate::core::{AllocRef, ClientOutput, FiveTuple, Now, Payload, PeerOutput};
 use crate::events::Transport;
 use crate::stats::Stats;
 
@@ -299,8 +299,9 @@ struct Worker {
     entries: HashMap<u64, Entry>,
     from_clients: Arena,
     from_peers: Arena,
-    /// The entry each run of `from_peers` datagrams came from: (token, first, end).
-    owners: Vec<(u64, usize, usize)>,
+    /// The entry each run of `from_peers` datagrams came from: (token, its allocation, first,
+    /// end).
+    owners: Vec<(u64, AllocRef, usize, usize)>,
     to_clients: Vec<Frame>,
     sender: Sender,
     /// Relay sockets made during a client batch, entered once it is done.
@@ -423,7 +424,18 @@ impl Worker {
         for e in added.drain(..) {
             entries.insert(e.token, e);
         }
-        // ChannelData payloads by relay socket (stable, so each flow keeps its order).
+        // ChannelData payloads by relay socket (stable, so each flow keeps its order). A batch
+        // with Send indications (rare) goes out datagram by datagram in arrival order instead,
+        // so a client mixing both keeps its order too.
+        let owned = outs.iter().any(|o| {
+            matches!(
+                o,
+                ClientOutput::Relay {
+                    payload: Payload::Owned(_),
+                    ..
+                }
+            )
+        });
         let mut relayed: [usize; MAX_FRAMES] = [0; MAX_FRAMES];
         let mut k = 0;
         for (i, out) in outs.iter().enumerate() {
@@ -435,16 +447,17 @@ impl Worker {
                 ClientOutput::Relay {
                     relay,
                     peer,
-                    payload: Payload::Owned(v),
-                } => {
-                    if relay.socket.send_to(v, *peer).is_err() {
+                    payload,
+                } if owned => {
+                    let data = match payload {
+                        Payload::Input(r) => from_clients.datagram(i).0.get(r.clone()),
+                        Payload::Owned(v) => Some(v.as_slice()),
+                    };
+                    if data.is_none_or(|d| relay.socket.send_to(d, *peer).is_err()) {
                         Stats::add(&shared.stats.dropped_packets, 1);
                     }
                 }
-                ClientOutput::Relay {
-                    payload: Payload::Input(_),
-                    ..
-                } => {
+                ClientOutput::Relay { .. } => {
                     relayed[k] = i;
                     k += 1;
                 }
@@ -494,7 +507,7 @@ impl Worker {
             let Some(e) = self.entries.get(&token) else {
                 continue;
             };
-            let fd = e.relay.socket.as_raw_fd();
+            let (fd, alloc) = (e.relay.socket.as_raw_fd(), e.alloc);
             if self.from_peers.free() == 0 {
                 self.peer_batch(now);
             }
@@ -504,7 +517,7 @@ impl Worker {
             let _ = self.from_peers.recv(fd);
             let end = self.from_peers.len();
             if end > first {
-                self.owners.push((token, first, end));
+                self.owners.push((token, alloc, first, end));
             }
         }
         self.peer_batch(now);
@@ -533,18 +546,15 @@ impl Worker {
         let mut verdicts = [PeerOutput::Drop; MAX_FRAMES];
         {
             let mut core = shared.core();
-            for &(token, first, end) in owners.iter() {
-                let Some(e) = entries.get(&token) else {
-                    continue;
-                };
+            for &(_, alloc, first, end) in owners.iter() {
                 for (i, verdict) in verdicts.iter_mut().enumerate().take(end).skip(first) {
                     let (data, peer) = from_peers.datagram(i);
-                    *verdict = core.handle_peer(e.alloc, peer, data.len(), now.instant);
+                    *verdict = core.handle_peer(alloc, peer, data.len(), now.instant);
                 }
             }
         }
         to_clients.clear();
-        for &(token, first, end) in owners.iter() {
+        for &(token, _, first, end) in owners.iter() {
             let Some(e) = entries.get_mut(&token) else {
                 continue;
             };

@@ -37,6 +37,8 @@ pub struct Options {
     pub user_quota: Option<u32>,
     /// `TurnConfig::allow_peer_addrs`.
     pub allow_peer_addrs: Vec<SocketAddr>,
+    /// `TurnConfig::stream_idle_timeout`.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 pub async fn start(opts: Options) -> TestServer {
@@ -62,6 +64,9 @@ pub async fn start(opts: Options) -> TestServer {
     }
     if let Some(q) = opts.user_quota {
         config.user_quota = q;
+    }
+    if let Some(t) = opts.stream_idle_timeout {
+        config.stream_idle_timeout = t;
     }
     let (tx, events) = mpsc::channel(1024);
     let server = TurnServer::start(config, tx).await.expect("server starts");
