@@ -9,8 +9,8 @@
 #   bench/signaling/run.sh --servers rtc --rates 10000                         # /rtc alone
 #
 # Builds the release server and examples/rtc_bench.rs, installs the Node anchor's socket.io
-# (`npm ci --prefix bench/signaling/node`, only when node_modules is missing or older than
-# package-lock.json; nothing is downloaded while measuring). Then, for each server in turn:
+# (`npm ci --prefix bench/signaling/node`, only when node_modules is missing or was installed from
+# another package-lock.json; nothing is downloaded while measuring). Then, for each server in turn:
 # for each --conns count N, a fresh server (signalbox: `serve --listen 127.0.0.1:0` on a fresh
 # data directory, no TURN, no SFU; Node: the same kind of generated secret) gets N idle
 # authenticated connections and its VmRSS is read before and after (KiB per idle connection);
@@ -87,7 +87,7 @@ out=${OUT:-$work.txt}
 results=$out.results
 : >"$out"
 : >"$results"
-server= data=
+server= data= client_pid=
 stop_server() {
     if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
         kill "$server" 2>/dev/null || true
@@ -98,6 +98,8 @@ stop_server() {
     server=
 }
 cleanup() {
+    # GNU timeout passes the TERM on to the client it runs.
+    [ -n "$client_pid" ] && { kill "$client_pid" 2>/dev/null || true; }
     stop_server
     rm -rf "$work"
 }
@@ -133,9 +135,17 @@ client() {
     shift
     [ "$kind" = rtc ] || transport=socketio
     local status=0
+    # In the background, so that a signal to this script is handled (and the client stopped) at
+    # once; tail shows its output meanwhile and exits with it.
     timeout 600 "${client_pin[@]}" "$bench_bin" --addr "$addr" --data-dir "$data" \
-        --server-pid "$server" --transport "$transport" "$@" | tee "$data/client.out" \
-        | tee -a "$out" || status=$?
+        --server-pid "$server" --transport "$transport" "$@" >"$data/client.out" 2>&1 &
+    client_pid=$!
+    tail -n +1 -f --pid="$client_pid" "$data/client.out" &
+    local tailer=$!
+    wait "$client_pid" || status=$?
+    client_pid=
+    wait "$tailer" 2>/dev/null || true
+    cat "$data/client.out" >>"$out"
     local alive=yes
     kill -0 "$server" 2>/dev/null || alive="no (it exited during the run)"
     echo "# server still running: $alive; server log lines: $(wc -l <"$data/server.err") (warnings/errors: $(grep -ciE 'warn|error' "$data/server.err" || true))" | tee -a "$out"
