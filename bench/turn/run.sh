@@ -5,12 +5,14 @@
 #   --loads L  which loads (default "audio stress burst tcp"; the LOADS variable works too)
 #   --write    also writes the table to bench/turn/RESULTS.md
 # Needs Debian's coturn package (turnserver 4.6.1, turnutils_uclient, turnutils_peer); builds
-# the turn-bench-server example in release mode in $CARGO_TARGET_DIR (default target/). Every
+# the turn-bench-server example in release mode in $CARGO_TARGET_DIR (default target/), or
+# takes OURS_BIN=path (a build of another commit, to compare against the same coturn). Every
 # repetition of a load runs against a fresh server process, signalbox and coturn taking turns
-# (which goes first alternates), so both see the same machine. CPU seconds (utime+stime) and
-# peak RSS (VmHWM) are read from /proc before the server stops; CPU per relayed packet divides
-# by the datagrams the relay carried, as uclient counts them: sent (client -> peer) + received
-# (the peer's echo -> client). Loss is uclient's "Total lost packets" over sent.
+# (which goes first alternates), so both see the same machine. CPU seconds (the scheduler's
+# per-thread run time, see cpu_seconds) and peak RSS (VmHWM) are read from /proc before the
+# server stops; CPU per relayed packet divides by the datagrams the relay carried, as uclient
+# counts them: sent (client -> peer) + received (the peer's echo -> client). Loss is
+# uclient's "Total lost packets" over sent.
 #
 # Ports (listener 32700, turnutils_peer 32701 and 32702, relays 32000-32699) are below the
 # kernel's ephemeral range (32768-60999 by default), so no port-0 socket
@@ -46,9 +48,13 @@ for t in turnserver turnutils_uclient turnutils_peer; do
   command -v "$t" >/dev/null || die "missing $t: apt-get install coturn"
 done
 
-(cd "$repo" && CARGO_TARGET_DIR="$target" cargo build --release -q -p signalbox-turn --example turn-bench-server) ||
-  die "build failed"
-ours_bin="$target/release/examples/turn-bench-server"
+if [ -n "${OURS_BIN:-}" ]; then
+  ours_bin="$OURS_BIN"
+else
+  (cd "$repo" && CARGO_TARGET_DIR="$target" cargo build --release -q -p signalbox-turn --example turn-bench-server) ||
+    die "build failed"
+  ours_bin="$target/release/examples/turn-bench-server"
+fi
 [ -x "$ours_bin" ] || die "no $ours_bin"
 work="$(mktemp -d)"
 peer_pid=""
@@ -96,8 +102,14 @@ stop_server() { # SIGTERM, then wait until the process is gone so the port is fr
   return 0
 }
 
-cpu_seconds() { # utime + stime of a pid, in seconds ("" if it is gone)
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null
+cpu_seconds() { # CPU seconds of a pid ("" if it is gone): the scheduler's nanoseconds summed
+  # over its threads (/proc/PID/task/*/schedstat), or utime+stime (clock ticks, 10 ms) where
+  # that is missing or smaller (a thread that exited is only in utime+stime)
+  local ticks ns
+  ticks=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ -n "$ticks" ] || return 0
+  ns=$(cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { if (NR) printf "%.0f", s }')
+  awk -v t="$ticks" -v ns="${ns:-0}" 'BEGIN { s = ns / 1e9; if (s + 0.02 < t) s = t; printf "%.3f", s }'
 }
 peak_rss_mb() {
   awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null
@@ -226,11 +238,11 @@ if [ "$write" = 1 ]; then
   {
     echo "# signalbox-turn vs coturn — turnutils_uclient loads"
     echo
-    echo "Command: \`bash bench/turn/run.sh --reps $reps --write\` ($(date -u +%Y-%m-%d), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null),"
+    echo "Command: \`bash bench/turn/run.sh --reps $reps --write\` ($(date -u +%Y-%m-%d), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)${OURS_BIN:+, signalbox binary $OURS_BIN},"
     echo "$(nproc) cores, both servers with $threads relay threads, loopback, REST credentials, channels; loads: audio"
     echo "\`-m 100 -n 500 -l 200 -z 20\`; stress: two clients \`-m 50 -n 3000 -l 200 -z 1\` at once; burst"
     echo "\`-m 10 -n 2000 -l 1000 -z 0\`; tcp: audio with \`-t\`). Each repetition starts a fresh server; CPU is"
-    echo "its utime+stime over the datagrams it relayed (uclient's sent + received), RSS its VmHWM."
+    echo "its threads' run time (schedstat) over the datagrams it relayed (uclient's sent + received), RSS its VmHWM."
     echo
     cat "$work/table.md"
   } >"$here/RESULTS.md"
