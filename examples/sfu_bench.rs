@@ -225,7 +225,7 @@ fn main() {
 async fn sfu_role() -> Result<()> {
     signalbox_sfu::init_crypto();
     let (notice_tx, mut notices) = mpsc::unbounded_channel();
-    let (handle, _task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), None, notice_tx)
+    let (handle, _task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), &[], notice_tx)
         .await
         .context("starting the SFU")?;
     let (out, mut lines_out) = mpsc::unbounded_channel::<Value>();

@@ -74,16 +74,16 @@ impl UserCommonArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// HTTP, WebSocket and Socket.IO listen address [default: 0.0.0.0:8080].
+    /// HTTP, WebSocket and Socket.IO listen address [default: [::]:8080, dual-stack].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Host name or IP put in STUN/TURN URIs and links.
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,
-    /// STUN/TURN listen address for UDP and TCP [default: 0.0.0.0:3478].
+    /// STUN/TURN listen addresses for UDP and TCP, one per family [default: [::]:3478, both].
     #[arg(long, value_name = "ADDR")]
     pub turn_listen: Option<String>,
-    /// TURN over TLS listen address [default: 0.0.0.0:5349].
+    /// TURN over TLS listen addresses, one per family [default: [::]:5349, both].
     #[arg(long, value_name = "ADDR")]
     pub turn_tls_listen: Option<String>,
     /// PEM certificate: serve HTTPS and TURN over TLS.
@@ -101,7 +101,7 @@ pub struct ServeArgs {
     /// Do not run the embedded STUN/TURN relay.
     #[arg(long)]
     pub no_turn: bool,
-    /// SFU media listen address (UDP, and TCP for ICE-TCP) [default: 0.0.0.0:3479].
+    /// SFU media listen address (UDP, and TCP for ICE-TCP) [default: [::]:3479, dual-stack].
     #[arg(long, value_name = "ADDR")]
     pub sfu_listen: Option<String>,
     /// Public IP the SFU advertises when the server is behind NAT.

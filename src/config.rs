@@ -66,7 +66,7 @@ const fn list(name: &'static str, doc: &'static str) -> KeySpec {
 
 /// Every key signalbox understands, in the order `config check` and the packaged config show them.
 pub const KEYS: &[KeySpec] = &[
-    key("listen", "0.0.0.0:8080", "HTTP, WebSocket (/rtc) and Socket.IO listen address."),
+    key("listen", "[::]:8080", "HTTP, WebSocket (/rtc) and Socket.IO listen address; [::] takes IPv6 and IPv4 clients (dual-stack), 0.0.0.0 IPv4 only."),
     key("data_dir", "./signalbox-data", "Directory for the SQLite database and generated secrets."),
     key("public_host", "", "Host name or IP put in STUN/TURN URIs and links. Empty: the Host header of each request."),
     key("tls_cert", "", "PEM certificate chain: serve HTTPS on `listen` and TURN over TLS (needs tls_key)."),
@@ -87,21 +87,22 @@ pub const KEYS: &[KeySpec] = &[
     key("login_rate_per_minute", "10", "Login attempts allowed per client IP per minute (then 429)."),
     KeySpec { name: "trusted_proxies", default: "127.0.0.0/8,::1", list: true, secret: false, doc: "Reverse proxies whose X-Forwarded-For names the real client (for login rate limits). Empty: trust none." },
     key("no_turn", "false", "true: do not run the embedded STUN/TURN relay (use turn_external_urls)."),
-    key("turn_listen", "0.0.0.0:3478", "STUN/TURN listen address, UDP and TCP."),
-    key("turn_tls_listen", "0.0.0.0:5349", "TURN over TLS listen address (only with tls_cert/tls_key)."),
+    KeySpec { name: "turn_listen", default: "[::]:3478", list: true, secret: false, doc: "STUN/TURN listen addresses, UDP and TCP, at most one per address family: [::]:PORT is both families (0.0.0.0:PORT and [::]:PORT), 0.0.0.0:PORT IPv4 only. Relays are offered in each family listened on." },
+    KeySpec { name: "turn_tls_listen", default: "[::]:5349", list: true, secret: false, doc: "TURN over TLS listen addresses (only with tls_cert/tls_key), like turn_listen." },
+    key("turn_default_relay_family", "ipv4", "Relay family of an allocation that names none (browsers never do): ipv4 (RFC 8656), ipv6, or keep (the family the client reached the server over)."),
     key("relay_ports", "49152-65535", "UDP port range for TURN relay sockets, MIN-MAX."),
     list("turn_allow_peer", "CIDRs the relay may send to although they are private or loopback (e.g. 10.0.0.0/8)."),
     KeySpec { name: "turn_secret", default: "", list: true, secret: true, doc: "TURN REST API shared secrets (coturn use-auth-secret); the first signs, all verify. Empty: generated into data_dir/turn-secret." },
     key("turn_realm", "signalbox", "TURN realm."),
     key("turn_credential_ttl", "6h", "Lifetime of TURN credentials handed out by /ice-config."),
-    key("turn_external_ip", "", "Public IP advertised for relay addresses when the server is behind NAT."),
+    list("turn_external_ip", "Public IPs advertised for relay addresses when the server is behind NAT, at most one per address family (e.g. 203.0.113.5,2001:db8::5)."),
     key("turn_user_quota", "10", "Most simultaneous TURN allocations per user (then 486)."),
     key("turn_total_quota", "1000", "Most simultaneous TURN allocations in total (then 508)."),
     key("turn_max_bitrate", "0", "Per-allocation relay bandwidth cap in bits per second; 0 means none."),
     list("turn_external_urls", "Extra TURN URIs sharing turn_secret (e.g. turn:turn2.example.com:3478), listed in /ice-config."),
     key("no_sfu", "false", "true: do not run the embedded SFU; every room stays a peer-to-peer mesh."),
-    key("sfu_listen", "0.0.0.0:3479", "SFU media listen address (UDP, and TCP for ICE-TCP), one port for every room participant."),
-    key("sfu_external_ip", "", "Public IP the SFU advertises to participants when the server is behind NAT."),
+    key("sfu_listen", "[::]:3479", "SFU media listen address (UDP, and TCP for ICE-TCP), one port for every room participant; [::] takes IPv6 and IPv4 participants, 0.0.0.0 IPv4 only."),
+    list("sfu_external_ip", "Public IPs the SFU advertises to participants when the server is behind NAT, at most one per address family."),
     key("sfu_threshold", "3", "Participants from which an `auto` room moves from peer-to-peer to the SFU."),
 ];
 
@@ -393,15 +394,18 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
     pub enabled: bool,
-    pub listen: SocketAddr,
-    pub tls_listen: SocketAddr,
+    /// At most one address per family, `[::]:PORT` already split into both.
+    pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub default_relay_family: signalbox_turn::config::DefaultFamily,
     pub relay_ports: (u16, u16),
     pub allow_peers: Vec<IpNet>,
     /// Configured secrets; empty means "use the generated one".
     pub secrets: Vec<String>,
     pub realm: String,
     pub credential_ttl: Duration,
-    pub external_ip: Option<IpAddr>,
+    /// At most one per family.
+    pub external_ip: Vec<IpAddr>,
     pub user_quota: u32,
     pub total_quota: u32,
     pub max_bitrate: Option<u64>,
@@ -413,7 +417,8 @@ pub struct TurnSettings {
 pub struct SfuSettings {
     pub enabled: bool,
     pub listen: SocketAddr,
-    pub external_ip: Option<IpAddr>,
+    /// At most one per family.
+    pub external_ip: Vec<IpAddr>,
     /// Participants from which an `auto` room uses the SFU.
     pub threshold: u32,
 }
@@ -460,13 +465,46 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an address like 0.0.0.0:8080 or [::]:8080"))
 }
 
-fn parse_optional_ip(s: &str) -> Result<Option<IpAddr>, String> {
-    if s.is_empty() {
-        return Ok(None);
+/// A list of IP addresses, at most one per address family.
+fn parse_ips_per_family(l: &Layers, key: &'static str) -> Result<Vec<IpAddr>, ConfigError> {
+    let ips = l.parse_list(key, |s| {
+        s.parse::<IpAddr>()
+            .map_err(|_| format!("`{s}` is not an IP address"))
+    })?;
+    if ips.iter().filter(|ip| ip.is_ipv4()).count() > 1
+        || ips.iter().filter(|ip| ip.is_ipv6()).count() > 1
+    {
+        return Err(l.invalid(key, "at most one IPv4 and one IPv6 address"));
     }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("`{s}` is not an IP address"))
+    Ok(ips)
+}
+
+/// A list of listen addresses, at most one per address family, where an unspecified IPv6 one
+/// (`[::]:PORT`) stands for both families: `0.0.0.0:PORT` and `[::]:PORT`.
+fn parse_listen_list(l: &Layers, key: &'static str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let given = l.parse_list(key, parse_addr)?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for a in given {
+        if a.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+            addrs.push(SocketAddr::from((
+                std::net::Ipv4Addr::UNSPECIFIED,
+                a.port(),
+            )));
+        }
+        addrs.push(a);
+    }
+    if addrs.is_empty() {
+        return Err(l.invalid(key, "needs at least one address"));
+    }
+    if addrs.iter().filter(|a| a.is_ipv4()).count() > 1
+        || addrs.iter().filter(|a| a.is_ipv6()).count() > 1
+    {
+        return Err(l.invalid(
+            key,
+            "at most one address per family ([::]:PORT already means both)",
+        ));
+    }
+    Ok(addrs)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -637,8 +675,12 @@ impl Config {
             trusted_proxies: l.parse_list("trusted_proxies", parse_cidr)?,
             turn: TurnSettings {
                 enabled: !l.parse("no_turn", parse_bool)?,
-                listen: l.parse("turn_listen", parse_addr)?,
-                tls_listen: l.parse("turn_tls_listen", parse_addr)?,
+                listen: parse_listen_list(l, "turn_listen")?,
+                tls_listen: parse_listen_list(l, "turn_tls_listen")?,
+                default_relay_family: l.parse("turn_default_relay_family", |s| {
+                    signalbox_turn::config::DefaultFamily::parse(s)
+                        .ok_or_else(|| format!("`{s}` is not one of ipv4, ipv6, keep"))
+                })?,
                 relay_ports: l.parse("relay_ports", parse_port_range)?,
                 allow_peers: l.parse_list("turn_allow_peer", parse_cidr)?,
                 secrets,
@@ -650,7 +692,7 @@ impl Config {
                     }
                 })?,
                 credential_ttl: l.parse("turn_credential_ttl", parse_duration)?,
-                external_ip: l.parse("turn_external_ip", parse_optional_ip)?,
+                external_ip: parse_ips_per_family(l, "turn_external_ip")?,
                 user_quota: l.parse("turn_user_quota", |s| parse_number(s, 1, 100_000))?,
                 total_quota: l.parse("turn_total_quota", |s| parse_number(s, 1, 10_000_000))?,
                 max_bitrate: l.parse("turn_max_bitrate", |s| {
@@ -661,7 +703,7 @@ impl Config {
             sfu: SfuSettings {
                 enabled: !l.parse("no_sfu", parse_bool)?,
                 listen: l.parse("sfu_listen", parse_addr)?,
-                external_ip: l.parse("sfu_external_ip", parse_optional_ip)?,
+                external_ip: parse_ips_per_family(l, "sfu_external_ip")?,
                 threshold: l.parse("sfu_threshold", |s| parse_number(s, 2, 1000))?,
             },
         })
@@ -713,18 +755,20 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_match_design() {
         let c = Config::from_layers(&Layers::default()).expect("defaults parse");
-        assert_eq!(c.listen, "0.0.0.0:8080".parse().expect("addr"));
-        assert_eq!(c.turn.listen.port(), 3478);
-        assert_eq!(c.turn.tls_listen.port(), 5349);
+        // Dual-stack (issue #16): [::] takes IPv4 clients too; TURN binds each family.
+        assert_eq!(c.listen, "[::]:8080".parse().expect("addr"));
+        assert_eq!(c.turn.listen.len(), 2);
+        assert!(c.turn.listen.iter().all(|a| a.port() == 3478));
+        assert!(c.turn.tls_listen.iter().all(|a| a.port() == 5349));
         assert_eq!(c.turn.relay_ports, (49152, 65535));
         assert_eq!(c.data_dir, PathBuf::from("./signalbox-data"));
         assert_eq!(c.ring_timeout, Duration::from_secs(45));
         assert_eq!(c.reconnect_grace, Duration::from_secs(20));
         assert!(c.turn.enabled);
         assert!(c.sfu.enabled);
-        assert_eq!(c.sfu.listen, "0.0.0.0:3479".parse().expect("addr"));
+        assert_eq!(c.sfu.listen, "[::]:3479".parse().expect("addr"));
         assert_eq!(c.sfu.threshold, 3);
-        assert_eq!(c.sfu.external_ip, None);
+        assert!(c.sfu.external_ip.is_empty());
         assert!(c.tls.is_none());
         assert!(c.cors_origins.is_empty());
     }

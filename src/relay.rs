@@ -3,7 +3,7 @@
 //! (allocation opened/closed with bytes and packets) for call analytics, and exports its
 //! counters to Prometheus.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use signalbox_turn::config::{Family, RelayIp};
 use signalbox_turn::{
     LiveAllocation, LocalAddrs, StatsSnapshot, TurnConfig, TurnServer, UsageEvent,
 };
@@ -34,47 +35,83 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The address relays are advertised on when nothing says otherwise: the local address of
-/// the default route. A UDP `connect` sends no packet; it only asks the kernel for the route.
-pub(crate) fn default_route_ip() -> Option<IpAddr> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9)).ok()?;
+/// The address relays of `family` are advertised on when nothing says otherwise: the local
+/// address of the default route of that family. A UDP `connect` sends no packet; it only asks
+/// the kernel for the route.
+pub(crate) fn default_route_ip(family: Family) -> Option<IpAddr> {
+    let (local, remote): (SocketAddr, SocketAddr) = match family {
+        Family::V4 => (
+            (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (Ipv4Addr::new(198, 51, 100, 1), 9).into(),
+        ),
+        Family::V6 => (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+        ),
+    };
+    let socket = UdpSocket::bind(local).ok()?;
+    socket.connect(remote).ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// Decides where relay sockets bind and which address they advertise.
+/// Decides, for each address family the TURN server listens on, where its relay sockets bind
+/// and which address they advertise:
 ///
-/// * `turn_external_ip` set: advertise it (1:1 NAT), bind the listener's IP.
-/// * the listener has a concrete IP (e.g. 127.0.0.1 in tests): bind and advertise that.
-/// * `public_host` is an IP: advertise it.
-/// * otherwise: the local address of the default route (`fallback`), or loopback without one.
-pub fn relay_addresses(
-    config: &Config,
-    fallback: impl FnOnce() -> Option<IpAddr>,
-) -> (IpAddr, Option<IpAddr>) {
-    let listen_ip = config.turn.listen.ip();
-    if let Some(external) = config.turn.external_ip {
-        return (listen_ip, Some(external));
-    }
-    if !listen_ip.is_unspecified() {
-        return (listen_ip, None);
-    }
-    if let Some(ip) = config
+/// * a `turn_external_ip` of that family: advertise it (1:1 NAT), bind the listener's IP;
+/// * the listener has a concrete IP (e.g. 127.0.0.1 or ::1 in tests): bind and advertise that;
+/// * `public_host` is an IP of that family: advertise it;
+/// * otherwise the local address of that family's default route (`fallback`). Without one,
+///   IPv4 falls back to loopback (this machine only); IPv6 relays are not offered.
+pub fn relay_ips(config: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<RelayIp> {
+    let public_ip = config
         .public_host
         .as_deref()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-    {
-        return (listen_ip, Some(ip));
+        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+    let mut relays = Vec::new();
+    for listen in &config.turn.listen {
+        let bind = listen.ip();
+        let family = Family::of(bind);
+        let of_family = |ip: &IpAddr| Family::of(*ip) == family;
+        let external = match config.turn.external_ip.iter().find(|ip| of_family(ip)) {
+            Some(ip) => Some(*ip),
+            None if !bind.is_unspecified() => None,
+            None => match public_ip.filter(of_family).or_else(|| fallback(family)) {
+                Some(ip) => Some(ip),
+                None if family == Family::V4 => {
+                    tracing::warn!(
+                        "no default route: advertising TURN relays on 127.0.0.1 (this machine \
+                         only); set turn_external_ip or --public-host for other hosts"
+                    );
+                    Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                }
+                None => {
+                    tracing::info!(
+                        "no IPv6 default route: TURN offers IPv4 relays only (set an IPv6 \
+                         turn_external_ip to offer IPv6 relays)"
+                    );
+                    continue;
+                }
+            },
+        };
+        relays.push(RelayIp { bind, external });
     }
-    let ip = fallback().unwrap_or_else(|| {
-        tracing::warn!(
-            "no default route: advertising TURN relays on 127.0.0.1 (this machine only); \
-             set turn_external_ip or --public-host for other hosts"
-        );
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    });
-    (listen_ip, Some(ip))
+    relays
+}
+
+/// Whether this host can bind IPv6 sockets at all (a kernel booted with IPv6 disabled cannot).
+pub(crate) fn ipv6_available() -> bool {
+    UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+/// The listen addresses to bind: without IPv6 on this host, the IPv6 half of a dual-stack
+/// default is dropped (with a warning) rather than failing the start.
+fn usable(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    if ipv6_available() || addrs.iter().all(SocketAddr::is_ipv4) {
+        return addrs.to_vec();
+    }
+    tracing::warn!("this host has no IPv6: TURN listens on IPv4 only");
+    addrs.iter().copied().filter(SocketAddr::is_ipv4).collect()
 }
 
 /// Maps our configuration onto the relay's. `own_peers` are addresses of this server that
@@ -84,24 +121,26 @@ pub fn turn_config(
     secrets: &Secrets,
     own_peers: &[SocketAddr],
 ) -> anyhow::Result<TurnConfig> {
-    let (relay_bind_ip, external_ip) = relay_addresses(config, default_route_ip);
     let t = &config.turn;
     let (tls_listen, tls_cert_path, tls_key_path) = match &config.tls {
         Some(tls) => (
-            Some(t.tls_listen),
+            usable(&t.tls_listen),
             Some(tls.cert.clone()),
             Some(tls.key.clone()),
         ),
-        None => (None, None, None),
+        None => (Vec::new(), None, None),
     };
+    let listen = usable(&t.listen);
+    let mut usable_config = config.clone();
+    usable_config.turn.listen = listen.clone();
     Ok(TurnConfig {
-        udp_listen: Some(t.listen),
-        tcp_listen: Some(t.listen),
+        udp_listen: listen.clone(),
+        tcp_listen: listen,
         tls_listen,
         tls_cert_path,
         tls_key_path,
-        relay_bind_ip,
-        external_ip,
+        relays: relay_ips(&usable_config, default_route_ip),
+        default_family: t.default_relay_family,
         relay_ports: t.relay_ports.0..=t.relay_ports.1,
         realm: t.realm.clone(),
         secrets: secrets.turn.clone(),
@@ -333,32 +372,95 @@ mod tests {
         Config::from_layers(&l).expect("config")
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// (bind, advertised) of each family offered.
+    fn relays(c: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<(IpAddr, IpAddr)> {
+        relay_ips(c, fallback)
+            .iter()
+            .map(|r| (r.bind, r.advertised().expect("advertised")))
+            .collect()
+    }
+
     #[test]
     fn relay_addresses_follow_the_configuration() {
-        let none = || None;
+        let none = |_| None;
         let c = config(&[("SIGNALBOX_TURN_LISTEN", "127.0.0.1:3478")]);
+        assert_eq!(relays(&c, none), [(ip("127.0.0.1"), ip("127.0.0.1"))]);
+        let c = config(&[("SIGNALBOX_TURN_LISTEN", "127.0.0.1:3478,[::1]:3478")]);
         assert_eq!(
-            relay_addresses(&c, none),
-            ("127.0.0.1".parse().expect("ip"), None)
+            relays(&c, none),
+            [(ip("127.0.0.1"), ip("127.0.0.1")), (ip("::1"), ip("::1"))]
         );
-        let c = config(&[("SIGNALBOX_TURN_EXTERNAL_IP", "203.0.113.7")]);
+        // The default listens on both families; external addresses go to their own family.
+        let c = config(&[("SIGNALBOX_TURN_EXTERNAL_IP", "203.0.113.7,2001:db8::7")]);
         assert_eq!(
-            relay_addresses(&c, none).1,
-            Some("203.0.113.7".parse().expect("ip"))
+            relays(&c, none),
+            [
+                (ip("0.0.0.0"), ip("203.0.113.7")),
+                (ip("::"), ip("2001:db8::7"))
+            ]
         );
         let c = config(&[("SIGNALBOX_PUBLIC_HOST", "198.51.100.20")]);
         assert_eq!(
-            relay_addresses(&c, none).1,
-            Some("198.51.100.20".parse().expect("ip"))
+            relays(&c, none),
+            [(ip("0.0.0.0"), ip("198.51.100.20"))],
+            "no IPv6 route, no IPv6 relays"
         );
         let c = config(&[("SIGNALBOX_PUBLIC_HOST", "calls.example.com")]);
         assert_eq!(
-            relay_addresses(&c, none).1,
-            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            "no route: loopback"
+            relays(&c, none),
+            [(ip("0.0.0.0"), ip("127.0.0.1"))],
+            "no route: IPv4 loopback"
         );
-        let ip: IpAddr = "192.0.2.10".parse().expect("ip");
-        assert_eq!(relay_addresses(&c, || Some(ip)).1, Some(ip));
+        let route = |f| {
+            Some(match f {
+                Family::V4 => ip("192.0.2.10"),
+                Family::V6 => ip("2001:db8::10"),
+            })
+        };
+        assert_eq!(
+            relays(&c, route),
+            [
+                (ip("0.0.0.0"), ip("192.0.2.10")),
+                (ip("::"), ip("2001:db8::10"))
+            ]
+        );
+        let c = config(&[("SIGNALBOX_TURN_LISTEN", "0.0.0.0:3478")]);
+        assert_eq!(relays(&c, route), [(ip("0.0.0.0"), ip("192.0.2.10"))]);
+    }
+
+    #[test]
+    fn listen_lists_take_one_address_per_family() {
+        let c = config(&[]);
+        assert_eq!(
+            c.turn.listen,
+            [
+                "0.0.0.0:3478".parse::<SocketAddr>().expect("addr"),
+                "[::]:3478".parse().expect("addr")
+            ],
+            "[::] is both families"
+        );
+        let mut l = Layers::default();
+        l.apply_env([(
+            "SIGNALBOX_TURN_LISTEN".to_string(),
+            "[::]:3478,10.0.0.1:3478".to_string(),
+        )]);
+        assert!(Config::from_layers(&l).is_err(), "two IPv4 addresses");
+        let mut l = Layers::default();
+        l.apply_env([(
+            "SIGNALBOX_TURN_EXTERNAL_IP".to_string(),
+            "203.0.113.7,203.0.113.8".to_string(),
+        )]);
+        assert!(Config::from_layers(&l).is_err(), "two IPv4 external IPs");
+        let mut l = Layers::default();
+        l.apply_env([(
+            "SIGNALBOX_TURN_DEFAULT_RELAY_FAMILY".to_string(),
+            "ipv5".to_string(),
+        )]);
+        assert!(Config::from_layers(&l).is_err());
     }
 
     #[test]
@@ -415,9 +517,9 @@ mod tests {
         };
         let sfu: SocketAddr = "127.0.0.1:3479".parse().expect("addr");
         let t = turn_config(&c, &secrets, &[sfu]).expect("config");
-        assert_eq!(t.udp_listen, Some("127.0.0.1:0".parse().expect("addr")));
+        assert_eq!(t.udp_listen, ["127.0.0.1:0".parse().expect("addr")]);
         assert_eq!(t.tcp_listen, t.udp_listen);
-        assert_eq!(t.tls_listen, None, "no certificate, no TLS");
+        assert!(t.tls_listen.is_empty(), "no certificate, no TLS");
         assert_eq!(t.relay_ports, 50000..=50010);
         assert_eq!(t.allow_peers.len(), 1);
         assert_eq!(

@@ -52,11 +52,18 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
             "signalbox sfu listening on udp {} (advertised {})",
             sfu.handle.local_addr(),
             sfu.advertised
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let relay = if config.turn.enabled {
         // Relay-only participants reach the SFU through the relay, whatever its address.
-        let own_peers: Vec<SocketAddr> = sfu.iter().map(|(s, _)| s.advertised).collect();
+        let own_peers: Vec<SocketAddr> = sfu
+            .iter()
+            .flat_map(|(s, _)| s.advertised.iter().copied())
+            .collect();
         let relay = Relay::start(&config, &secrets, store.clone(), &own_peers).await?;
         let a = relay.addrs;
         let show = |x: Option<SocketAddr>| x.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
@@ -66,6 +73,14 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
             show(a.tcp),
             show(a.tls)
         );
+        if a.udp6.is_some() || a.tcp6.is_some() || a.tls6.is_some() {
+            println!(
+                "signalbox turn listening on udp {} tcp {} tls {} (IPv6)",
+                show(a.udp6),
+                show(a.tcp6),
+                show(a.tls6)
+            );
+        }
         Some(relay)
     } else {
         None
@@ -85,6 +100,29 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     Ok(app)
 }
 
+/// Binds the HTTP listener. An unspecified IPv6 address (`[::]`, the default) takes IPv4
+/// clients too (dual-stack, whatever `net.ipv6.bindv6only` says); on a host without IPv6 it
+/// falls back to `0.0.0.0` with a warning.
+fn bind_http(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let dual = listen.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    let listen = if dual && !crate::relay::ipv6_available() {
+        tracing::warn!("this host has no IPv6: HTTP listens on IPv4 only");
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, listen.port()))
+    } else {
+        listen
+    };
+    let socket = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
+    if listen.is_ipv6() {
+        socket.set_only_v6(!dual)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -93,9 +131,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let app = build_app(config).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {listen}"))?;
+    let listener =
+        bind_http(listen).with_context(|| format!("binding the HTTP listener on {listen}"))?;
     let local: SocketAddr = listener.local_addr()?;
     // A stable line on stdout that scripts and tests wait for.
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -1,7 +1,7 @@
 //! Starting the embedded SFU from the configuration: where it listens, which address it tells
 //! participants to send to, and handing it to signaling with the room topology policy.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use signalbox_sfu::SfuHandle;
+use signalbox_turn::config::Family;
 use tokio::sync::mpsc;
 
 use crate::app::Signaling;
@@ -20,39 +21,62 @@ use crate::signaling::topology::TopologyPolicy;
 /// How long an `auto` room stays on the SFU after dropping below the threshold.
 pub const DOWNGRADE_DELAY: Duration = Duration::from_secs(5);
 
-/// The IP the SFU advertises in its answers:
-/// * `sfu_external_ip` set: that (a server behind 1:1 NAT);
+/// The IPs the SFU advertises in its answers, at most one per family it listens on:
+/// * `sfu_external_ip` of that family: that (a server behind 1:1 NAT);
 /// * the listener has a concrete IP (e.g. 127.0.0.1 in tests): that;
-/// * `public_host` is an IP: that;
-/// * otherwise the local address of the default route (`fallback`), or loopback without one.
-pub fn advertised_ip(config: &Config, fallback: impl FnOnce() -> Option<IpAddr>) -> IpAddr {
+/// * `public_host` is an IP of that family: that;
+/// * otherwise the local address of that family's default route (`fallback`); without one,
+///   IPv4 falls back to loopback (this machine only) and IPv6 is not advertised.
+///
+/// `[::]` (the default) listens on both families.
+pub fn advertised_ips(config: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<IpAddr> {
     let listen_ip = config.sfu.listen.ip();
-    if let Some(external) = config.sfu.external_ip {
-        return external;
-    }
     if !listen_ip.is_unspecified() {
-        return listen_ip;
+        let external = config
+            .sfu
+            .external_ip
+            .iter()
+            .find(|ip| ip.is_ipv6() == listen_ip.is_ipv6());
+        return vec![*external.unwrap_or(&listen_ip)];
     }
-    if let Some(ip) = config
+    let families: &[Family] = match listen_ip {
+        IpAddr::V4(_) => &[Family::V4],
+        IpAddr::V6(_) => &[Family::V4, Family::V6],
+    };
+    let public_ip = config
         .public_host
         .as_deref()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-    {
-        return ip;
+        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+    let mut ips = Vec::new();
+    for &family in families {
+        let of_family = |ip: &IpAddr| Family::of(*ip) == family;
+        let ip = config
+            .sfu
+            .external_ip
+            .iter()
+            .copied()
+            .find(of_family)
+            .or_else(|| public_ip.filter(of_family))
+            .or_else(|| fallback(family));
+        match (ip, family) {
+            (Some(ip), _) => ips.push(ip),
+            (None, Family::V4) => {
+                tracing::warn!(
+                    "no default route: the SFU advertises 127.0.0.1 (this machine only); \
+                     set sfu_external_ip or --public-host for other hosts"
+                );
+                ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            (None, Family::V6) => {}
+        }
     }
-    fallback().unwrap_or_else(|| {
-        tracing::warn!(
-            "no default route: the SFU advertises 127.0.0.1 (this machine only); \
-             set sfu_external_ip or --public-host for other hosts"
-        );
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    })
+    ips
 }
 
-/// The running SFU: its handle and the address participants reach it on.
+/// The running SFU: its handle and the addresses participants reach it on (one per family).
 pub struct EmbeddedSfu {
     pub handle: SfuHandle,
-    pub advertised: SocketAddr,
+    pub advertised: Vec<SocketAddr>,
 }
 
 /// Binds the SFU's socket (unless `no_sfu`).
@@ -63,12 +87,20 @@ pub async fn start(
         return Ok(None);
     }
     signalbox_sfu::init_crypto();
-    let ip = advertised_ip(config, crate::relay::default_route_ip);
+    let mut listen = config.sfu.listen;
+    if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && !crate::relay::ipv6_available() {
+        tracing::warn!("this host has no IPv6: the SFU listens on IPv4 only");
+        listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, listen.port()));
+    }
+    let mut effective = config.clone();
+    effective.sfu.listen = listen;
+    let ips = advertised_ips(&effective, crate::relay::default_route_ip);
     let (tx, rx) = mpsc::unbounded_channel();
-    let (handle, _task) = signalbox_sfu::start(config.sfu.listen, Some(ip), tx)
+    let (handle, _task) = signalbox_sfu::start(listen, &ips, tx)
         .await
-        .with_context(|| format!("starting the SFU on udp {}", config.sfu.listen))?;
-    let advertised = SocketAddr::new(ip, handle.local_addr().port());
+        .with_context(|| format!("starting the SFU on udp {listen}"))?;
+    let port = handle.local_addr().port();
+    let advertised = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     Ok(Some((EmbeddedSfu { handle, advertised }, rx)))
 }
 
@@ -170,24 +202,57 @@ mod tests {
 
     #[test]
     fn the_advertised_address_follows_the_config() {
-        let route = || Some("192.0.2.7".parse().expect("ip"));
-        let ip = |c: &Config| advertised_ip(c, route).to_string();
-        assert_eq!(ip(&config(&[])), "192.0.2.7", "the default route's address");
-        assert_eq!(ip(&config(&[("sfu_listen", "127.0.0.1:0")])), "127.0.0.1");
+        let route = |f| {
+            Some(match f {
+                Family::V4 => "192.0.2.7".parse().expect("ip"),
+                Family::V6 => "2001:db8::7".parse().expect("ip"),
+            })
+        };
+        let ips = |c: &Config, f: &dyn Fn(Family) -> Option<IpAddr>| {
+            advertised_ips(c, f)
+                .iter()
+                .map(|ip| ip.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            ip(&config(&[("public_host", "198.51.100.4")])),
-            "198.51.100.4"
+            ips(&config(&[]), &route),
+            ["192.0.2.7", "2001:db8::7"],
+            "[::] by default: both families' default routes"
         );
         assert_eq!(
-            ip(&config(&[
-                ("sfu_external_ip", "203.0.113.9"),
-                ("sfu_listen", "10.0.0.2:3479")
-            ])),
-            "203.0.113.9"
+            ips(&config(&[("sfu_listen", "127.0.0.1:0")]), &route),
+            ["127.0.0.1"]
+        );
+        assert_eq!(ips(&config(&[("sfu_listen", "[::1]:0")]), &route), ["::1"]);
+        assert_eq!(
+            ips(&config(&[("sfu_listen", "0.0.0.0:3479")]), &route),
+            ["192.0.2.7"]
         );
         assert_eq!(
-            advertised_ip(&config(&[]), || None).to_string(),
-            "127.0.0.1"
+            ips(&config(&[("public_host", "198.51.100.4")]), &route),
+            ["198.51.100.4", "2001:db8::7"]
+        );
+        assert_eq!(
+            ips(
+                &config(&[
+                    ("sfu_external_ip", "203.0.113.9"),
+                    ("sfu_listen", "10.0.0.2:3479")
+                ]),
+                &route
+            ),
+            ["203.0.113.9"]
+        );
+        assert_eq!(
+            ips(
+                &config(&[("sfu_external_ip", "203.0.113.9,2001:db8::9")]),
+                &route
+            ),
+            ["203.0.113.9", "2001:db8::9"]
+        );
+        assert_eq!(
+            ips(&config(&[]), &|_| None),
+            ["127.0.0.1"],
+            "no route: IPv4 loopback, no IPv6"
         );
     }
 }

@@ -29,12 +29,17 @@ struct Peer {
 
 impl Peer {
     fn start() -> Peer {
-        let port = UdpSocket::bind("127.0.0.1:0")
+        Peer::start_on("127.0.0.1")
+    }
+
+    /// An echo peer on `ip` (`127.0.0.1` or `::1`).
+    fn start_on(ip: &str) -> Peer {
+        let port = UdpSocket::bind((ip, 0))
             .and_then(|s| s.local_addr())
             .expect("free port")
             .port();
         let child = Command::new(tool("turnutils_peer"))
-            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-L", ip])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,29 +75,57 @@ async fn uclient(
     password: &str,
     messages: u32,
 ) -> (u64, u64, String) {
-    let args: Vec<String> = [
-        "-u",
+    uclient_at(
+        "127.0.0.1",
+        port,
+        "127.0.0.1",
+        peer,
+        &[],
         username,
-        "-w",
         password,
-        "-p",
-        &port.to_string(),
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer.to_string(),
-        "-m",
-        "1",
-        "-n",
-        &messages.to_string(),
-        "-l",
-        "200",
-        "-z",
-        "5",
-        "127.0.0.1",
-    ]
-    .map(String::from)
-    .to_vec();
+        messages,
+    )
+    .await
+}
+
+/// [`uclient`] against the server at `server_ip`, to the peer at `peer_ip`, with extra flags
+/// (`-x`: an IPv6 relayed address; `-t`: TCP).
+#[allow(clippy::too_many_arguments)]
+async fn uclient_at(
+    server_ip: &str,
+    port: u16,
+    peer_ip: &str,
+    peer: u16,
+    flags: &[&str],
+    username: &str,
+    password: &str,
+    messages: u32,
+) -> (u64, u64, String) {
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend(
+        [
+            "-u",
+            username,
+            "-w",
+            password,
+            "-p",
+            &port.to_string(),
+            "-e",
+            peer_ip,
+            "-r",
+            &peer.to_string(),
+            "-m",
+            "1",
+            "-n",
+            &messages.to_string(),
+            "-l",
+            "200",
+            "-z",
+            "5",
+            server_ip,
+        ]
+        .map(String::from),
+    );
     let bin = tool("turnutils_uclient");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("timeout")
@@ -218,4 +251,71 @@ async fn loopback_peers_are_refused_by_default() {
     let metrics = s.metrics().await;
     let denied = metric(&metrics, "signalbox_turn_denied_peers_total");
     assert!(denied >= Some(1), "{metrics}");
+}
+
+/// The port of the first `turn:HOST:PORT?transport=udp` URI, checking the host.
+fn turn_port_on(ice: &Value, host: &str) -> u16 {
+    let uri = ice["uris"][0].as_str().expect("a TURN URI");
+    let prefix = format!("turn:{host}:");
+    assert!(
+        uri.starts_with(&prefix) && uri.ends_with("?transport=udp"),
+        "{uri} names {host}"
+    );
+    uri[prefix.len()..]
+        .trim_end_matches("?transport=udp")
+        .parse()
+        .expect("port")
+}
+
+#[tokio::test]
+async fn over_ipv6_rest_rtc_and_ice_config_answer_and_the_relay_reaches_an_ipv6_peer() {
+    let s = Server::start_with(
+        &[
+            "--listen",
+            "[::1]:0",
+            "--turn-listen",
+            "127.0.0.1:0,[::1]:0",
+            "--relay-ports",
+            "51300-51400",
+            "--turn-allow-peer",
+            "::1/128",
+        ],
+        &[],
+    );
+    assert!(s.addr.is_ipv6(), "HTTP on [::1]: {}", s.addr);
+    // REST and /rtc over IPv6.
+    let (alice, bob) = (s.client("alice"), s.client("bob"));
+    let id = alice.call("bob").await;
+    bob.get(&format!("/calls/{id}")).await.expect(200);
+    let rtc = common::Rtc::connect(&s, "bob").await;
+    assert!(!rtc.welcome.is_null(), "a welcome over IPv6");
+    drop(rtc);
+
+    // /ice-config names the host the client used, with the IPv6 listener's port.
+    let ice = alice.get("/ice-config").await.expect(200);
+    let port = turn_port_on(&ice, "[::1]");
+    assert_eq!(
+        ice["iceServers"][0]["urls"][0],
+        format!("stun:[::1]:{port}")
+    );
+    let (username, password) = (
+        ice["username"].as_str().expect("u"),
+        ice["password"].as_str().expect("p"),
+    );
+    let peer = Peer::start_on("::1");
+    let (sent, received, text) = uclient_at(
+        "::1",
+        port,
+        "::1",
+        peer.port,
+        &["-x"],
+        username,
+        password,
+        50,
+    )
+    .await;
+    assert!(
+        sent >= 50 && received == sent,
+        "relay over IPv6 lost packets: sent {sent}, received {received}\n{text}"
+    );
 }

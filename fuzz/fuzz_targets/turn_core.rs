@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use signalbox_turn::config::{DefaultFamily, Family};
 use signalbox_turn::credentials::mint;
 use signalbox_turn::nonce::NonceKey;
 use signalbox_turn::peer_policy::PeerPolicy;
@@ -57,11 +58,16 @@ struct Binder {
     /// Every bind: the allocation, its address, its handle.
     bound: Vec<(AllocRef, SocketAddr, u32)>,
     /// Ports of relay sockets not closed yet, by handle.
-    open: HashMap<u32, u16>,
+    open: HashMap<u32, (Family, u16)>,
 }
 
 impl RelayBinder<u32> for Binder {
-    fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> std::io::Result<(SocketAddr, u32)> {
+    fn bind(
+        &mut self,
+        alloc: AllocRef,
+        family: Family,
+        port: PortChoice,
+    ) -> std::io::Result<(SocketAddr, u32)> {
         let in_use = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use");
         if self.fail {
             return Err(in_use());
@@ -77,13 +83,17 @@ impl RelayBinder<u32> for Binder {
                 self.next_port
             }
         };
-        if self.open.values().any(|&p| p == port) {
+        if self.open.values().any(|&p| p == (family, port)) {
             return Err(in_use());
         }
-        let addr = SocketAddr::from(([198, 51, 100, 1], port));
+        let ip: IpAddr = match family {
+            Family::V4 => Ipv4Addr::new(198, 51, 100, 1).into(),
+            Family::V6 => Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+        };
+        let addr = SocketAddr::new(ip, port);
         let handle = u32::try_from(self.bound.len()).unwrap_or(u32::MAX);
         self.bound.push((alloc, addr, handle));
-        self.open.insert(handle, port);
+        self.open.insert(handle, (family, port));
         Ok((addr, handle))
     }
 }
@@ -364,11 +374,13 @@ impl World {
             self.binder.fail = !self.binder.fail;
         }
         for event in self.core.drain_events() {
-            if let CoreEvent::Closed { relay, .. } = event {
-                assert!(
-                    self.binder.open.remove(&relay).is_some(),
-                    "relay {relay} closes once"
-                );
+            if let CoreEvent::Closed { relay, second, .. } = event {
+                for relay in std::iter::once(relay).chain(second) {
+                    assert!(
+                        self.binder.open.remove(&relay).is_some(),
+                        "relay {relay} closes once"
+                    );
+                }
             }
         }
         let size = self.core.state_size();
@@ -376,9 +388,14 @@ impl World {
             size.allocations <= self.total_quota,
             "total quota: {size:?}"
         );
-        assert_eq!(size.allocations, size.relay_addresses, "{size:?}");
+        // One relayed address per allocation, two for a dual one; one open socket for each.
+        assert!(
+            size.allocations <= size.relay_addresses
+                && size.relay_addresses <= 2 * size.allocations,
+            "{size:?}"
+        );
         assert_eq!(
-            size.allocations,
+            size.relay_addresses,
             self.binder.open.len(),
             "open relays: {size:?}"
         );
@@ -413,12 +430,23 @@ fn run(data: &[u8]) -> Result<()> {
         } else {
             None
         },
-        external_ip: if u.ratio(1, 4)? {
-            Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200)))
-        } else {
-            None
+        relays: {
+            let external = if u.ratio(1, 4)? {
+                Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200)))
+            } else {
+                None
+            };
+            match u.int_in_range(0..=7)? {
+                0 => vec![(Family::V6, None)],
+                1 | 2 => vec![(Family::V4, external), (Family::V6, None)],
+                _ => vec![(Family::V4, external)],
+            }
         },
-        relay_is_v6: u.ratio(1, 8)?,
+        default_family: match u.int_in_range(0..=2)? {
+            0 => DefaultFamily::Ipv4,
+            1 => DefaultFamily::Ipv6,
+            _ => DefaultFamily::SameAsClient,
+        },
     };
     let total_quota = cfg.total_quota as usize;
     let user_quota = cfg.user_quota as usize;

@@ -120,31 +120,43 @@ const COMMAND_QUEUE: usize = 1024;
 const BIND_ATTEMPTS: usize = 20;
 
 /// Binds `listen` for UDP and, on the same port, for TCP (ICE-TCP, passive), and starts the
-/// SFU's task. Participants are told to send to `advertised` (the external address behind
-/// NAT, or the address of a concrete `listen`); an unspecified `listen` needs `advertised`.
+/// SFU's task. `[::]` is dual-stack: one socket for IPv6 and IPv4 participants. Participants
+/// are told to send to `advertised` (the external addresses behind NAT, at most one per
+/// family, or the address of a concrete `listen`); an unspecified `listen` needs them.
 pub async fn start(
     listen: SocketAddr,
-    advertised: Option<IpAddr>,
+    advertised: &[IpAddr],
     notices: mpsc::UnboundedSender<Notice>,
 ) -> io::Result<(SfuHandle, JoinHandle<()>)> {
     let (socket, listener) = bind(listen).await?;
     let local_addr = socket.local_addr()?;
-    let ip = match advertised {
-        Some(ip) => ip,
-        None if !local_addr.ip().is_unspecified() => local_addr.ip(),
-        None => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the SFU listens on an unspecified address: an advertised address is needed",
-            ))
-        }
-    };
-    // Every packet on these sockets is for this one address, whichever local address it came
-    // in on (an unspecified `listen`): it is the destination the sessions know.
-    let candidate = SocketAddr::new(ip, local_addr.port());
+    let dual = is_dual_stack(listen);
+    // Only addresses the socket can take packets for: IPv4 ones on an IPv4 socket, IPv6 ones
+    // on an IPv6-only socket, both on a dual-stack one.
+    let usable = |ip: &IpAddr| dual || ip.is_ipv6() == local_addr.is_ipv6();
+    let mut ips: Vec<IpAddr> = advertised
+        .iter()
+        .map(|ip| ip.to_canonical())
+        .filter(usable)
+        .collect();
+    if ips.is_empty() && !local_addr.ip().is_unspecified() {
+        ips.push(local_addr.ip());
+    }
+    if ips.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the SFU listens on an unspecified address: an advertised address is needed",
+        ));
+    }
+    // Every packet on these sockets is for one of these addresses (the one of its sender's
+    // family), whichever local address it came in on: it is the destination the sessions know.
+    let candidates: Vec<SocketAddr> = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+        .collect();
     let sfu = Sfu::new(SfuConfig {
-        candidates: vec![candidate],
-        tcp_candidates: vec![candidate],
+        candidates: candidates.clone(),
+        tcp_candidates: candidates.clone(),
     })
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -155,7 +167,8 @@ pub async fn start(
         socket,
         tcp: tcp_rx,
         connections: Connections::default(),
-        destination: candidate,
+        destinations: candidates,
+        dual,
     };
     let task = tokio::spawn(run(sfu, io, rx, notices, shared.clone()));
     Ok((
@@ -168,13 +181,46 @@ pub async fn start(
     ))
 }
 
+/// Whether `listen` is `[::]`, which the SFU binds dual-stack.
+fn is_dual_stack(listen: SocketAddr) -> bool {
+    listen.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (a dual-stack socket's IPv4 sender) as plain IPv4.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Where to send to `destination` on a dual-stack socket: IPv4 addresses as IPv4-mapped IPv6.
+fn on_socket(destination: SocketAddr, dual: bool) -> SocketAddr {
+    match destination {
+        SocketAddr::V4(v4) if dual => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    }
+}
+
+/// The TCP listener on `addr` (dual-stack for `[::]`, IPv6-only for another IPv6 address).
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!is_dual_stack(addr))?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// The UDP socket and the TCP listener on one port (any free one when `listen`'s port is 0).
 async fn bind(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..BIND_ATTEMPTS {
         let socket = udp_socket(listen)?;
         let port = socket.local_addr()?.port();
-        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+        match tcp_listener(SocketAddr::new(listen.ip(), port)) {
             Ok(listener) => return Ok((socket, listener)),
             Err(e) if listen.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
             Err(e) => return Err(e),
@@ -198,6 +244,9 @@ fn udp_socket(listen: SocketAddr) -> io::Result<UdpSocket> {
         Type::DGRAM,
         Some(SockProto::UDP),
     )?;
+    if listen.is_ipv6() {
+        socket.set_only_v6(!is_dual_stack(listen))?;
+    }
     socket.set_nonblocking(true)?;
     // Best effort: the kernel clamps to net.core.rmem_max / wmem_max.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
@@ -222,8 +271,22 @@ struct Io {
     socket: UdpSocket,
     tcp: mpsc::Receiver<TcpEvent>,
     connections: Connections,
-    /// The address every packet is for (the SFU's candidate).
-    destination: SocketAddr,
+    /// The SFU's candidates, at most one per family: a packet is for the one of its sender's.
+    destinations: Vec<SocketAddr>,
+    /// The socket is dual-stack: IPv4 peers are written to as IPv4-mapped IPv6.
+    dual: bool,
+}
+
+impl Io {
+    /// The candidate a packet from `source` (canonical) was sent to.
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        self.destinations
+            .iter()
+            .copied()
+            .find(|d| d.is_ipv6() == source.is_ipv6())
+            .or_else(|| self.destinations.first().copied())
+            .unwrap_or(source)
+    }
 }
 
 impl SfuHandle {
@@ -374,11 +437,15 @@ async fn run(
             received = io.socket.recv_from(&mut buf) => {
                 match received {
                     Ok((n, source)) => {
-                        receive(&mut sfu, &shared, Protocol::Udp, source, io.destination, &buf[..n]);
+                        let source = canonical(source);
+                        let destination = io.destination_for(source);
+                        receive(&mut sfu, &shared, Protocol::Udp, source, destination, &buf[..n]);
                         // And whatever else is queued, before one pass over the sessions.
                         for _ in 1..READ_BATCH {
                             let Ok((n, source)) = io.socket.try_recv_from(&mut buf) else { break };
-                            receive(&mut sfu, &shared, Protocol::Udp, source, io.destination, &buf[..n]);
+                            let source = canonical(source);
+                            let destination = io.destination_for(source);
+                            receive(&mut sfu, &shared, Protocol::Udp, source, destination, &buf[..n]);
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "sfu: receive failed"),
@@ -386,7 +453,8 @@ async fn run(
             }
             Some(event) = io.tcp.recv() => {
                 if let Some((id, source, packet)) = io.connections.apply(event) {
-                    let accepted = receive(&mut sfu, &shared, Protocol::Tcp, source, io.destination, &packet);
+                    let destination = io.destination_for(source);
+                    let accepted = receive(&mut sfu, &shared, Protocol::Tcp, source, destination, &packet);
                     io.connections.received(id, source, accepted);
                 }
             }
@@ -489,7 +557,11 @@ async fn drain(
             Output::Timeout(at) => return at,
             Output::Transmit(t) => {
                 let sent = match t.proto {
-                    Protocol::Udp => match io.socket.send_to(&t.contents, t.destination).await {
+                    Protocol::Udp => match io
+                        .socket
+                        .send_to(&t.contents, on_socket(t.destination, io.dual))
+                        .await
+                    {
                         Ok(_) => true,
                         Err(e) => {
                             tracing::debug!(destination = %t.destination, error = %e, "sfu: send failed");

@@ -121,7 +121,8 @@ pub async fn accept(listener: TcpListener, events: mpsc::Sender<TcpEvent>, frame
     let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            // A dual-stack listener's IPv4 peers as plain IPv4, as the sessions know them.
+            Ok((stream, peer)) => (stream, crate::server::canonical(peer)),
             Err(e) => {
                 // Out of file descriptors, say: wait a little rather than spin.
                 tracing::debug!(error = %e, "sfu: TCP accept failed");

@@ -130,7 +130,7 @@ async fn client(
 async fn two_clients_hear_each_other_through_the_sfu_over_real_udp() {
     signalbox_sfu::init_crypto();
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
-    let (sfu, task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), None, notices_tx)
+    let (sfu, task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), &[], notices_tx)
         .await
         .expect("the SFU starts on 127.0.0.1");
     let sfu_addr: SocketAddr = sfu.local_addr();

@@ -8,7 +8,10 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 /// The client address for rate limiting.
+/// An IPv4 client of a dual-stack listener shows up as `::ffff:a.b.c.d`; it is taken as the
+/// IPv4 address it is, so `127.0.0.0/8` in `trusted` still matches a local proxy.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -21,7 +24,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .map(str::trim)
         .collect::<Vec<_>>();
     for hop in forwarded.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        match hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return ip,
             // A malformed entry: stop trusting the chain here.
@@ -45,6 +48,22 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().expect("cidr")).collect()
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_of_a_dual_stack_listener_are_ipv4() {
+        let peer: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        let h = headers(&["198.51.100.1"]);
+        assert_eq!(
+            client_ip(peer, &h, &nets(&["127.0.0.0/8"])),
+            "198.51.100.1".parse::<IpAddr>().expect("ip"),
+            "a local proxy on a dual-stack listener is still trusted"
+        );
+        let peer: IpAddr = "::ffff:203.0.113.9".parse().expect("ip");
+        assert_eq!(
+            client_ip(peer, &HeaderMap::new(), &[]),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
     }
 
     #[test]

@@ -149,6 +149,24 @@ pub fn ice_config(
     serde_json::to_value(&config).unwrap_or(Value::Null)
 }
 
+/// The relay's ports for URIs naming `host`: those of the IPv6 listeners for an IPv6 literal,
+/// of the IPv4 ones otherwise (the same ports unless the listen addresses differ, as with
+/// port 0 in tests), each falling back to the other family's.
+fn relay_ports(a: &signalbox_turn::LocalAddrs, host: &str) -> RelayPorts {
+    let v6 = host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::Ipv6Addr>()
+        .is_ok();
+    let pick = |v4: Option<std::net::SocketAddr>, v6_addr: Option<std::net::SocketAddr>| {
+        if v6 { v6_addr.or(v4) } else { v4.or(v6_addr) }.map(|a| a.port())
+    };
+    RelayPorts {
+        udp: pick(a.udp, a.udp6),
+        tcp: pick(a.tcp, a.tcp6),
+        tls: pick(a.tls, a.tls6),
+    }
+}
+
 /// ICE servers and TURN credentials for the caller.
 #[utoipa::path(get, path = "/ice-config", tag = "ice",
     responses((status = 200, description = "ICE servers and TURN credentials", body = IceConfig)),
@@ -165,11 +183,7 @@ pub async fn get_ice_config(
         .first()
         .ok_or_else(|| Error::Internal("no TURN secret".into()))?;
     let now = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
-    let relay = app.relay.as_ref().map(|r| RelayPorts {
-        udp: r.addrs.udp.map(|a| a.port()),
-        tcp: r.addrs.tcp.map(|a| a.port()),
-        tls: r.addrs.tls.map(|a| a.port()),
-    });
+    let relay = app.relay.as_ref().map(|r| relay_ports(&r.addrs, &host));
     Ok(Json(ice_config(
         &app.config.turn,
         relay,
@@ -239,6 +253,33 @@ mod tests {
             v["iceServers"][0]["urls"],
             json!(["turn:relay.example.net:3478"])
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_gets_the_ipv6_listeners_ports() {
+        let addr = |s: &str| Some(s.parse().expect("addr"));
+        let a = signalbox_turn::LocalAddrs {
+            udp: addr("127.0.0.1:4000"),
+            tcp: addr("127.0.0.1:4001"),
+            tls: None,
+            udp6: addr("[::1]:6000"),
+            tcp6: None,
+            tls6: addr("[::1]:6002"),
+        };
+        let p = relay_ports(&a, "[::1]");
+        assert_eq!((p.udp, p.tcp, p.tls), (Some(6000), Some(4001), Some(6002)));
+        let p = relay_ports(&a, "calls.example.com");
+        assert_eq!((p.udp, p.tcp, p.tls), (Some(4000), Some(4001), Some(6002)));
+        let v = ice_config(
+            &turn(),
+            Some(relay_ports(&a, "[::1]")),
+            b"s",
+            "a",
+            "[::1]",
+            0,
+        );
+        assert_eq!(v["iceServers"][0]["urls"][0], "stun:[::1]:6000");
+        assert_eq!(v["uris"][0], "turn:[::1]:6000?transport=udp");
     }
 
     #[test]

@@ -38,10 +38,11 @@ fn spawn(
     env: &[(String, String)],
 ) -> (Child, std::net::SocketAddr) {
     let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
+    cmd.arg("serve");
+    if !args.iter().any(|a| a == "--listen") {
+        cmd.arg("--listen").arg("127.0.0.1:0");
+    }
+    cmd.arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .env("RUST_LOG", "warn")

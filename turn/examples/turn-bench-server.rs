@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use signalbox_turn::config::RelayIp;
 use signalbox_turn::{TurnConfig, TurnServer};
 
 fn usage() -> ExitCode {
@@ -35,11 +36,11 @@ fn main() -> ExitCode {
             "--listen" => value
                 .parse::<SocketAddr>()
                 .map(|a| {
-                    config.udp_listen = Some(a);
-                    config.tcp_listen = Some(a);
+                    config.udp_listen = vec![a];
+                    config.tcp_listen = vec![a];
                 })
                 .is_ok(),
-            "--tls-listen" => value.parse().map(|a| config.tls_listen = Some(a)).is_ok(),
+            "--tls-listen" => value.parse().map(|a| config.tls_listen = vec![a]).is_ok(),
             "--cert" => {
                 config.tls_cert_path = Some(value.into());
                 true
@@ -48,7 +49,10 @@ fn main() -> ExitCode {
                 config.tls_key_path = Some(value.into());
                 true
             }
-            "--relay-ip" => value.parse().map(|ip| config.relay_bind_ip = ip).is_ok(),
+            "--relay-ip" => value
+                .parse()
+                .map(|ip| config.relays = vec![RelayIp::on(ip)])
+                .is_ok(),
             "--relay-ports" => match value.split_once('-') {
                 Some((lo, hi)) => match (lo.parse(), hi.parse()) {
                     (Ok(lo), Ok(hi)) => {

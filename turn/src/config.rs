@@ -3,6 +3,89 @@
 //! The app fills this from its own layered config; nothing here reads files or the environment.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::peer_policy::normalise;
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The family of `ip`, an IPv4-mapped IPv6 address counting as IPv4.
+    pub fn of(ip: IpAddr) -> Family {
+        match normalise(ip) {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// The relay family an Allocate without REQUESTED-ADDRESS-FAMILY gets (RFC 8656 §7.2 says
+/// IPv4; coturn's `allocation-default-address-family` offers the same three choices). When the
+/// server has no relay of that family, the family it has is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultFamily {
+    #[default]
+    Ipv4,
+    Ipv6,
+    /// The family the client reached the server over.
+    SameAsClient,
+}
+
+impl DefaultFamily {
+    /// Parses `ipv4`, `ipv6` or `keep` (the client's family).
+    pub fn parse(s: &str) -> Option<DefaultFamily> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ipv4" => Some(DefaultFamily::Ipv4),
+            "ipv6" => Some(DefaultFamily::Ipv6),
+            "keep" => Some(DefaultFamily::SameAsClient),
+            _ => None,
+        }
+    }
+}
+
+/// Relay sockets of one address family: the local address they bind to, and the address
+/// written into XOR-RELAYED-ADDRESS when the server sits behind a 1:1 NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayIp {
+    /// When it is unspecified (`0.0.0.0`/`::`), `external` must be set, since clients need a
+    /// concrete relayed address.
+    pub bind: IpAddr,
+    pub external: Option<IpAddr>,
+}
+
+impl RelayIp {
+    /// Relays bound and advertised on `ip`.
+    pub fn on(ip: IpAddr) -> RelayIp {
+        RelayIp {
+            bind: ip,
+            external: None,
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(self.bind)
+    }
+
+    /// The IP written into XOR-RELAYED-ADDRESS, if one can be known.
+    pub fn advertised(&self) -> Option<IpAddr> {
+        match self.external {
+            Some(ip) => Some(ip),
+            None if !self.bind.is_unspecified() => Some(self.bind),
+            None => None,
+        }
+    }
+}
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,21 +93,24 @@ use std::time::Duration;
 /// Configuration of a [`crate::TurnServer`].
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
-    /// STUN/TURN over UDP (`turn:host?transport=udp`). `None` disables it.
-    pub udp_listen: Option<SocketAddr>,
-    /// STUN/TURN over TCP (`turn:host?transport=tcp`), RFC 4571-style framing. `None` disables it.
-    pub tcp_listen: Option<SocketAddr>,
-    /// TURN over TLS (`turns:`). Needs `tls_cert_path` and `tls_key_path`.
-    pub tls_listen: Option<SocketAddr>,
+    /// STUN/TURN over UDP (`turn:host?transport=udp`), at most one address per family (an IPv6
+    /// one is bound IPv6-only). Empty disables it.
+    pub udp_listen: Vec<SocketAddr>,
+    /// STUN/TURN over TCP (`turn:host?transport=tcp`), RFC 4571-style framing, at most one
+    /// address per family. Empty disables it.
+    pub tcp_listen: Vec<SocketAddr>,
+    /// TURN over TLS (`turns:`), at most one address per family. Needs `tls_cert_path` and
+    /// `tls_key_path`.
+    pub tls_listen: Vec<SocketAddr>,
     /// PEM certificate chain for `tls_listen`.
     pub tls_cert_path: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_listen`.
     pub tls_key_path: Option<PathBuf>,
-    /// Local address relay sockets bind to. When it is unspecified (`0.0.0.0`/`::`),
-    /// `external_ip` must be set, since clients need a concrete relayed address.
-    pub relay_bind_ip: IpAddr,
-    /// Address advertised in XOR-RELAYED-ADDRESS when the server sits behind a 1:1 NAT.
-    pub external_ip: Option<IpAddr>,
+    /// The relay families the server offers, at most one entry per family: REQUESTED-ADDRESS-FAMILY
+    /// picks one, ADDITIONAL-ADDRESS-FAMILY asks for both (RFC 8656 §7.2).
+    pub relays: Vec<RelayIp>,
+    /// The family of an allocation that names none.
+    pub default_family: DefaultFamily,
     /// Ports relay sockets are bound from (inclusive).
     pub relay_ports: RangeInclusive<u16>,
     /// REALM of the long-term credential mechanism.
@@ -66,13 +152,13 @@ pub struct TurnConfig {
 impl Default for TurnConfig {
     fn default() -> Self {
         Self {
-            udp_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))),
-            tcp_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))),
-            tls_listen: None,
+            udp_listen: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
+            tcp_listen: vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))],
+            tls_listen: Vec::new(),
             tls_cert_path: None,
             tls_key_path: None,
-            relay_bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            external_ip: None,
+            relays: vec![RelayIp::on(IpAddr::V4(Ipv4Addr::UNSPECIFIED))],
+            default_family: DefaultFamily::Ipv4,
             relay_ports: 49152..=65535,
             realm: "signalbox".to_owned(),
             secrets: Vec::new(),
@@ -102,12 +188,8 @@ impl TurnConfig {
         }
     }
 
-    /// The IP written into XOR-RELAYED-ADDRESS, if one can be known.
-    pub fn advertised_relay_ip(&self) -> Option<IpAddr> {
-        match self.external_ip {
-            Some(ip) => Some(ip),
-            None if !self.relay_bind_ip.is_unspecified() => Some(self.relay_bind_ip),
-            None => None,
-        }
+    /// The relay sockets of `family`, if the server offers that family.
+    pub fn relay(&self, family: Family) -> Option<&RelayIp> {
+        self.relays.iter().find(|r| r.family() == family)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::TurnConfig;
+use crate::config::{Family, TurnConfig};
 use crate::core::{Core, CoreConfig, Now, StateSize};
 use crate::error::TurnError;
 use crate::events::UsageEvent;
@@ -22,12 +22,25 @@ use crate::stats::{Stats, StatsSnapshot};
 /// How often expired allocations, permissions, channels and cached replies are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The addresses the server actually bound (useful with port 0).
+/// The addresses the server actually bound (useful with port 0): the IPv4 listener of each
+/// transport, and the IPv6 one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LocalAddrs {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
+    pub udp6: Option<SocketAddr>,
+    pub tcp6: Option<SocketAddr>,
+    pub tls6: Option<SocketAddr>,
+}
+
+impl LocalAddrs {
+    fn set(v4: &mut Option<SocketAddr>, v6: &mut Option<SocketAddr>, addr: SocketAddr) {
+        match Family::of(addr.ip()) {
+            Family::V4 => *v4 = Some(addr),
+            Family::V6 => *v6 = Some(addr),
+        }
+    }
 }
 
 /// A running STUN/TURN server.
@@ -56,10 +69,11 @@ impl TurnServer {
         events: mpsc::Sender<UsageEvent>,
     ) -> Result<TurnServer, TurnError> {
         validate(&config)?;
-        if let Some(warning) =
-            relay::buffer_cap_warning(config.relay_bind_ip, config.relay_socket_buffer)
-        {
-            tracing::warn!("{warning}");
+        for r in &config.relays {
+            if let Some(warning) = relay::buffer_cap_warning(r.bind, config.relay_socket_buffer) {
+                tracing::warn!("{warning}");
+                break;
+            }
         }
         let stats = Arc::new(Stats::default());
         let core = Core::new(
@@ -68,7 +82,21 @@ impl TurnServer {
             Arc::clone(&stats),
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shard_count = config.relay_thread_count();
+        // Bind everything first so a bad address fails `start` without leaving tasks behind.
+        // Each UDP listen address gets `relay_thread_count` shards, one `SO_REUSEPORT` socket
+        // each.
+        let per_address = config.relay_thread_count();
+        let mut udp_sockets = Vec::new();
+        let mut local = LocalAddrs::default();
+        for addr in &config.udp_listen {
+            let sockets = udp::bind(*addr, config.listener_socket_buffer, per_address)?;
+            if let Some(first) = sockets.first() {
+                let bound = first.local_addr()?;
+                LocalAddrs::set(&mut local.udp, &mut local.udp6, bound);
+            }
+            udp_sockets.extend(sockets);
+        }
+        let shard_count = per_address * config.udp_listen.len().max(1);
         let shards = (0..shard_count)
             .map(|_| Shard::new())
             .collect::<Result<Vec<_>, _>>()?;
@@ -77,7 +105,8 @@ impl TurnServer {
             stats,
             events,
             relay: RelaySettings {
-                bind_ip: config.relay_bind_ip,
+                v4: config.relay(Family::V4).map(|r| r.bind),
+                v6: config.relay(Family::V6).map(|r| r.bind),
                 ports: config.relay_ports.clone(),
                 buffer: config.relay_socket_buffer,
             },
@@ -88,33 +117,25 @@ impl TurnServer {
             stream_idle_timeout: config.stream_idle_timeout,
         });
 
-        // Bind everything first so a bad address fails `start` without leaving tasks behind.
-        let udp_sockets = match config.udp_listen {
-            Some(addr) => udp::bind(addr, config.listener_socket_buffer, shard_count)?,
-            None => Vec::new(),
-        };
-        let tcp_listener = match config.tcp_listen {
-            Some(addr) => Some(tcp::bind(addr).await?),
-            None => None,
-        };
-        let tls_listener = match config.tls_listen {
-            Some(addr) => {
-                let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
-                    return Err(TurnError::Config(
-                        "tls_listen needs tls_cert_path and tls_key_path".into(),
-                    ));
-                };
-                Some((tcp::bind(addr).await?, tls::acceptor(cert, key)?))
+        let mut tcp_listeners = Vec::new();
+        for addr in &config.tcp_listen {
+            tcp_listeners.push(tcp::bind(*addr).await?);
+        }
+        let mut tls_listeners = Vec::new();
+        if !config.tls_listen.is_empty() {
+            let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
+                return Err(TurnError::Config(
+                    "tls_listen needs tls_cert_path and tls_key_path".into(),
+                ));
+            };
+            let acceptor = tls::acceptor(cert, key)?;
+            for addr in &config.tls_listen {
+                tls_listeners.push((tcp::bind(*addr).await?, acceptor.clone()));
             }
-            None => None,
-        };
+        }
 
-        let mut local = LocalAddrs::default();
         let mut tasks = Vec::new();
         let limit = Arc::new(Semaphore::new(config.max_stream_connections));
-        if let Some(first) = udp_sockets.first() {
-            local.udp = Some(first.local_addr()?);
-        }
         let mut listeners = udp_sockets.into_iter();
         let mut threads = Vec::with_capacity(shards.len());
         for (i, s) in shards.iter().enumerate() {
@@ -130,8 +151,8 @@ impl TurnServer {
                 }
             }
         }
-        if let Some(listener) = tcp_listener {
-            local.tcp = Some(listener.local_addr()?);
+        for listener in tcp_listeners {
+            LocalAddrs::set(&mut local.tcp, &mut local.tcp6, listener.local_addr()?);
             tasks.push(tokio::spawn(tcp::serve(
                 Arc::clone(&shared),
                 listener,
@@ -139,17 +160,18 @@ impl TurnServer {
                 Arc::clone(&limit),
             )));
         }
-        if let Some((listener, acceptor)) = tls_listener {
-            local.tls = Some(listener.local_addr()?);
+        for (listener, acceptor) in tls_listeners {
+            LocalAddrs::set(&mut local.tls, &mut local.tls6, listener.local_addr()?);
             tasks.push(tokio::spawn(tcp::serve(
                 Arc::clone(&shared),
                 listener,
                 Some(acceptor),
-                limit,
+                Arc::clone(&limit),
             )));
         }
         tasks.push(tokio::spawn(sweeper(Arc::clone(&shared))));
-        tracing::info!(udp = ?local.udp, tcp = ?local.tcp, tls = ?local.tls, "TURN server listening");
+        tracing::info!(udp = ?local.udp, tcp = ?local.tcp, tls = ?local.tls, udp6 = ?local.udp6,
+            tcp6 = ?local.tcp6, tls6 = ?local.tls6, "TURN server listening");
         Ok(TurnServer {
             shared,
             local,
@@ -226,21 +248,58 @@ fn stop_shards(shards: &[Arc<Shard>], threads: Vec<std::thread::JoinHandle<()>>)
 }
 
 fn validate(config: &TurnConfig) -> Result<(), TurnError> {
-    if config.udp_listen.is_none() && config.tcp_listen.is_none() && config.tls_listen.is_none() {
+    if config.udp_listen.is_empty() && config.tcp_listen.is_empty() && config.tls_listen.is_empty()
+    {
         return Err(TurnError::Config("no TURN listener configured".into()));
     }
-    if config.advertised_relay_ip().is_none() {
+    for (name, addrs) in [
+        ("udp_listen", &config.udp_listen),
+        ("tcp_listen", &config.tcp_listen),
+        ("tls_listen", &config.tls_listen),
+    ] {
+        if addrs.iter().filter(|a| a.is_ipv4()).count() > 1
+            || addrs.iter().filter(|a| a.is_ipv6()).count() > 1
+        {
+            return Err(TurnError::Config(format!(
+                "{name}: at most one address per address family"
+            )));
+        }
+    }
+    if config.relays.is_empty() {
         return Err(TurnError::Config(
-            "relay_bind_ip is unspecified: set external_ip (the address clients reach relays on)"
-                .into(),
+            "no relay address family configured".into(),
         ));
     }
-    if let Some(ext) = config.external_ip {
-        if !config.relay_bind_ip.is_unspecified() && ext.is_ipv6() != config.relay_bind_ip.is_ipv6()
+    for family in [Family::V4, Family::V6] {
+        if config
+            .relays
+            .iter()
+            .filter(|r| r.family() == family)
+            .count()
+            > 1
         {
-            return Err(TurnError::Config(
-                "external_ip and relay_bind_ip differ in address family".into(),
-            ));
+            return Err(TurnError::Config(format!(
+                "more than one {} relay address",
+                family.as_str()
+            )));
+        }
+    }
+    for r in &config.relays {
+        if r.advertised().is_none() {
+            return Err(TurnError::Config(format!(
+                "the {} relay binds to an unspecified address: set its external address (the \
+                 one clients reach relays on)",
+                r.family().as_str()
+            )));
+        }
+        if let Some(ext) = r.external {
+            if Family::of(ext) != r.family() {
+                return Err(TurnError::Config(format!(
+                    "external address {ext} is not of the {} family its relay binds to ({})",
+                    r.family().as_str(),
+                    r.bind
+                )));
+            }
         }
     }
     if config.relay_ports.is_empty() {

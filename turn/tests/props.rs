@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
+use signalbox_turn::config::{DefaultFamily, Family};
 use signalbox_turn::credentials::{mint, RestCredential};
 use signalbox_turn::nonce::NonceKey;
 use signalbox_turn::peer_policy::PeerPolicy;
@@ -167,7 +168,12 @@ struct Binder {
 }
 
 impl RelayBinder<u32> for Binder {
-    fn bind(&mut self, alloc: AllocRef, _port: PortChoice) -> std::io::Result<(SocketAddr, u32)> {
+    fn bind(
+        &mut self,
+        alloc: AllocRef,
+        _family: Family,
+        _port: PortChoice,
+    ) -> std::io::Result<(SocketAddr, u32)> {
         self.bound.push(alloc);
         let n = u32::try_from(self.bound.len()).unwrap_or(u32::MAX);
         let port = 49152 + u16::try_from(n % 16_000).unwrap_or(0);
@@ -239,8 +245,8 @@ impl World {
             user_quota: USER_QUOTA as u32,
             total_quota: TOTAL_QUOTA as u32,
             max_bitrate_bps: None,
-            external_ip: None,
-            relay_is_v6: false,
+            relays: vec![(Family::V4, None)],
+            default_family: DefaultFamily::Ipv4,
         };
         let creds = CLIENTS
             .iter()

@@ -32,13 +32,18 @@ struct Peer {
 
 impl Peer {
     fn start() -> Self {
-        let port = UdpSocket::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1")
+    }
+
+    /// An echo peer on `ip` (`127.0.0.1` or `::1`).
+    fn start_on(ip: &str) -> Self {
+        let port = UdpSocket::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(tool("turnutils_peer"))
-            .args(["-p", &port.to_string(), "-L", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-L", ip])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -270,5 +275,64 @@ async fn uclient_client_to_client_through_our_own_relays_needs_no_allow_list() {
     .to_vec();
     let r = uclient(args).await;
     assert_eq!((r.sent, r.received, r.lost), (400, 400, 0), "{r:?}");
+    s.server.shutdown().await;
+}
+
+/// `args` for an IPv6 run: the peer on `::1` (`-e`), the server at `server_ip`, and `-x` (an
+/// IPv6 relayed address requested) before `extra`.
+fn args_v6(server_ip: &str, server_port: u16, peer: &Peer, extra: &[&str]) -> Vec<String> {
+    let mut flags = vec!["-x"];
+    flags.extend_from_slice(extra);
+    let mut v = args(server_port, peer, 2, 100, 1000, &flags);
+    let e = v.iter().position(|a| a == "-e").unwrap();
+    v[e + 1] = "::1".into();
+    *v.last_mut().unwrap() = server_ip.into();
+    v
+}
+
+fn dual_stack_options() -> Options {
+    Options {
+        dual_stack: true,
+        ..options()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_ipv6_relays_to_an_ipv6_peer_zero_loss_udp_and_tcp() {
+    let s = start(dual_stack_options()).await;
+    let peer = Peer::start_on("::1");
+    let addrs = s.server.local_addrs();
+    let udp6 = addrs.udp6.expect("an IPv6 UDP listener").port();
+    let tcp6 = addrs.tcp6.expect("an IPv6 TCP listener").port();
+    let r = uclient(args_v6("::1", udp6, &peer, &[])).await;
+    assert_eq!((r.sent, r.received, r.lost), (200, 200, 0), "UDP: {r:?}");
+    let r = uclient(args_v6("::1", tcp6, &peer, &["-t"])).await;
+    assert_eq!((r.sent, r.received, r.lost), (200, 200, 0), "TCP: {r:?}");
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_ipv4_asking_for_ipv6_gets_an_ipv6_relay() {
+    let mut s = start(dual_stack_options()).await;
+    let peer = Peer::start_on("::1");
+    let udp = s
+        .server
+        .local_addrs()
+        .udp
+        .expect("an IPv4 UDP listener")
+        .port();
+    let r = uclient(args_v6("127.0.0.1", udp, &peer, &[])).await;
+    assert_eq!((r.sent, r.received, r.lost), (200, 200, 0), "{r:?}");
+    let mut relays = Vec::new();
+    while let Ok(ev) = s.events.try_recv() {
+        if let signalbox_turn::UsageEvent::AllocationOpened { client, relay, .. } = ev {
+            relays.push((client, relay));
+        }
+    }
+    assert!(!relays.is_empty(), "no allocation was reported");
+    for (client, relay) in relays {
+        assert!(client.is_ipv4(), "the client came over IPv4: {client}");
+        assert_eq!(relay.ip().to_string(), "::1", "an IPv6 relayed address");
+    }
     s.server.shutdown().await;
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::bandwidth::TokenBucket;
 use super::permissions::{Channels, Permissions};
+use crate::config::Family;
 use crate::events::Usage;
 
 /// Lifetime granted when the client asks for none (or less than this).
@@ -28,6 +29,8 @@ pub(crate) struct Allocation<R> {
     pub relay: R,
     /// The relayed transport address as advertised to the client.
     pub relay_addr: SocketAddr,
+    /// A dual allocation's relay of the other family (ADDITIONAL-ADDRESS-FAMILY).
+    pub second: Option<Relayed<R>>,
     pub user: String,
     pub username: String,
     /// The long-term key the allocation was authenticated with.
@@ -42,6 +45,32 @@ pub(crate) struct Allocation<R> {
     pub usage: Usage,
     pub limit_to_peer: Option<TokenBucket>,
     pub limit_from_peer: Option<TokenBucket>,
+}
+
+/// A relay socket and the relayed transport address advertised for it.
+#[derive(Debug)]
+pub(crate) struct Relayed<R> {
+    pub relay: R,
+    pub addr: SocketAddr,
+}
+
+impl<R> Allocation<R> {
+    /// Whether the allocation has a relayed address of `family`.
+    pub fn serves(&self, family: Family) -> bool {
+        Family::of(self.relay_addr.ip()) == family
+            || self
+                .second
+                .as_ref()
+                .is_some_and(|s| Family::of(s.addr.ip()) == family)
+    }
+
+    /// The relay socket that sends to `peer`: the one of the peer's family.
+    pub fn relay_towards(&self, peer: SocketAddr) -> &R {
+        match &self.second {
+            Some(s) if s.addr.is_ipv6() == peer.is_ipv6() => &s.relay,
+            _ => &self.relay,
+        }
+    }
 }
 
 #[cfg(test)]

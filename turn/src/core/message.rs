@@ -15,6 +15,7 @@ use stun::message::{
 use stun::textattrs::TextAttribute;
 use stun::uattrs::UnknownAttributes;
 
+use crate::config::Family;
 use crate::peer_policy::normalise;
 
 /// Size of the ChannelData header (channel number + length).
@@ -198,6 +199,34 @@ pub fn add(m: &mut Message, attr: &dyn Setter) {
     if let Err(e) = attr.add_to(m) {
         tracing::debug!(error = %e, "cannot encode STUN attribute");
     }
+}
+
+/// The family in a REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY value: 400 when
+/// malformed, 440 for a family that does not exist.
+pub fn address_family(v: &[u8]) -> Result<Family, u16> {
+    match v {
+        [0x01, _, _, _] => Ok(Family::V4),
+        [0x02, _, _, _] => Ok(Family::V6),
+        [_, _, _, _] => Err(440),
+        _ => Err(400),
+    }
+}
+
+/// The value of an ADDRESS-ERROR-CODE attribute (RFC 8656 §18.12): family, class and number
+/// of `code`, and its reason phrase.
+pub fn address_error(family: Family, code: u16) -> Vec<u8> {
+    let mut v = vec![
+        match family {
+            Family::V4 => 0x01,
+            Family::V6 => 0x02,
+        },
+        0,
+        // The 13 reserved bits, then the 3-bit class; the number in the last byte.
+        ((code / 100) & 0x07) as u8,
+        (code % 100) as u8,
+    ];
+    v.extend_from_slice(reason(code).as_bytes());
+    v
 }
 
 /// Adds a text attribute.

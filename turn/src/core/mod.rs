@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use stun::attributes::{
-    ATTR_EVEN_PORT, ATTR_FINGERPRINT, ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_RESERVATION_TOKEN,
+    AttrType, ATTR_EVEN_PORT, ATTR_FINGERPRINT, ATTR_REQUESTED_ADDRESS_FAMILY,
+    ATTR_RESERVATION_TOKEN,
 };
 use stun::message::{
     Message, CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
@@ -37,12 +38,11 @@ use turn::proto::channum::{ChannelNumber, MAX_CHANNEL_NUMBER, MIN_CHANNEL_NUMBER
 use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::relayaddr::RelayedAddress;
-use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV6};
 use turn::proto::reqtrans::RequestedTransport;
 use turn::proto::rsrvtoken::ReservationToken;
 use turn::proto::PROTO_UDP;
 
-use crate::config::TurnConfig;
+use crate::config::{DefaultFamily, Family, TurnConfig};
 use crate::events::{Transport, Usage};
 use crate::nonce::NonceKey;
 use crate::peer_policy::{normalise, PeerPolicy};
@@ -120,11 +120,20 @@ pub enum PortChoice {
     Exact(u16),
 }
 
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11): an IPv6 relayed address besides the IPv4 one.
+pub const ATTR_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8000);
+/// ADDRESS-ERROR-CODE (RFC 8656 §18.12): why one family of a dual allocation is missing.
+pub const ATTR_ADDRESS_ERROR_CODE: AttrType = AttrType(0x8001);
+
 /// Binds relay sockets for new allocations (the IO shell; a fake in tests).
 pub trait RelayBinder<R> {
-    /// Binds a relay socket of the server's relay family for `alloc` and returns its local
-    /// address and handle.
-    fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> std::io::Result<(SocketAddr, R)>;
+    /// Binds a relay socket of `family` for `alloc` and returns its local address and handle.
+    fn bind(
+        &mut self,
+        alloc: AllocRef,
+        family: Family,
+        port: PortChoice,
+    ) -> std::io::Result<(SocketAddr, R)>;
 }
 
 /// How long a port reserved by EVEN-PORT (R bit) is held for its RESERVATION-TOKEN.
@@ -133,8 +142,17 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// A reserved relay port (RFC 8656 §7.2), redeemed by a later Allocate with the token.
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
+    family: Family,
     port: u16,
     expires: Instant,
+}
+
+/// The relay families one Allocate gets: the primary one, and for a dual allocation the
+/// additional one or why it cannot be had (family and error code).
+#[derive(Debug, Clone, Copy)]
+struct Families {
+    primary: Family,
+    additional: Option<Result<Family, (Family, u16)>>,
 }
 
 /// Where the bytes to relay to a peer are.
@@ -188,17 +206,20 @@ pub struct AllocInfo {
 #[derive(Debug)]
 pub enum CoreEvent<R> {
     Opened(AllocInfo),
-    /// The allocation ended (expiry, Refresh 0, connection close, shutdown): stop `relay`.
+    /// The allocation ended (expiry, Refresh 0, connection close, shutdown): stop `relay` (and
+    /// `second`, the other family's of a dual allocation).
     Closed {
         info: AllocInfo,
         usage: Usage,
         relay: R,
+        second: Option<R>,
         at: SystemTime,
     },
     /// The port + 1 that an EVEN-PORT allocation reserved is no longer reserved (its token
     /// expired unredeemed, came too late, or the server shuts down): release what holds it. A
     /// redeemed reservation raises none, since its Allocate's `Exact` bind takes the port.
     Unreserved {
+        family: Family,
         port: u16,
     },
 }
@@ -237,10 +258,10 @@ pub struct CoreConfig {
     pub user_quota: u32,
     pub total_quota: u32,
     pub max_bitrate_bps: Option<u64>,
-    /// Advertised instead of the relay socket's IP (NAT).
-    pub external_ip: Option<IpAddr>,
-    /// Whether relay sockets are IPv6 (one family per server).
-    pub relay_is_v6: bool,
+    /// The relay families offered, each with the IP advertised instead of the relay socket's
+    /// (NAT), if any.
+    pub relays: Vec<(Family, Option<IpAddr>)>,
+    pub default_family: DefaultFamily,
 }
 
 impl CoreConfig {
@@ -253,8 +274,29 @@ impl CoreConfig {
             user_quota: c.user_quota,
             total_quota: c.total_quota,
             max_bitrate_bps: c.max_bitrate_bps,
-            external_ip: c.external_ip,
-            relay_is_v6: c.relay_bind_ip.is_ipv6(),
+            relays: c.relays.iter().map(|r| (r.family(), r.external)).collect(),
+            default_family: c.default_family,
+        }
+    }
+
+    /// Whether relays of `family` are offered, and the IP they are advertised on (NAT).
+    fn relay(&self, family: Family) -> Option<Option<IpAddr>> {
+        self.relays
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, ext)| *ext)
+    }
+
+    /// The family of an allocation from `client` that names none.
+    fn default_family_for(&self, client: IpAddr) -> Family {
+        let wanted = match self.default_family {
+            DefaultFamily::Ipv4 => Family::V4,
+            DefaultFamily::Ipv6 => Family::V6,
+            DefaultFamily::SameAsClient => Family::of(client),
+        };
+        match (self.relay(wanted), self.relays.first()) {
+            (None, Some((only, _))) => *only,
+            _ => wanted,
         }
     }
 }
@@ -370,7 +412,10 @@ impl<R: Clone> Core<R> {
         self.reservations.retain(|_, r| {
             let keep = r.expires > now.instant;
             if !keep {
-                events.push(CoreEvent::Unreserved { port: r.port });
+                events.push(CoreEvent::Unreserved {
+                    family: r.family,
+                    port: r.port,
+                });
             }
             keep
         });
@@ -425,7 +470,10 @@ impl<R: Clone> Core<R> {
             self.remove(tuple, now);
         }
         for (_, r) in self.reservations.drain() {
-            self.events.push(CoreEvent::Unreserved { port: r.port });
+            self.events.push(CoreEvent::Unreserved {
+                family: r.family,
+                port: r.port,
+            });
         }
     }
 
@@ -525,7 +573,7 @@ impl<R: Clone> Core<R> {
         Stats::add(&self.stats.bytes_to_peer, len as u64);
         Stats::add(&self.stats.packets_to_peer, 1);
         ClientOutput::Relay {
-            relay: a.relay.clone(),
+            relay: a.relay_towards(peer).clone(),
             peer,
             payload: Payload::Input(CHANNEL_DATA_HEADER..CHANNEL_DATA_HEADER + len),
         }
@@ -636,14 +684,10 @@ impl<R: Clone> Core<R> {
         } else {
             None
         };
-        if m.contains(ATTR_REQUESTED_ADDRESS_FAMILY) {
-            let Some(family) = message::get::<RequestedAddressFamily>(m) else {
-                return (error(m, 400), false);
-            };
-            if (family == REQUESTED_FAMILY_IPV6) != self.cfg.relay_is_v6 {
-                return (error(m, 440), false);
-            }
-        }
+        let mut family = match self.relay_families(tuple, m, token.is_some()) {
+            Ok(f) => f,
+            Err(code) => return (error(m, code), false),
+        };
         let mut choice = PortChoice::Any;
         if m.contains(ATTR_EVEN_PORT) {
             match m.get(ATTR_EVEN_PORT) {
@@ -665,9 +709,15 @@ impl<R: Clone> Core<R> {
         }
         if let Some(t) = token {
             match self.reservations.remove(&t) {
-                Some(r) if r.expires > now.instant => choice = PortChoice::Exact(r.port),
+                Some(r) if r.expires > now.instant => {
+                    choice = PortChoice::Exact(r.port);
+                    family.primary = r.family;
+                }
                 Some(r) => {
-                    self.events.push(CoreEvent::Unreserved { port: r.port });
+                    self.events.push(CoreEvent::Unreserved {
+                        family: r.family,
+                        port: r.port,
+                    });
                     return (error(m, 508), false);
                 }
                 None => return (error(m, 508), false),
@@ -675,7 +725,8 @@ impl<R: Clone> Core<R> {
         }
         let lifetime = grant_lifetime(message::get::<Lifetime>(m).map(|l| l.0));
         let id = self.next_id;
-        let (bound, relay) = match binder.bind(AllocRef { tuple, id }, choice) {
+        let alloc = AllocRef { tuple, id };
+        let (bound, relay) = match binder.bind(alloc, family.primary, choice) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "no relay port available");
@@ -683,7 +734,7 @@ impl<R: Clone> Core<R> {
             }
         };
         self.next_id += 1;
-        let relay_addr = SocketAddr::new(self.cfg.external_ip.unwrap_or(bound.ip()), bound.port());
+        let relay_addr = self.advertised(family.primary, bound);
         let mut r = success(m);
         message::add(
             &mut r,
@@ -692,6 +743,31 @@ impl<R: Clone> Core<R> {
                 port: relay_addr.port(),
             },
         );
+        // The other family of a dual allocation: its relayed address, or why there is none.
+        let mut second = None;
+        match family.additional {
+            Some(Ok(f)) => match binder.bind(alloc, f, PortChoice::Any) {
+                Ok((bound, relay)) => {
+                    let addr = self.advertised(f, bound);
+                    message::add(
+                        &mut r,
+                        &RelayedAddress {
+                            ip: addr.ip(),
+                            port: addr.port(),
+                        },
+                    );
+                    second = Some(allocation::Relayed { relay, addr });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no relay port available for the additional family");
+                    r.add(ATTR_ADDRESS_ERROR_CODE, &message::address_error(f, 508));
+                }
+            },
+            Some(Err((f, code))) => {
+                r.add(ATTR_ADDRESS_ERROR_CODE, &message::address_error(f, code))
+            }
+            None => {}
+        }
         message::add(&mut r, &Lifetime(lifetime));
         message::add(
             &mut r,
@@ -706,13 +782,17 @@ impl<R: Clone> Core<R> {
                 let earlier = self.reservations.insert(
                     t,
                     Reservation {
+                        family: family.primary,
                         port,
                         expires: now.instant + RESERVATION_LIFETIME,
                     },
                 );
                 // A token drawn twice (one in 2^64): the port it held is free again.
                 if let Some(r) = earlier {
-                    self.events.push(CoreEvent::Unreserved { port: r.port });
+                    self.events.push(CoreEvent::Unreserved {
+                        family: r.family,
+                        port: r.port,
+                    });
                 }
                 message::add(&mut r, &ReservationToken(t.to_vec()));
             }
@@ -727,6 +807,7 @@ impl<R: Clone> Core<R> {
                 id,
                 relay,
                 relay_addr,
+                second: None,
                 user: authed.user.clone(),
                 username: authed.username.clone(),
                 key: authed.key,
@@ -742,6 +823,12 @@ impl<R: Clone> Core<R> {
             },
         );
         self.relay_index.insert(relay_addr, tuple);
+        if let Some(second) = second {
+            self.relay_index.insert(second.addr, tuple);
+            if let Some(a) = self.allocations.get_mut(&tuple) {
+                a.second = Some(second);
+            }
+        }
         *self.users.entry(authed.user.clone()).or_insert(0) += 1;
         Stats::add(&self.stats.allocations_active, 1);
         Stats::add(&self.stats.allocations_total, 1);
@@ -754,6 +841,57 @@ impl<R: Clone> Core<R> {
             opened_at: now.wall,
         }));
         (r, true)
+    }
+
+    /// The relayed transport address to advertise for a relay socket bound at `bound`.
+    fn advertised(&self, family: Family, bound: SocketAddr) -> SocketAddr {
+        let ip = self.cfg.relay(family).flatten().unwrap_or(bound.ip());
+        SocketAddr::new(ip, bound.port())
+    }
+
+    /// The relay families an Allocate asks for (RFC 8656 §7.2): REQUESTED-ADDRESS-FAMILY names
+    /// one, ADDITIONAL-ADDRESS-FAMILY (IPv6) asks for IPv6 besides IPv4, neither gets the
+    /// default. Fails with the error code to answer.
+    fn relay_families(
+        &self,
+        tuple: FiveTuple,
+        m: &Message,
+        has_token: bool,
+    ) -> Result<Families, u16> {
+        let requested = match m.get(ATTR_REQUESTED_ADDRESS_FAMILY) {
+            Ok(v) => Some(message::address_family(&v)?),
+            Err(_) => None,
+        };
+        let additional = match m.get(ATTR_ADDITIONAL_ADDRESS_FAMILY) {
+            Ok(v) => match message::address_family(&v) {
+                Ok(Family::V6) => true,
+                // Only IPv6 may be asked for as the additional family.
+                Ok(Family::V4) | Err(_) => return Err(400),
+            },
+            Err(_) => false,
+        };
+        if additional && (requested.is_some() || has_token) {
+            return Err(400);
+        }
+        if requested.is_some() && has_token {
+            return Err(400);
+        }
+        let primary = match (requested, additional) {
+            (Some(f), _) => f,
+            (None, true) => Family::V4,
+            (None, false) => self.cfg.default_family_for(tuple.client.ip()),
+        };
+        let additional = additional.then(|| match self.cfg.relay(Family::V6) {
+            Some(_) => Ok(Family::V6),
+            None => Err((Family::V6, 440)),
+        });
+        if self.cfg.relay(primary).is_none() {
+            return Err(440);
+        }
+        Ok(Families {
+            primary,
+            additional,
+        })
     }
 
     fn refresh(&mut self, tuple: FiveTuple, m: &Message, now: Now) -> Message {
@@ -788,7 +926,7 @@ impl<R: Clone> Core<R> {
             _ => return Err(error(m, 400)),
         };
         for p in &peers {
-            if p.is_ipv6() != a.relay_addr.is_ipv6() {
+            if !a.serves(Family::of(p.ip())) {
                 return Err(error(m, 443));
             }
             if !self.peer_allowed(*p) {
@@ -877,7 +1015,7 @@ impl<R: Clone> Core<R> {
         Stats::add(&self.stats.bytes_to_peer, data.len() as u64);
         Stats::add(&self.stats.packets_to_peer, 1);
         ClientOutput::Relay {
-            relay: a.relay.clone(),
+            relay: a.relay_towards(peer).clone(),
             peer,
             payload: Payload::Owned(data),
         }
@@ -888,6 +1026,9 @@ impl<R: Clone> Core<R> {
             return;
         };
         self.relay_index.remove(&a.relay_addr);
+        if let Some(second) = &a.second {
+            self.relay_index.remove(&second.addr);
+        }
         if let Some(n) = self.users.get_mut(&a.user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -908,6 +1049,7 @@ impl<R: Clone> Core<R> {
             },
             usage: a.usage,
             relay: a.relay,
+            second: a.second.map(|s| s.relay),
             at: now.wall,
         });
     }

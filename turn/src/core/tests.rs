@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -33,6 +33,7 @@ const SECRET: &[u8] = b"s3cret";
 const OLD_SECRET: &[u8] = b"previous";
 const REALM: &str = "signalbox";
 const RELAY_IP: [u8; 4] = [198, 51, 100, 1];
+const RELAY_IP6: &str = "2001:db8::1";
 
 /// Hands out fake relay addresses; the handle is the port.
 struct FakeBinder {
@@ -41,18 +42,27 @@ struct FakeBinder {
 }
 
 impl RelayBinder<u16> for FakeBinder {
-    fn bind(&mut self, _alloc: AllocRef, choice: PortChoice) -> io::Result<(SocketAddr, u16)> {
+    fn bind(
+        &mut self,
+        _alloc: AllocRef,
+        family: Family,
+        choice: PortChoice,
+    ) -> io::Result<(SocketAddr, u16)> {
         if self.fail {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, "full"));
         }
+        let ip: IpAddr = match family {
+            Family::V4 => RELAY_IP.into(),
+            Family::V6 => RELAY_IP6.parse().unwrap(),
+        };
         if let PortChoice::Exact(p) = choice {
-            return Ok((SocketAddr::from((RELAY_IP, p)), p));
+            return Ok((SocketAddr::new(ip, p), p));
         }
         self.next_port += 1;
         if matches!(choice, PortChoice::Even { .. }) && self.next_port % 2 == 1 {
             self.next_port += 1;
         }
-        Ok((SocketAddr::from((RELAY_IP, self.next_port)), self.next_port))
+        Ok((SocketAddr::new(ip, self.next_port), self.next_port))
     }
 }
 
@@ -71,8 +81,8 @@ fn config() -> CoreConfig {
         user_quota: 2,
         total_quota: 3,
         max_bitrate_bps: None,
-        external_ip: None,
-        relay_is_v6: false,
+        relays: vec![(Family::V4, None)],
+        default_family: DefaultFamily::Ipv4,
     }
 }
 
@@ -320,7 +330,7 @@ fn allocate_succeeds_with_relayed_mapped_lifetime_and_integrity() {
 #[test]
 fn external_ip_is_advertised() {
     let mut cfg = config();
-    cfg.external_ip = Some("8.8.4.4".parse().unwrap());
+    cfg.relays = vec![(Family::V4, Some("8.8.4.4".parse().unwrap()))];
     let mut h = Harness::with(cfg);
     let cred = h.cred("a");
     let r = h.allocate(client(1), &cred);
@@ -1071,7 +1081,7 @@ fn even_port_reservation_is_redeemed_once_by_its_token() {
     assert_eq!(h.core.state_size().reservations, 0);
     assert!(matches!(
         &h.core.drain_events()[..],
-        [CoreEvent::Unreserved { port }] if *port == reserved
+        [CoreEvent::Unreserved { port, family: Family::V4 }] if *port == reserved
     ));
 }
 
@@ -1101,7 +1111,7 @@ fn a_reservation_presented_late_or_left_at_shutdown_is_released() {
     assert_eq!(code(&r), 508, "an expired token");
     assert!(matches!(
         &h.core.drain_events()[..],
-        [CoreEvent::Unreserved { port }] if *port == late_port
+        [CoreEvent::Unreserved { port, family: Family::V4 }] if *port == late_port
     ));
     let (kept, _) = reserve(&mut h, 3);
     h.core.drain_events();
@@ -1111,7 +1121,7 @@ fn a_reservation_presented_late_or_left_at_shutdown_is_released() {
         .drain_events()
         .iter()
         .filter_map(|e| match e {
-            CoreEvent::Unreserved { port } => Some(*port),
+            CoreEvent::Unreserved { port, .. } => Some(*port),
             _ => None,
         })
         .collect();
@@ -1415,4 +1425,274 @@ fn turn_config_exact_addresses_reach_the_core_policy() {
     assert_eq!(cfg.policy.exact(), &[peer(SFU), peer("192.168.1.5:3479")]);
     assert!(cfg.policy.allows_addr(peer(SFU)));
     assert!(!cfg.policy.allows_addr(peer("127.0.0.1:3478")));
+}
+
+// ---- Both address families on one server (RFC 8656 §7.2) ----
+
+fn dual_config() -> CoreConfig {
+    let mut cfg = config();
+    cfg.relays = vec![(Family::V4, None), (Family::V6, None)];
+    cfg
+}
+
+fn client6(port: u16) -> FiveTuple {
+    FiveTuple {
+        client: peer(&format!("[2001:db8:77::7]:{port}")),
+        server: peer("[2001:db8::3478]:3478"),
+        transport: Transport::Udp,
+    }
+}
+
+/// An attribute written as raw bytes.
+struct RawAttr(AttrType, Vec<u8>);
+
+impl Setter for RawAttr {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
+fn requested(family: u8) -> RawAttr {
+    RawAttr(ATTR_REQUESTED_ADDRESS_FAMILY, vec![family, 0, 0, 0])
+}
+
+fn additional(family: u8) -> RawAttr {
+    RawAttr(ATTR_ADDITIONAL_ADDRESS_FAMILY, vec![family, 0, 0, 0])
+}
+
+/// Every XOR-RELAYED-ADDRESS of a reply, in order (a dual allocation has two).
+fn all_relayed(r: &Message) -> Vec<SocketAddr> {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&stun::message::MAGIC_COOKIE.to_be_bytes());
+    key[4..].copy_from_slice(&r.transaction_id.0);
+    r.attributes
+        .0
+        .iter()
+        .filter(|a| a.typ == ATTR_XOR_RELAYED_ADDRESS)
+        .map(|a| {
+            let v = &a.value;
+            let port = u16::from_be_bytes([v[2], v[3]]) ^ 0x2112;
+            let ip: IpAddr = match v[1] {
+                0x01 => {
+                    let b: [u8; 4] = std::array::from_fn(|i| v[4 + i] ^ key[i]);
+                    b.into()
+                }
+                _ => {
+                    let b: [u8; 16] = std::array::from_fn(|i| v[4 + i] ^ key[i]);
+                    b.into()
+                }
+            };
+            SocketAddr::new(ip, port)
+        })
+        .collect()
+}
+
+impl Harness {
+    fn allocate_with(
+        &mut self,
+        tuple: FiveTuple,
+        cred: &RestCredential,
+        attrs: &[&dyn Setter],
+    ) -> Message {
+        let transport = transport_udp();
+        let mut all: Vec<&dyn Setter> = vec![&transport];
+        all.extend_from_slice(attrs);
+        self.auth(tuple, cred, request(METHOD_ALLOCATE, &all))
+    }
+}
+
+#[test]
+fn one_server_allocates_either_family_on_request_and_by_its_default() {
+    let mut h = Harness::with(dual_config());
+    let cred = h.cred("alice");
+    let r = h.allocate_with(client(1), &cred, &[&requested(0x02)]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{}", code(&r));
+    assert_eq!(Harness::relayed(&r).ip().to_string(), RELAY_IP6);
+    let r = h.allocate_with(client(2), &cred, &[&requested(0x01)]);
+    assert_eq!(Harness::relayed(&r).ip(), IpAddr::from(RELAY_IP));
+    // None named: IPv4 by default, even for an IPv6 client (RFC 8656 §7.2)...
+    let mut h = Harness::with(dual_config());
+    let r = h.allocate(client6(1), &cred);
+    assert_eq!(Harness::relayed(&r).ip(), IpAddr::from(RELAY_IP));
+    // ...the client's own family with `keep`...
+    let mut cfg = dual_config();
+    cfg.default_family = DefaultFamily::SameAsClient;
+    let mut h = Harness::with(cfg);
+    assert_eq!(
+        Harness::relayed(&h.allocate(client6(1), &cred))
+            .ip()
+            .to_string(),
+        RELAY_IP6
+    );
+    assert_eq!(
+        Harness::relayed(&h.allocate(client(1), &cred)).ip(),
+        IpAddr::from(RELAY_IP)
+    );
+    // ...and the family the server has when it has only one.
+    let mut cfg = config();
+    cfg.relays = vec![(Family::V6, None)];
+    let mut h = Harness::with(cfg);
+    assert_eq!(
+        Harness::relayed(&h.allocate(client(1), &cred))
+            .ip()
+            .to_string(),
+        RELAY_IP6
+    );
+    let r = h.allocate_with(client(2), &cred, &[&requested(0x01)]);
+    assert_eq!(code(&r), 440, "IPv4 named, none offered");
+    let r = h.allocate_with(client(3), &cred, &[&requested(0x07)]);
+    assert_eq!(code(&r), 440, "no such family");
+}
+
+#[test]
+fn an_ipv6_allocation_refuses_ipv4_peers_and_special_ipv6_ranges() {
+    let mut h = Harness::with(dual_config());
+    let cred = h.cred("alice");
+    h.allocate_with(client(1), &cred, &[&requested(0x02)]);
+    assert_eq!(code(&h.permit(client(1), &cred, peer("8.8.8.8:53"))), 443);
+    for p in [
+        "[::1]:5000",
+        "[fe80::1]:5",
+        "[fc00::1]:5",
+        "[64:ff9b::a00:1]:5",
+        "[64:ff9b:1::1]:5",
+        "[2001:db8::5]:5",
+        "[ff02::1]:5",
+        "[::]:5",
+    ] {
+        assert_eq!(code(&h.permit(client(1), &cred, peer(p))), 403, "{p}");
+    }
+    // An IPv4-mapped peer is an IPv4 one: this IPv6-only relay cannot reach it.
+    for p in ["[::ffff:127.0.0.1]:5", "[::ffff:8.8.8.8]:5"] {
+        assert_eq!(code(&h.permit(client(1), &cred, peer(p))), 443, "{p}");
+    }
+    let r = h.permit(client(1), &cred, peer("[2001:4860::1]:5"));
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    // An allow-list entry opens IPv6 loopback, as 127.0.0.0/8 does for IPv4.
+    let mut cfg = dual_config();
+    cfg.policy = PeerPolicy::new(vec!["::1/128".parse().unwrap()]);
+    let mut h = Harness::with(cfg);
+    h.allocate_with(client(1), &cred, &[&requested(0x02)]);
+    let r = h.permit(client(1), &cred, peer("[::1]:5000"));
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(code(&h.permit(client(1), &cred, peer("[::2]:5000"))), 403);
+}
+
+#[test]
+fn a_dual_allocation_answers_both_addresses_and_relays_per_family() {
+    let mut h = Harness::with(dual_config());
+    let cred = h.cred("alice");
+    let r = h.allocate_with(client(1), &cred, &[&additional(0x02)]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{}", code(&r));
+    let relays = all_relayed(&r);
+    assert_eq!(relays.len(), 2, "{relays:?}");
+    assert_eq!(relays[0].ip(), IpAddr::from(RELAY_IP));
+    assert_eq!(relays[1].ip().to_string(), RELAY_IP6);
+    assert!(!r.contains(ATTR_ADDRESS_ERROR_CODE));
+    assert_eq!(h.core.state_size().relay_addresses, 2);
+
+    let (p4, p6) = (peer("8.8.8.8:53"), peer("[2001:4860::1]:53"));
+    for p in [p4, p6] {
+        assert_eq!(
+            h.permit(client(1), &cred, p).typ.class,
+            CLASS_SUCCESS_RESPONSE
+        );
+    }
+    assert_eq!(
+        h.bind_channel(client(1), &cred, 0x4001, p6).typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    // ChannelData to the IPv6 peer leaves from the IPv6 relay socket, a Send indication to
+    // the IPv4 peer from the IPv4 one (the fake binder's handle is the port).
+    match h.send(client(1), &channel_data(0x4001, b"six")) {
+        ClientOutput::Relay { relay, peer, .. } => {
+            assert_eq!((relay, peer), (relays[1].port(), p6));
+        }
+        other => panic!("not relayed: {other:?}"),
+    }
+    match h.send(client(1), &send_indication(p4, b"four")) {
+        ClientOutput::Relay { relay, peer, .. } => {
+            assert_eq!((relay, peer), (relays[0].port(), p4));
+        }
+        other => panic!("not relayed: {other:?}"),
+    }
+    // Both relay sockets close with it.
+    h.core.close_tuple(client(1), h.now);
+    match h.core.drain_events().as_slice() {
+        [CoreEvent::Opened(_), CoreEvent::Closed { relay, second, .. }] => {
+            assert_eq!(
+                (*relay, *second),
+                (relays[0].port(), Some(relays[1].port()))
+            );
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+    assert_eq!(h.core.state_size().relay_addresses, 0);
+}
+
+#[test]
+fn a_dual_allocation_without_ipv6_gets_ipv4_and_an_address_error() {
+    let mut h = Harness::new();
+    let cred = h.cred("alice");
+    let r = h.allocate_with(client(1), &cred, &[&additional(0x02)]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{}", code(&r));
+    assert_eq!(all_relayed(&r).len(), 1);
+    let e = r.get(ATTR_ADDRESS_ERROR_CODE).expect("ADDRESS-ERROR-CODE");
+    assert_eq!((e[0], e[2] & 0x07, e[3]), (0x02, 4, 40), "IPv6, 440");
+    assert_eq!(&e[4..], b"Address Family not Supported");
+}
+
+#[test]
+fn malformed_family_combinations_are_400() {
+    let mut h = Harness::with(dual_config());
+    let cred = h.cred("alice");
+    let r = h.allocate_with(client(1), &cred, &[&additional(0x01)]);
+    assert_eq!(code(&r), 400, "IPv4 as the additional family");
+    let r = h.allocate_with(client(1), &cred, &[&requested(0x02), &additional(0x02)]);
+    assert_eq!(code(&r), 400, "both family attributes");
+    let token = turn::proto::rsrvtoken::ReservationToken(vec![1; 8]);
+    let r = h.allocate_with(client(1), &cred, &[&additional(0x02), &token]);
+    assert_eq!(code(&r), 400, "additional family with a reservation token");
+    let r = h.allocate_with(client(1), &cred, &[&requested(0x02), &token]);
+    assert_eq!(code(&r), 400, "requested family with a reservation token");
+    assert_eq!(h.core.state_size().allocations, 0);
+}
+
+#[test]
+fn an_ipv6_reservation_is_redeemed_and_released_in_its_family() {
+    let mut cfg = dual_config();
+    cfg.user_quota = 10;
+    cfg.total_quota = 10;
+    let mut h = Harness::with(cfg);
+    let cred = h.cred("alice");
+    let even = RawAttr(ATTR_EVEN_PORT, vec![0x80]);
+    let r = h.allocate_with(client(1), &cred, &[&requested(0x02), &even]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{}", code(&r));
+    let mut token = turn::proto::rsrvtoken::ReservationToken::default();
+    token.get_from(&r).unwrap();
+    let rtp = Harness::relayed(&r);
+    let r = h.allocate_with(client(2), &cred, &[&token]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{}", code(&r));
+    let rtcp = Harness::relayed(&r);
+    assert_eq!(
+        rtcp,
+        SocketAddr::new(rtp.ip(), rtp.port() + 1),
+        "same family, port + 1"
+    );
+    let _ = h.core.drain_events();
+    let r = h.allocate_with(client(3), &cred, &[&requested(0x02), &even]);
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE);
+    let _ = h.core.drain_events();
+    h.core.close_all(h.now);
+    let released: Vec<Family> = h
+        .core
+        .drain_events()
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::Unreserved { family, .. } => Some(*family),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [Family::V6]);
 }

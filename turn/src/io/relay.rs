@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::shard::{Command, Shard};
 use super::shared::Shared;
 use super::sock::HEADROOM;
+use crate::config::Family;
 use crate::core::message::{data_indication_header_len, write_channel_data, write_data_indication};
 use crate::core::{AllocRef, PeerOutput, PortChoice, RelayBinder};
 use crate::peer_policy::normalise;
@@ -25,6 +26,7 @@ use crate::peer_policy::normalise;
 pub(crate) struct RelaySocket {
     /// Non-blocking; sends to peers go straight out of it from whichever thread has them.
     pub socket: std::net::UdpSocket,
+    pub family: Family,
     shard: Arc<Shard>,
     token: u64,
 }
@@ -88,16 +90,22 @@ pub(crate) struct Binder<'a> {
 }
 
 impl RelayBinder<RelayHandle> for Binder<'_> {
-    fn bind(&mut self, alloc: AllocRef, port: PortChoice) -> io::Result<(SocketAddr, RelayHandle)> {
+    fn bind(
+        &mut self,
+        alloc: AllocRef,
+        family: Family,
+        port: PortChoice,
+    ) -> io::Result<(SocketAddr, RelayHandle)> {
         let s = &self.shared.relay;
+        let bind_ip = s.bind_ip(family)?;
         let socket = match port {
             // The socket held since the reservation; bound afresh only if none is held.
-            PortChoice::Exact(p) => match self.shared.held.take(p) {
+            PortChoice::Exact(p) => match self.shared.held.take(family, p) {
                 Some(held) => held,
-                None => bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?.0,
+                None => bind_in_range(bind_ip, &s.ports, port, s.buffer)?.0,
             },
             _ => {
-                let (socket, next) = bind_in_range(s.bind_ip, &s.ports, port, s.buffer)?;
+                let (socket, next) = bind_in_range(bind_ip, &s.ports, port, s.buffer)?;
                 if let Some(next) = next {
                     self.shared.held.hold(next)?;
                 }
@@ -113,6 +121,7 @@ impl RelayBinder<RelayHandle> for Binder<'_> {
         let token = shard.token();
         let relay = Arc::new(RelaySocket {
             socket,
+            family,
             shard: Arc::clone(&shard),
             token,
         });
@@ -202,29 +211,30 @@ impl Framer {
 /// [`crate::core::CoreEvent::Unreserved`].
 #[derive(Debug, Default)]
 pub(crate) struct HeldPorts {
-    sockets: Mutex<HashMap<u16, std::net::UdpSocket>>,
+    sockets: Mutex<HashMap<(Family, u16), std::net::UdpSocket>>,
 }
 
 impl HeldPorts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, std::net::UdpSocket>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Family, u16), std::net::UdpSocket>> {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Holds `socket` for its port.
+    /// Holds `socket` for its family and port.
     pub fn hold(&self, socket: std::net::UdpSocket) -> io::Result<()> {
-        let port = socket.local_addr()?.port();
-        self.lock().insert(port, socket);
+        let local = socket.local_addr()?;
+        self.lock()
+            .insert((Family::of(local.ip()), local.port()), socket);
         Ok(())
     }
 
-    /// The socket held for `port`, if any, no longer held.
-    pub fn take(&self, port: u16) -> Option<std::net::UdpSocket> {
-        self.lock().remove(&port)
+    /// The socket held for `port` of `family`, if any, no longer held.
+    pub fn take(&self, family: Family, port: u16) -> Option<std::net::UdpSocket> {
+        self.lock().remove(&(family, port))
     }
 
-    /// Closes the socket held for `port`, so the port is free again.
-    pub fn release(&self, port: u16) {
-        drop(self.take(port));
+    /// Closes the socket held for `port` of `family`, so the port is free again.
+    pub fn release(&self, family: Family, port: u16) {
+        drop(self.take(family, port));
     }
 
     /// Closes every held socket.
@@ -304,6 +314,11 @@ fn bind_port(ip: IpAddr, port: u16, buffer: usize) -> io::Result<Socket> {
 /// A non-blocking UDP socket of `addr`'s family with the buffer sizes asked for.
 pub(crate) fn new_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // One family per socket: an IPv6 relay (or listener) never sees IPv4 traffic as
+        // IPv4-mapped addresses, and the IPv4 one can take the same port.
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     // Best effort: the kernel clamps to net.core.{r,w}mem_max (see `buffer_cap_warning`).
     let _ = socket.set_recv_buffer_size(buffer);
@@ -420,9 +435,9 @@ mod tests {
         assert!(bind_in_range(ip, &range, PortChoice::Exact(30301), 1 << 16).is_err());
         assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
         // Redeeming hands over that very socket, once.
-        let redeemed = held.take(30301).expect("the held socket");
+        let redeemed = held.take(Family::V4, 30301).expect("the held socket");
         assert_eq!(local_port(&redeemed), 30301);
-        assert!(held.take(30301).is_none());
+        assert!(held.take(Family::V4, 30301).is_none());
         drop(redeemed);
         // A reservation that ends unredeemed (the core's `Unreserved`) frees the port.
         let again = bind_in_range(ip, &(30301..=30301), PortChoice::Any, 1 << 16)
@@ -430,7 +445,7 @@ mod tests {
             .0;
         held.hold(again).expect("held");
         assert!(std::net::UdpSocket::bind((ip, 30301)).is_err());
-        held.release(30301);
+        held.release(Family::V4, 30301);
         assert_eq!(held.len(), 0);
         std::net::UdpSocket::bind((ip, 30301)).expect("30301 free once released");
         drop(rtp);

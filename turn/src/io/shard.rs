@@ -44,6 +44,7 @@ use super::framing::{next_frame, Next};
 use super::relay::{Binder, Entry, RelayHandle, Sink, Target};
 use super::shared::Shared;
 use super::sock::{gso_supported, Arena, Frame, Sender, HEADROOM, MAX_FRAMES};
+use crate::config::Family;
 use crate::core::{AllocRef, ClientOutput, FiveTuple, Now, Payload, PeerOutput};
 use crate::events::Transport;
 use crate::stats::Stats;
@@ -357,13 +358,17 @@ impl Worker {
 
     /// Reads client datagrams from the listener and acts on them, a batch at a time.
     fn read_listener(&mut self, now: Now) {
-        let Some(fd) = self.listener.as_ref().map(|(l, _)| l.as_raw_fd()) else {
+        let Some((fd, family)) = self
+            .listener
+            .as_ref()
+            .map(|(l, local)| (l.as_raw_fd(), Family::of(local.ip())))
+        else {
             return;
         };
         for _ in 0..LISTENER_BATCHES {
             self.from_clients.clear();
             // An error is an ICMP port unreachable from an earlier reply, etc.
-            let filled = self.from_clients.recv(fd).unwrap_or(0);
+            let filled = self.from_clients.recv(fd, family).unwrap_or(0);
             if self.from_clients.len() > 0 {
                 self.client_batch(now);
             }
@@ -507,14 +512,14 @@ impl Worker {
             let Some(e) = self.entries.get(&token) else {
                 continue;
             };
-            let (fd, alloc) = (e.relay.socket.as_raw_fd(), e.alloc);
+            let (fd, family, alloc) = (e.relay.socket.as_raw_fd(), e.relay.family, e.alloc);
             if self.from_peers.free() == 0 {
                 self.peer_batch(now);
             }
             let first = self.from_peers.len();
             // ICMP errors from earlier sends surface here on Linux; they are not fatal. A socket
             // with more queued than the arena took stays readable and comes again next pass.
-            let _ = self.from_peers.recv(fd);
+            let _ = self.from_peers.recv(fd, family);
             let end = self.from_peers.len();
             if end > first {
                 self.owners.push((token, alloc, first, end));

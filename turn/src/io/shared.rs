@@ -1,6 +1,7 @@
 //! State shared by every IO task: the locked core, counters, the usage-event sender, relay
 //! settings and the shutdown signal. Also turns core lifecycle events into [`UsageEvent`]s.
 
+use std::io;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,14 +12,17 @@ use tokio::sync::{mpsc, watch};
 
 use super::relay::{HeldPorts, RelayHandle};
 use super::shard::Shard;
+use crate::config::Family;
 use crate::core::{Core, CoreEvent};
 use crate::events::UsageEvent;
 use crate::stats::Stats;
 
-/// Relay socket settings.
+/// Relay socket settings: the local address relay sockets of each family bind to (`None`: the
+/// server offers no relay of that family).
 #[derive(Debug, Clone)]
 pub(crate) struct RelaySettings {
-    pub bind_ip: IpAddr,
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
     pub ports: RangeInclusive<u16>,
     pub buffer: usize,
 }
@@ -35,6 +39,22 @@ pub(crate) struct Shared {
     pub next_shard: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
     pub stream_idle_timeout: Duration,
+}
+
+impl RelaySettings {
+    /// Where relay sockets of `family` bind.
+    pub fn bind_ip(&self, family: Family) -> io::Result<IpAddr> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("no {} relay configured", family.as_str()),
+            )
+        })
+    }
 }
 
 impl Shared {
@@ -71,9 +91,13 @@ impl Shared {
                     info,
                     usage,
                     relay,
+                    second,
                     at,
                 } => {
                     relay.stop();
+                    if let Some(second) = second {
+                        second.stop();
+                    }
                     tracing::debug!(user = %info.user, relay = %info.relay,
                         bytes_to_peer = usage.bytes_to_peer, bytes_from_peer = usage.bytes_from_peer,
                         "TURN allocation closed");
@@ -90,8 +114,8 @@ impl Shared {
                         packets_from_peer: usage.packets_from_peer,
                     }
                 }
-                CoreEvent::Unreserved { port } => {
-                    self.held.release(port);
+                CoreEvent::Unreserved { family, port } => {
+                    self.held.release(family, port);
                     continue;
                 }
             };

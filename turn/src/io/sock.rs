@@ -24,6 +24,8 @@ use nix::sys::socket::{
     SockaddrLike, SockaddrStorage,
 };
 
+use crate::config::Family as AddrFamily;
+
 /// Room in front of each datagram for a Data indication header (IPv6 peer).
 pub(crate) const HEADROOM: usize = 48;
 /// Largest datagram received intact.
@@ -39,12 +41,14 @@ const MAX_TRAIN_BYTES: usize = 65_000;
 
 /// Datagrams received into fixed slots: datagram `i` is at `HEADROOM..HEADROOM + len` of its
 /// slot. Slots are used in order until [`Arena::clear`]; several receives (from several
-/// sockets) can fill one arena. The arena's receive headers are used for one address family
-/// only (the kernel shortens a header's address length to the last address it wrote).
+/// sockets) can fill one arena. Each address family has its own receive headers: the kernel
+/// shortens a header's address length to the last address it wrote, so an IPv4 receive would
+/// truncate the next IPv6 sender's address in the same header.
 pub(crate) struct Arena {
     buf: Vec<u8>,
     slots: usize,
     headers: MultiHeaders<SockaddrStorage>,
+    headers6: MultiHeaders<SockaddrStorage>,
     /// Slots taken so far (a truncated datagram takes a slot but is not kept).
     used: usize,
     /// Slot, length and sender of each datagram kept.
@@ -60,6 +64,7 @@ impl Arena {
             buf: vec![0u8; slots * SLOT],
             slots,
             headers: MultiHeaders::preallocate(slots, None),
+            headers6: MultiHeaders::preallocate(slots, None),
             used: 0,
             got: Vec::with_capacity(slots),
         }
@@ -109,7 +114,7 @@ impl Arena {
     /// after those already held. Returns how many slots the receive filled: fewer than were
     /// free means the socket's queue is empty. An error (e.g. an ICMP error of an earlier
     /// send on this socket) is not fatal; `WouldBlock` is `Ok(0)`.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: RawFd, family: AddrFamily) -> io::Result<usize> {
         let free = self.free();
         if free == 0 {
             return Ok(0);
@@ -117,10 +122,15 @@ impl Arena {
         let Self {
             buf,
             headers,
+            headers6,
             used,
             got,
             ..
         } = self;
+        let headers = match family {
+            AddrFamily::V4 => headers,
+            AddrFamily::V6 => headers6,
+        };
         let mut slots = buf[*used * SLOT..].chunks_exact_mut(SLOT);
         let slices: [[IoSliceMut<'_>; 1]; MAX_FRAMES] = std::array::from_fn(|_| {
             [IoSliceMut::new(
@@ -176,11 +186,11 @@ pub(crate) type Frame = (Range<usize>, SocketAddr);
 
 /// A socket address type `sendmmsg` takes, one per address family (an IPv4 address is 16
 /// bytes where `SockaddrStorage` is 128, and the headers are filled for every call).
-trait Family: SockaddrLike + Copy {
+trait SockFamily: SockaddrLike + Copy {
     fn of(addr: &SocketAddr) -> Option<Self>;
 }
 
-impl Family for SockaddrIn {
+impl SockFamily for SockaddrIn {
     fn of(addr: &SocketAddr) -> Option<Self> {
         match addr {
             SocketAddr::V4(a) => Some(SockaddrIn::from(*a)),
@@ -189,7 +199,7 @@ impl Family for SockaddrIn {
     }
 }
 
-impl Family for SockaddrIn6 {
+impl SockFamily for SockaddrIn6 {
     fn of(addr: &SocketAddr) -> Option<Self> {
         match addr {
             SocketAddr::V6(a) => Some(SockaddrIn6::from(*a)),
@@ -207,7 +217,7 @@ struct Headers<S> {
     gso: MultiHeaders<S>,
 }
 
-impl<S: Family> Headers<S> {
+impl<S: SockFamily> Headers<S> {
     fn new() -> Self {
         Self {
             plain: MultiHeaders::preallocate(MAX_FRAMES, None),
@@ -286,7 +296,7 @@ fn send_one(fd: RawFd, buf: &[u8], (range, to): &Frame) -> bool {
 }
 
 /// [`Sender::send`] for frames of one family, at most `N` of them.
-fn send_all<S: Family, const N: usize>(
+fn send_all<S: SockFamily, const N: usize>(
     headers: &mut Headers<S>,
     gso: &mut Gso,
     fd: RawFd,
@@ -331,7 +341,7 @@ fn send_all<S: Family, const N: usize>(
 
 /// Sends `frames` (all of one size; `slices` are theirs) as GSO trains: consecutive frames to
 /// one address form one message. Returns frames sent.
-fn send_trains<S: Family, const N: usize>(
+fn send_trains<S: SockFamily, const N: usize>(
     headers: &mut Headers<S>,
     gso: &mut Gso,
     fd: RawFd,
@@ -426,7 +436,7 @@ fn send_trains<S: Family, const N: usize>(
 }
 
 /// One datagram per frame with `sendmmsg`; returns how many went out.
-fn send_plain<S: Family, const N: usize>(
+fn send_plain<S: SockFamily, const N: usize>(
     headers: &mut MultiHeaders<S>,
     fd: RawFd,
     slices: &[IoSlice<'_>],
@@ -489,7 +499,8 @@ mod tests {
     fn arena_receive(relay: &UdpSocket, arena: &mut Arena, want: usize) {
         relay.set_nonblocking(true).expect("nonblocking");
         for _ in 0..500 {
-            arena.recv(relay.as_raw_fd()).expect("recv");
+            let family = AddrFamily::of(relay.local_addr().expect("addr").ip());
+            arena.recv(relay.as_raw_fd(), family).expect("recv");
             if arena.len() >= want {
                 return;
             }

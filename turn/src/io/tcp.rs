@@ -20,9 +20,22 @@ use crate::events::Transport;
 
 /// Binds a TCP listener.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, TurnError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| TurnError::Bind { addr, source })
+    let bind_err = |source| TurnError::Bind { addr, source };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(bind_err)?;
+    if addr.is_ipv6() {
+        // One family per listener: IPv4 clients come in on the IPv4 one (if configured), so a
+        // client's address is never an IPv4-mapped IPv6 one.
+        socket2::SockRef::from(&socket)
+            .set_only_v6(true)
+            .map_err(bind_err)?;
+    }
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(addr).map_err(bind_err)?;
+    socket.listen(1024).map_err(bind_err)
 }
 
 /// Accepts connections until shutdown; with `tls`, each one is TURN over TLS.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use signalbox_turn::config::{DefaultFamily, RelayIp};
 use signalbox_turn::credentials::{mint, RestCredential};
 use signalbox_turn::{TurnConfig, TurnServer, UsageEvent};
 use stun::attributes::*;
@@ -39,14 +40,27 @@ pub struct Options {
     pub allow_peer_addrs: Vec<SocketAddr>,
     /// `TurnConfig::stream_idle_timeout`.
     pub stream_idle_timeout: Option<Duration>,
+    /// Listen and relay on `::1` as well as on `127.0.0.1` (and with `allow_loopback`, allow
+    /// `::1/128` peers too).
+    pub dual_stack: bool,
+    /// `TurnConfig::default_family`.
+    pub default_family: DefaultFamily,
 }
 
 pub async fn start(opts: Options) -> TestServer {
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let local6: SocketAddr = "[::1]:0".parse().unwrap();
+    let mut listen = vec![local];
+    let mut relays = vec![RelayIp::on(local.ip())];
+    if opts.dual_stack {
+        listen.push(local6);
+        relays.push(RelayIp::on(local6.ip()));
+    }
     let mut config = TurnConfig {
-        udp_listen: Some(local),
-        tcp_listen: Some(local),
-        relay_bind_ip: "127.0.0.1".parse().unwrap(),
+        udp_listen: listen.clone(),
+        tcp_listen: listen.clone(),
+        relays,
+        default_family: opts.default_family,
         // Below the kernel's ephemeral ports (32768-60999): a port-0 bind anywhere on the
         // machine (a uclient, another test's socket) never lands in the relay range.
         relay_ports: 31000..=31999,
@@ -55,10 +69,13 @@ pub async fn start(opts: Options) -> TestServer {
     };
     if opts.allow_loopback {
         config.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
+        if opts.dual_stack {
+            config.allow_peers.push("::1/128".parse().unwrap());
+        }
     }
     config.allow_peer_addrs = opts.allow_peer_addrs;
     if let Some((cert, key)) = opts.tls {
-        config.tls_listen = Some(local);
+        config.tls_listen = listen;
         config.tls_cert_path = Some(cert);
         config.tls_key_path = Some(key);
     }
