@@ -17,12 +17,26 @@ export function parseIceUrl(url) {
   return { url, scheme, host: m[2], port, transport, kind, label: `${kind.toUpperCase()} ${transport.toUpperCase()}` };
 }
 
+/** The address family of an IP literal: 'IPv6' when it has a colon, else 'IPv4'. */
+export function addressFamily(address) {
+  return String(address || '').includes(':') ? 'IPv6' : 'IPv4';
+}
+
+/** `address:port`, with an IPv6 address in brackets (`[2001:db8::1]:3478`). */
+export function hostPort(address, port) {
+  if (!address) return '';
+  const host = addressFamily(address) === 'IPv6' && !address.startsWith('[') ? `[${address}]` : address;
+  return port === null || port === undefined ? host : `${host}:${port}`;
+}
+
 /** Parses the interesting fields of an `a=candidate` line / RTCIceCandidate. */
 export function describeCandidate(c) {
+  const address = c.address || c.ip || '?';
   return {
     type: c.type || (/ typ (\w+)/.exec(c.candidate) || [])[1] || '?',
     protocol: c.protocol || (/candidate:\S+ \d+ (\w+)/.exec(c.candidate) || [])[1] || '?',
-    address: c.address || c.ip || '?',
+    address,
+    family: address === '?' ? '?' : addressFamily(address),
     port: c.port ?? null,
     relatedAddress: c.relatedAddress || null,
     relatedPort: c.relatedPort ?? null,
@@ -68,14 +82,14 @@ export async function probeUrl(server, url, { onCandidate, timeoutMs = GATHER_TI
     const relay = candidates.filter((c) => c.type === 'relay' && mine(c));
     ok = relay.length > 0;
     detail = ok
-      ? `relay address ${relay[0].address}:${relay[0].port}`
+      ? `relay address ${hostPort(relay[0].address, relay[0].port)} (${relay[0].family})`
       : errors.length ? `${errors[0].code} ${errors[0].text}`.trim() : (end === 'timeout' ? 'no answer before the time-out' : 'no relay candidate');
   } else {
     const srflx = candidates.filter((c) => c.type === 'srflx' && mine(c));
     const stunErrors = errors.filter((e) => !e.url || e.url === url);
     if (srflx.length) {
       ok = true;
-      detail = `your address as seen by the server: ${srflx[0].address}:${srflx[0].port}`;
+      detail = `your address as seen by the server: ${hostPort(srflx[0].address, srflx[0].port)} (${srflx[0].family})`;
     } else if (!stunErrors.length && end === 'complete' && candidates.some((c) => c.type === 'host')) {
       // The browser drops a server-reflexive candidate equal to a host candidate: the server
       // answered, and there is no NAT between you and it.

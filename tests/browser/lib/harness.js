@@ -54,16 +54,16 @@ export async function freeDualPort() {
 }
 
 /** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
-export async function startServer({ extraArgs = [], turn = true, sfu = true, listen = '127.0.0.1:0', dataDir, turnPort } = {}) {
+export async function startServer({ extraArgs = [], turn = true, sfu = true, listen = '127.0.0.1:0', dataDir, turnPort, turnListen, env = {} } = {}) {
   dataDir ||= mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   turnPort ||= await freeDualPort();
   const args = ['serve', '--listen', listen, '--data-dir', dataDir];
-  if (turn) args.push('--turn-listen', `127.0.0.1:${turnPort}`, '--turn-allow-peer', '127.0.0.0/8', '--relay-ports', `${40000 + (turnPort % 20000)}-${40000 + (turnPort % 20000) + 199}`);
+  if (turn) args.push('--turn-listen', turnListen || `127.0.0.1:${turnPort}`, '--turn-allow-peer', '127.0.0.0/8', '--relay-ports', `${40000 + (turnPort % 20000)}-${40000 + (turnPort % 20000) + 199}`);
   else args.push('--no-turn');
   // The SFU on loopback: its host candidate is 127.0.0.1 (the TURN relay may reach it too).
   if (sfu) args.push('--sfu-listen', '127.0.0.1:0');
   args.push(...extraArgs);
-  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...childEnv(), ...env } });
   // Never leave a server behind, whatever happens to this test process.
   const reap = () => { if (child.exitCode === null) child.kill('SIGKILL'); };
   process.once('exit', reap);
@@ -212,6 +212,7 @@ export async function peerStats(page) {
         connectionState: entry.pc.connectionState, framesDecoded,
         localType: local ? local.candidateType : null, remoteType: remote ? remote.candidateType : null,
         localProtocol: local ? local.protocol : null, relayProtocol: local ? local.relayProtocol || null : null,
+        localAddress: local ? local.address || local.ip || null : null, remoteAddress: remote ? remote.address || remote.ip || null : null,
         videoReceivers: entry.pc.getReceivers().filter((r) => r.track && r.track.kind === 'video').length,
         iceTransportPolicy: entry.pc.getConfiguration().iceTransportPolicy,
         inbound,

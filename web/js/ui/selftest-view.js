@@ -2,7 +2,7 @@
 // server list, the candidate table (as candidates trickle in) and the plain-words verdict.
 
 import { api } from '../api.js';
-import { runSelfTest, parseIceUrl } from '../selftest.js';
+import { runSelfTest, parseIceUrl, hostPort } from '../selftest.js';
 import { $, el } from './dom.js';
 
 const WORD = { reachable: 'reachable', unreachable: 'not reachable', 'not-offered': 'not offered by this server' };
@@ -35,13 +35,14 @@ export function initSelftestView() {
       const started = performance.now();
       const { results, verdict } = await runSelfTest(cfg, {
         onCandidate: (server, c) => {
-          body.append(el('tr', { 'data-testid': 'candidate-row', dataset: { type: c.type, protocol: c.protocol, server: server.url } },
+          body.append(el('tr', { 'data-testid': 'candidate-row', dataset: { type: c.type, protocol: c.protocol, family: c.family, server: server.url } },
             el('td', { text: `${((performance.now() - started) / 1000).toFixed(2)} s` }),
             el('td', { text: server.label }),
             el('td', { text: c.type }),
             el('td', { text: c.type === 'relay' && c.relayProtocol ? `${c.protocol} (to TURN: ${c.relayProtocol})` : c.protocol }),
-            el('td', { class: 'addr', text: `${c.address}:${c.port ?? ''}` }),
-            el('td', { class: 'addr', text: c.relatedAddress ? `${c.relatedAddress}:${c.relatedPort ?? ''}` : '' })));
+            el('td', { class: 'addr', text: hostPort(c.address, c.port) }),
+            el('td', { text: c.family }),
+            el('td', { class: 'addr', text: c.relatedAddress ? hostPort(c.relatedAddress, c.relatedPort) : '' })));
         },
       });
       for (const r of results) {
