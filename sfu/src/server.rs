@@ -140,7 +140,7 @@ pub async fn start(
         .filter(usable)
         .collect();
     if ips.is_empty() && !local_addr.ip().is_unspecified() {
-        ips.push(local_addr.ip());
+        ips.push(local_addr.ip().to_canonical());
     }
     if ips.is_empty() {
         return Err(io::Error::new(
@@ -181,9 +181,13 @@ pub async fn start(
     ))
 }
 
-/// Whether `listen` is `[::]`, which the SFU binds dual-stack.
+/// Whether the SFU binds `listen` dual-stack: `[::]`, or an IPv4-mapped IPv6 address (which
+/// takes that one IPv4 address's traffic on an IPv6 socket).
 fn is_dual_stack(listen: SocketAddr) -> bool {
-    listen.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    match listen.ip() {
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.to_ipv4_mapped().is_some(),
+        IpAddr::V4(_) => false,
+    }
 }
 
 /// `addr` with an IPv4-mapped IPv6 address (a dual-stack socket's IPv4 sender) as plain IPv4.
@@ -588,5 +592,38 @@ async fn drain(
                 let _ = notices.send(Notice::Event(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod dual_stack_tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn ipv4_peers_of_a_dual_stack_socket_are_ipv4_both_ways() {
+        assert_eq!(
+            canonical(addr("[::ffff:192.0.2.1]:5000")),
+            addr("192.0.2.1:5000")
+        );
+        assert_eq!(
+            canonical(addr("[2001:db8::1]:5000")),
+            addr("[2001:db8::1]:5000")
+        );
+        assert_eq!(
+            on_socket(addr("192.0.2.1:5000"), true),
+            addr("[::ffff:192.0.2.1]:5000")
+        );
+        assert_eq!(
+            on_socket(addr("192.0.2.1:5000"), false),
+            addr("192.0.2.1:5000")
+        );
+        assert!(is_dual_stack(addr("[::]:3479")));
+        assert!(is_dual_stack(addr("[::ffff:127.0.0.1]:0")));
+        assert!(!is_dual_stack(addr("[::1]:3479")));
+        assert!(!is_dual_stack(addr("0.0.0.0:3479")));
     }
 }

@@ -1,11 +1,12 @@
-//! The SFU's UDP edge with real sockets on 127.0.0.1: two WebRTC clients (str0m sessions, each
+//! The SFU's UDP edge with real sockets on 127.0.0.1 (and ::1, and a dual-stack socket): two
+//! WebRTC clients (str0m sessions, each
 //! on its own UDP socket) join one room through the handle, take the SFU's answers and offers
 //! that arrive as notices (in order), and each decodes the other's audio — real datagrams, real
 //! DTLS-SRTP.
 #![allow(clippy::disallowed_methods)] // clients read the clock, as browsers do
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,14 +33,13 @@ enum FromSfu {
 /// publishes audio every 20 ms, and counts the frames it receives.
 async fn client(
     name: &'static str,
+    ip: IpAddr,
     sfu: SfuHandle,
     mut offers: mpsc::Receiver<FromSfu>,
     received: Arc<AtomicUsize>,
     stop: Instant,
 ) {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("client socket");
+    let socket = UdpSocket::bind((ip, 0)).await.expect("client socket");
     let addr = socket.local_addr().expect("client address");
     let mut rtc = Rtc::builder().build(Instant::now());
     rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
@@ -128,24 +128,45 @@ async fn client(
 
 #[tokio::test]
 async fn two_clients_hear_each_other_through_the_sfu_over_real_udp() {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    two_clients_hear_each_other((ip, 0).into(), [ip, ip]).await;
+}
+
+#[tokio::test]
+async fn over_ipv6() {
+    let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    two_clients_hear_each_other((ip, 0).into(), [ip, ip]).await;
+}
+
+/// An IPv6 socket that takes IPv4 too (here only 127.0.0.1's, as IPv4-mapped `::ffff:127.0.0.1`,
+/// so the test stays on loopback): the senders are seen, and written to, as the IPv4 clients
+/// they are.
+#[tokio::test]
+async fn on_a_dual_stack_socket_ipv4_clients_are_ipv4() {
+    let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    two_clients_hear_each_other((mapped, 0).into(), [ip, ip]).await;
+}
+
+async fn two_clients_hear_each_other(listen: SocketAddr, client_ips: [IpAddr; 2]) {
     signalbox_sfu::init_crypto();
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
-    let (sfu, task) = signalbox_sfu::start((Ipv4Addr::LOCALHOST, 0).into(), &[], notices_tx)
+    let (sfu, task) = signalbox_sfu::start(listen, &[], notices_tx)
         .await
-        .expect("the SFU starts on 127.0.0.1");
+        .expect("the SFU starts on loopback");
     let sfu_addr: SocketAddr = sfu.local_addr();
-    assert!(sfu_addr.ip().is_loopback() && sfu_addr.port() != 0);
+    assert!(sfu_addr.ip().to_canonical().is_loopback() && sfu_addr.port() != 0);
 
     let stop = Instant::now() + DEADLINE;
     let mut inboxes = HashMap::new();
     let mut counts = HashMap::new();
     let mut clients = Vec::new();
-    for name in ["alice", "bob"] {
+    for (name, ip) in ["alice", "bob"].into_iter().zip(client_ips) {
         let (tx, rx) = mpsc::channel(16);
         inboxes.insert(ParticipantId(name.into()), tx);
         let n = Arc::new(AtomicUsize::new(0));
         counts.insert(name, n.clone());
-        clients.push(tokio::spawn(client(name, sfu.clone(), rx, n, stop)));
+        clients.push(tokio::spawn(client(name, ip, sfu.clone(), rx, n, stop)));
     }
 
     // The signaling's part: route the SFU's offers to their participant, note the events.

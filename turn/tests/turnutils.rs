@@ -336,3 +336,23 @@ async fn uclient_over_ipv4_asking_for_ipv6_gets_an_ipv6_relay() {
     }
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_tls_on_ipv6_zero_loss() {
+    let dir = common::scratch_dir("uclient-tls6");
+    let (cert, key, _) = common::self_signed(&dir);
+    let mut opts = dual_stack_options();
+    opts.tls = Some((cert, key));
+    let s = start(opts).await;
+    let peer = Peer::start_on("::1");
+    let port = s
+        .server
+        .local_addrs()
+        .tls6
+        .expect("an IPv6 TLS listener")
+        .port();
+    let r = uclient(args_v6("::1", port, &peer, &["-t", "-S"])).await;
+    assert_eq!((r.sent, r.received, r.lost), (200, 200, 0), "{r:?}");
+    s.server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
