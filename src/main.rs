@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use signalbox::cli::{Cli, Command, ConfigAction, ServeArgs, TokenArgs, UserAction};
-use signalbox::config::{self, Config, ConfigError, Layers, LogFormat};
+use signalbox::config::{self, Config, ConfigError, Layers};
 use signalbox::{auth, clock, error, secrets, server, store};
 
 /// jemalloc rather than glibc's malloc: after a load, glibc keeps the freed memory of its per-thread
@@ -75,23 +75,20 @@ fn load(layers: &Layers) -> Result<Config, Failure> {
     Ok(Config::from_layers(layers)?)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let config = load(&args.layers()?)?;
-    init_logging(&config);
+    signalbox::logging::init(&config);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(server::run(config))?;
+    // SIGHUP reads the same layers again: the config file, the environment, these flags.
+    let args = args.clone();
+    let reload = move || {
+        let layers = args.layers().map_err(|e| e.to_string())?;
+        for w in &layers.warnings {
+            tracing::warn!("config reload: {w}");
+        }
+        Config::from_layers(&layers).map_err(|e| e.to_string())
+    };
+    runtime.block_on(server::run(config, Box::new(reload)))?;
     Ok(())
 }
 

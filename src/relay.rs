@@ -27,6 +27,8 @@ use crate::store::Store;
 pub struct Relay {
     server: Mutex<Option<TurnServer>>,
     pub addrs: LocalAddrs,
+    /// Addresses of this server the relay always reaches (the SFU's), kept across reloads.
+    own_peers: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -242,6 +244,7 @@ impl Relay {
         Ok(Arc::new(Relay {
             server: Mutex::new(Some(server)),
             addrs,
+            own_peers: own_peers.to_vec(),
         }))
     }
 
@@ -256,6 +259,21 @@ impl Relay {
 
     pub fn stats(&self) -> Option<StatsSnapshot> {
         self.server.lock().ok()?.as_ref().map(TurnServer::stats)
+    }
+
+    /// Rotates the TURN REST secrets (a reloaded `turn_secret`).
+    pub fn set_secrets(&self, secrets: Vec<Vec<u8>>) {
+        if let Ok(Some(s)) = self.server.lock().as_deref() {
+            s.set_secrets(secrets);
+        }
+    }
+
+    /// Replaces the allowed peer CIDRs (a reloaded `turn_allow_peer`); this server's own
+    /// addresses stay reachable.
+    pub fn set_allowed_peers(&self, cidrs: Vec<ipnet::IpNet>) {
+        if let Ok(Some(s)) = self.server.lock().as_deref() {
+            s.set_allowed_peers(cidrs, self.own_peers.clone());
+        }
     }
 
     /// Stops relaying; open allocations are reported closed (and stored).

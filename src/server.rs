@@ -123,8 +123,55 @@ fn bind_http(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Runs the server until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Reads the configuration again (for SIGHUP): the file, the environment, the flags.
+pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// On every SIGHUP: reads the configuration again and applies what can change live; logs what
+/// was applied and what needs a restart. A configuration that does not parse changes nothing.
+async fn reload_on_hangup(app: AppState, reload: Reload) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let outcome = reload().and_then(|new| crate::reload::apply(&app, &new));
+            match outcome {
+                Ok(c) => {
+                    let list = |v: &[&str]| {
+                        if v.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            v.join(", ")
+                        }
+                    };
+                    tracing::info!(
+                        applied = %list(&c.live),
+                        needs_restart = %list(&c.restart),
+                        "configuration reloaded"
+                    );
+                    if !c.restart.is_empty() {
+                        tracing::warn!(
+                            "configuration reload: {} changed but take effect only after a restart",
+                            c.restart.join(", ")
+                        );
+                    }
+                }
+                Err(e) => tracing::error!("configuration reload refused, nothing changed: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, reload);
+    }
+}
+
+/// Runs the server until a shutdown signal; SIGHUP reloads the configuration with `reload`.
+pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
     let tls = match &config.tls {
         Some(files) => Some(crate::tls::server_config(files)?),
@@ -144,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
+    let reloader = tokio::spawn(reload_on_hangup(app.clone(), reload));
     let router = http::router(app.clone());
     // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -170,6 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    reloader.abort();
     let _ = timers.await;
     if let Some(relay) = &app.relay {
         relay.shutdown().await;

@@ -43,7 +43,9 @@ struct Counts {
 
 /// Counts open signaling connections and refuses those over a cap.
 pub struct ConnectionGate {
-    limits: SocketLimits,
+    /// Replaced on a config reload: caps apply to the next connection, rates to the next
+    /// connection's limiter (open connections keep theirs).
+    limits: std::sync::RwLock<SocketLimits>,
     counts: Mutex<Counts>,
     metrics: ConnectionMetrics,
 }
@@ -58,10 +60,20 @@ pub struct ConnectionSlot {
 impl ConnectionGate {
     pub fn new(limits: SocketLimits, metrics: ConnectionMetrics) -> Arc<ConnectionGate> {
         Arc::new(ConnectionGate {
-            limits,
+            limits: std::sync::RwLock::new(limits),
             counts: Mutex::new(Counts::default()),
             metrics,
         })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> SocketLimits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the limits (a reloaded configuration).
+    pub fn set_limits(&self, limits: SocketLimits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
@@ -90,22 +102,23 @@ impl ConnectionGate {
                 message,
             }
         };
-        if counts.total >= self.limits.max_connections {
+        let limits = self.limits();
+        if counts.total >= limits.max_connections {
             return Err(refused(
                 "total",
                 format!(
                     "the server holds its maximum of {} signaling connections; try again later",
-                    self.limits.max_connections
+                    limits.max_connections
                 ),
             ));
         }
         let mine = counts.per_user.get(user).copied().unwrap_or(0);
-        if mine >= self.limits.max_connections_per_user {
+        if mine >= limits.max_connections_per_user {
             return Err(refused(
                 "per_user",
                 format!(
                     "you already hold {mine} signaling connections (at most {}); close one first",
-                    self.limits.max_connections_per_user
+                    limits.max_connections_per_user
                 ),
             ));
         }
@@ -135,7 +148,7 @@ impl ConnectionGate {
 
     /// Per-connection message limits with this server's configured rate.
     pub fn message_limits(&self, transport: Transport) -> MessageLimits {
-        MessageLimits::new(self.limits, transport, self.metrics.clone())
+        MessageLimits::new(self.limits(), transport, self.metrics.clone())
     }
 }
 

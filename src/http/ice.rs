@@ -177,9 +177,8 @@ pub async fn get_ice_config(
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let host = public_host(app.config.public_host.as_deref(), &headers);
-    let secret = app
-        .secrets
-        .turn
+    let secrets = app.live.turn_secrets();
+    let secret = secrets
         .first()
         .ok_or_else(|| Error::Internal("no TURN secret".into()))?;
     let now = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);

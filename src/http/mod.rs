@@ -56,6 +56,8 @@ pub struct App {
     pub gate: Arc<ConnectionGate>,
     /// The embedded STUN/TURN relay, unless `no_turn`.
     pub relay: Option<Arc<Relay>>,
+    /// Settings a config reload replaces (CORS origins, TURN secrets).
+    pub live: crate::reload::LiveSettings,
 }
 
 pub type AppState = Arc<App>;
@@ -75,6 +77,7 @@ impl App {
             gate: ConnectionGate::new(config.socket_limits, metrics.connections.clone()),
             tokens: Tokens::new(&secrets.jwt),
             login_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            live: crate::reload::LiveSettings::new(&config, secrets.turn.clone()),
             config,
             store,
             secrets,
@@ -153,7 +156,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(app: AppState) -> Router {
     let (routes, doc) = api();
     let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
-    let mut router = routes
+    let router = routes
         .fallback(|req: Request| async move {
             match web::asset(req.method(), req.uri()) {
                 Some(file) => Ok(file),
@@ -170,21 +173,17 @@ pub fn router(app: AppState) -> Router {
         .layer(socketio::layer(app.clone()))
         .layer(middleware::from_fn(socketio::own_request_head))
         .with_state(app.clone());
-    if !app.config.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = app
-            .config
-            .cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-        );
-    }
-    router
+    // Origins are read on each request, so a config reload changes them; none (the default)
+    // allows same-origin use only.
+    let live = app.clone();
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                live.live.cors_allows(origin)
+            }))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
 }
 
 /// Counts requests by method, route template and status.

@@ -186,6 +186,18 @@ impl TurnServer {
         self.local
     }
 
+    /// Rotates the TURN REST secrets live (the first signs, all verify); an empty list refuses
+    /// every new Allocate, as at start.
+    pub fn set_secrets(&self, secrets: Vec<Vec<u8>>) {
+        self.shared.core().set_secrets(secrets);
+    }
+
+    /// Replaces the allowed peer CIDRs and exact addresses live (a reloaded configuration).
+    pub fn set_allowed_peers(&self, cidrs: Vec<ipnet::IpNet>, exact: Vec<SocketAddr>) {
+        let policy = crate::peer_policy::PeerPolicy::new(cidrs).with_exact(exact);
+        self.shared.core().set_policy(policy);
+    }
+
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()

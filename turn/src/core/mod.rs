@@ -477,6 +477,18 @@ impl<R: Clone> Core<R> {
         }
     }
 
+    /// Replaces the TURN REST secrets (rotation on a config reload): the first signs, all
+    /// verify, from the next request on. Allocations already made keep their key.
+    pub fn set_secrets(&mut self, secrets: Vec<Vec<u8>>) {
+        self.cfg.secrets = secrets;
+    }
+
+    /// Replaces the peer policy (a reloaded allow-list); permissions already installed stay
+    /// until they expire, but every datagram is checked against the new policy.
+    pub fn set_policy(&mut self, policy: PeerPolicy) {
+        self.cfg.policy = policy;
+    }
+
     /// Lifecycle events since the last call.
     pub fn drain_events(&mut self) -> Vec<CoreEvent<R>> {
         std::mem::take(&mut self.events)
