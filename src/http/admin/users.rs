@@ -167,7 +167,8 @@ pub async fn add(
     ))
 }
 
-/// Remove a built-in account (admins only; not your own). Its calls stay in the history.
+/// Remove a built-in account (admins only; not your own). Its calls stay in the history; tokens
+/// it already holds stay valid until they expire (they are signed, not stored).
 #[utoipa::path(delete, path = "/api/admin/users/{userId}", tag = "admin",
     params(("userId" = String, Path, pattern = "^[A-Za-z0-9._@-]{1,64}$", description = "the account's id")),
     responses(
