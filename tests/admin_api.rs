@@ -1,6 +1,7 @@
 //! The admin API against the real server: `GET /api/admin/live` shows a call between two
 //! connected users (participants, connections, media path) and a room in use, and forgets them
-//! when they end; an admin ends anyone's call and both sides hear `call-ended`; built-in
+//! when they end; an admin ends anyone's call (a room's too, the room staying) and everyone in it
+//! hears `call-ended`; built-in
 //! accounts are added, listed, reset and removed, and bad input is refused without a change;
 //! non-admins get 403 and anonymous callers 401 everywhere.
 
@@ -128,17 +129,9 @@ async fn an_admin_ends_a_call_and_both_sides_hear_it() {
     assert_eq!(ended["callSession"]["status"], "ended");
     assert_eq!(ended["callSession"]["endReason"], "admin");
     for (who, socket) in [("alice", &mut alice), ("bob", &mut bob)] {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let frame = socket
-                .recv_until(deadline, &format!("call-ended at {who}"))
-                .await;
-            if frame["type"] == "call-ended" {
-                assert_eq!(frame["callId"], id.as_str(), "{frame}");
-                assert_eq!(frame["reason"], "admin", "{frame}");
-                break;
-            }
-        }
+        let frame = next_of(socket, "call-ended", who).await;
+        assert_eq!(frame["callId"], id.as_str(), "{frame}");
+        assert_eq!(frame["reason"], "admin", "{frame}");
     }
     let history = s.client("alice").get("/calls/history").await.expect(200);
     assert_eq!(history["calls"][0]["id"], id.as_str());
@@ -207,6 +200,81 @@ async fn live_view_shows_a_room_in_use() {
             .then_some(())
     })
     .await;
+}
+
+/// The next frame of `kind` within `WAIT`, skipping others.
+async fn next_of(socket: &mut Rtc, kind: &str, who: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let frame = socket
+            .recv_until(deadline, &format!("`{kind}` at {who}"))
+            .await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admin_ends_a_room_call_and_the_room_stays() {
+    let s = Server::start();
+    let room_id = s
+        .client("alice")
+        .post("/rooms", json!({"name": "Retro", "mode": "mesh"}))
+        .await
+        .expect(201)["room"]["id"]
+        .as_str()
+        .expect("room id")
+        .to_string();
+    let mut alice = Rtc::connect(&s, "alice").await;
+    let mut bob = Rtc::connect(&s, "bob").await;
+    let mut call_id = String::new();
+    for c in [&mut alice, &mut bob] {
+        let ack = c
+            .request(json!({"type": "room-join", "roomId": room_id}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        call_id = ack["callId"].as_str().expect("callId").to_string();
+    }
+    assert_eq!(live(&s).await["rooms"][0]["callId"], call_id.as_str());
+
+    let ended = s
+        .admin()
+        .put_empty(&format!("/calls/{call_id}/hangup"))
+        .await
+        .expect(200);
+    assert_eq!(ended["callSession"]["status"], "ended");
+    assert_eq!(ended["callSession"]["endReason"], "admin");
+    for (who, socket) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let frame = next_of(socket, "call-ended", who).await;
+        assert_eq!(
+            (frame["callId"].as_str(), frame["reason"].as_str()),
+            (Some(call_id.as_str()), Some("admin")),
+            "{frame}"
+        );
+    }
+    let view = live(&s).await;
+    assert!(
+        view["rooms"].as_array().is_some_and(Vec::is_empty),
+        "{view}"
+    );
+    // The room stays, empty, and a new join starts a new call.
+    let room = s
+        .client("alice")
+        .get(&format!("/rooms/{room_id}"))
+        .await
+        .expect(200);
+    assert_eq!(room["room"]["participantCount"], 0, "{room}");
+    assert_eq!(room["room"]["callId"], Value::Null, "{room}");
+    let ack = alice
+        .request(json!({"type": "room-join", "roomId": room_id}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_ne!(ack["callId"], call_id.as_str(), "a new room call: {ack}");
+    s.admin()
+        .put_empty(&format!("/calls/{call_id}/hangup"))
+        .await
+        .expect_error(409, "call_ended");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 // console.test.js — the admin console in one headless page: calls made over the REST API from
 // node appear in the live view without a reload, show their quality charts, and go away when
 // they end — ended by a participant, and ended with the console's own End call button (reason
-// `admin`); a room in use shows and Close room ends it; accounts are added (a duplicate is refused with a message), reset and removed; the
+// `admin`); a room in use shows, End call empties it (the room stays) and Close room deletes
+// it; accounts are added (a duplicate is refused with a message), reset and removed; the
 // webhook deliveries section renders its list or says it is not available. A non-admin gets 403
 // from the admin API and no console in the page.
 
@@ -106,8 +107,17 @@ test('an admin sees calls appear and end in the console, and ends one with End c
     await waitFor(roomRow, `the room ${roomId} in the live view`);
     assert.equal(await roomRow.getByTestId('console-participant').count(), 2);
     assert.match(await roomRow.textContent(), /Standup/);
+    await roomRow.getByTestId('console-end-room-call').click();
+    await waitFor(roomRow, 'the room to leave the live view after End call', { state: 'detached' });
+    const kept = await server.api(alice, 'GET', `/rooms/${roomId}`);
+    assert.equal(kept.status, 200, 'End call keeps the room');
+    assert.equal(kept.body.room.participantCount, 0);
+    // In use again, then closed for good.
+    assert.equal((await server.api(bob, 'POST', `/rooms/${roomId}/join`)).status, 200);
+    await waitFor(roomRow, `the room ${roomId} in use again`);
     await roomRow.getByTestId('console-close-room').click();
     await waitFor(roomRow, 'the closed room to leave the live view', { state: 'detached' });
+    assert.equal((await server.api(alice, 'GET', `/rooms/${roomId}`)).status, 404, 'Close room deletes it');
   } catch (e) {
     await screenshot(page, 'console-failure').catch(() => {});
     throw new Error(`${e.message}\npage log:\n${page.logs.join('\n')}`);

@@ -1,8 +1,9 @@
 //! The admin API under `/api/admin/`: what is live now ([`live`]), built-in accounts
 //! ([`users`]) and a call's quality reports as a time series ([`quality`]). Every route takes an
 //! admin's bearer token through [`AdminAuth`]: no token is 401, a non-admin's token 403.
-//! Ending a call needs no route of its own: `PUT /calls/{callId}/hangup` already ends any call
-//! for an admin (reason `admin`), and `DELETE /rooms/{roomId}` closes any room.
+//! Ending a call needs no route of its own: `PUT /calls/{callId}/hangup` ends any call for an
+//! admin (reason `admin`; a room's call too, every peer leaving and the room staying), and
+//! `DELETE /rooms/{roomId}` closes any room.
 
 pub mod live;
 pub mod quality;

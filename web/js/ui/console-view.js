@@ -1,7 +1,7 @@
 // ui/console-view.js — the admin console (#/console, shown to admins only): calls and rooms in
 // progress from GET /api/admin/live, refreshed every 1.5 s while the tab is open, with an End
-// call button per call (PUT /calls/:id/hangup, which ends any call for an admin) and Close room
-// per room (DELETE /rooms/:id); the built-in accounts (list, add, remove, reset password); the
+// call button per call and per room (PUT /calls/:id/hangup, which ends any call for an admin;
+// a room stays for its next join) and Close room per room (DELETE /rooms/:id); the built-in accounts (list, add, remove, reset password); the
 // recent webhook deliveries (GET /api/admin/webhooks/deliveries, or a note when the server has
 // none); and per-call quality charts from the call's stored reports and its analytics.
 
@@ -101,7 +101,8 @@ export function initConsoleView({ isAdmin }) {
       const tr = el('tr', { 'data-testid': 'console-room', dataset: { roomId: r.id, callId: r.callId } }, ...cells(6));
       tr.append(el('td', { class: 'actions' },
         el('button', { type: 'button', class: 'btn small', text: 'Quality', onclick: () => showQuality(r.callId, `room ${r.name}`) }),
-        el('button', { type: 'button', class: 'btn small danger', text: 'Close room', 'data-testid': 'console-close-room', onclick: (e) => closeRoom(r.id, e.currentTarget) })));
+        el('button', { type: 'button', class: 'btn small danger', text: 'End call', 'data-testid': 'console-end-room-call', 'aria-label': `End the call in room ${r.name}`, onclick: (e) => endCall(r.callId, e.currentTarget) }),
+        el('button', { type: 'button', class: 'btn small danger', text: 'Close room', 'data-testid': 'console-close-room', 'aria-label': `Close (delete) room ${r.name}`, onclick: (e) => closeRoom(r.id, e.currentTarget) })));
       return tr;
     },
     update(tr, r) {
