@@ -3,7 +3,8 @@
 // they end — ended by a participant, and ended with the console's own End call button (reason
 // `admin`); a room in use shows, End call empties it (the room stays) and Close room deletes
 // it; accounts are added (a duplicate is refused with a message), reset and removed; the
-// webhook deliveries section renders its list or says it is not available. A non-admin gets 403
+// webhook deliveries section renders its list (answered in the page, as this server has no
+// webhooks yet) or says it is not available. A non-admin gets 403
 // from the admin API and no console in the page.
 
 import { test, before, after } from 'node:test';
@@ -165,6 +166,34 @@ test('an admin adds, resets and removes an account in the console', async () => 
     throw new Error(`${e.message}\npage log:\n${page.logs.join('\n')}`);
   } finally {
     await page.context().close();
+  }
+});
+
+test('webhook deliveries are listed when the server has them', async () => {
+  // This server has no webhooks yet (another branch adds GET /api/admin/webhooks/deliveries):
+  // answer for it in the page, with the documented shape.
+  const admin = server.token('root3', { admin: true });
+  const context = await browser.newContext();
+  await context.route('**/api/admin/webhooks/deliveries', (route) => route.fulfill({
+    status: 200,
+    contentType: 'application/json',
+    body: JSON.stringify({ deliveries: [
+      { id: 'd1', event: 'call.ended', url: 'https://hooks.example/a', status: 'delivered', attempts: 1, lastError: null, lastStatus: 204, createdAt: new Date().toISOString(), deliveredAt: new Date().toISOString(), nextAttemptAt: null },
+      { id: 'd2', event: 'call.started', url: 'https://hooks.example/b', status: 'failed', attempts: 3, lastError: 'connection refused', lastStatus: null, createdAt: new Date().toISOString(), deliveredAt: null, nextAttemptAt: new Date().toISOString() },
+    ] }),
+  }));
+  const page = await context.newPage();
+  try {
+    await page.goto(`${server.url}/#token=${encodeURIComponent(admin)}`);
+    await waitFor(page.getByTestId('nav-console'), 'the Console tab');
+    await page.evaluate(() => { location.hash = '#/console'; });
+    const rows = page.getByTestId('console-delivery');
+    await eventually(async () => (await rows.count()) === 2, { timeout: 10000, what: 'two webhook deliveries listed' });
+    assert.equal(await page.getByTestId('console-webhooks').getAttribute('data-state'), 'loaded');
+    assert.match(await rows.nth(0).textContent(), /call\.ended.*hooks\.example\/a.*delivered \(HTTP 204\)/);
+    assert.match(await rows.nth(1).textContent(), /failed.*3.*connection refused/);
+  } finally {
+    await context.close();
   }
 });
 
