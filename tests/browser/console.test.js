@@ -4,8 +4,8 @@
 // `admin`); a room in use shows, End call empties it (the room stays) and Close room deletes
 // it; accounts are added (a duplicate is refused with a message), reset and removed; the
 // webhook deliveries section renders its list (answered in the page, as this server has no
-// webhooks yet) or says it is not available. A non-admin gets 403
-// from the admin API and no console in the page.
+// webhooks yet) or says it is not available. A non-admin gets 403 from the admin API and no
+// console in the page.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
