@@ -10,6 +10,8 @@
 #     what it is for) with data_dir set to /var/lib/signalbox, so it never drifts from the code;
 #   - usr/share/man/man1/signalbox*.1: clap_mangen over the clap definitions in src/cli.rs;
 #   - usr/share/doc/signalbox/copyright: packaging/debian/copyright.in plus the linked crates.
+# Files shipped as they are in the tree are listed in [package.metadata.deb] assets in Cargo.toml,
+# among them usr/share/doc/signalbox/signalbox-dashboard.json (packaging/grafana/, for Grafana).
 # Installs cargo-deb (crates.io, --locked) only when it is missing.
 set -euo pipefail
 

@@ -18,6 +18,7 @@ use signalbox_turn::{
 };
 use tokio::sync::mpsc;
 
+use crate::app::live::{RelayAllocation, RelayLive};
 use crate::config::Config;
 use crate::secrets::Secrets;
 use crate::store::analytics::{self, RelaySession};
@@ -255,6 +256,35 @@ impl Relay {
             .ok()
             .and_then(|s| s.as_ref().map(TurnServer::live_allocations))
             .unwrap_or_default()
+    }
+
+    /// Totals and live allocations, for the admin view.
+    pub fn live_view(&self) -> RelayLive {
+        let stats = self.stats().unwrap_or_default();
+        let sessions = self
+            .live()
+            .into_iter()
+            .map(|a| RelayAllocation {
+                user_id: a.user,
+                transport: a.transport.as_str().to_string(),
+                client_address: a.client.to_string(),
+                relay_address: a.relay.to_string(),
+                opened_at: crate::clock::rfc3339(millis(a.opened_at)),
+                bytes_to_peer: a.usage.bytes_to_peer,
+                bytes_from_peer: a.usage.bytes_from_peer,
+                packets_to_peer: a.usage.packets_to_peer,
+                packets_from_peer: a.usage.packets_from_peer,
+            })
+            .collect();
+        RelayLive {
+            allocations: stats.allocations_active,
+            allocations_created: stats.allocations_total,
+            bytes_to_peer: stats.bytes_to_peer,
+            bytes_from_peer: stats.bytes_from_peer,
+            packets_to_peer: stats.packets_to_peer,
+            packets_from_peer: stats.packets_from_peer,
+            sessions,
+        }
     }
 
     pub fn stats(&self) -> Option<StatsSnapshot> {

@@ -5,7 +5,7 @@ mod common;
 use common::Server;
 use serde_json::{json, Value};
 
-/// Every route of both seeds and DESIGN.md, as (method, OpenAPI path).
+/// Every route of both seeds, DESIGN.md and the admin API, as (method, OpenAPI path).
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/calls"),
     ("put", "/calls/{callId}/accept"),
@@ -34,6 +34,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("get", "/rtc"),
+    ("get", "/api/admin/live"),
+    ("get", "/api/admin/users"),
+    ("post", "/api/admin/users"),
+    ("delete", "/api/admin/users/{userId}"),
+    ("post", "/api/admin/users/{userId}/password"),
+    ("get", "/api/admin/calls/{callId}/quality"),
 ];
 
 #[tokio::test]
@@ -62,7 +68,10 @@ async fn openapi_describes_every_route_and_every_described_route_exists() {
     let admin = s.admin();
     let uuid = "00000000-0000-4000-8000-000000000000";
     for (method, path) in ROUTES {
-        let concrete = path.replace("{callId}", uuid).replace("{roomId}", uuid);
+        let concrete = path
+            .replace("{callId}", uuid)
+            .replace("{roomId}", uuid)
+            .replace("{userId}", "nobody");
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let r = admin.send(m, &concrete, Some(json!({}))).await;
         assert_ne!(

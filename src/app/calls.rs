@@ -271,8 +271,9 @@ impl Signaling {
             .await
     }
 
-    /// Hangs up: leaves the room for a room call (the room call ends with its last peer),
-    /// else cancels (caller, ringing), rejects (callee, ringing) or ends the call.
+    /// Hangs up: leaves the room for a room call (the room call ends with its last peer; an admin
+    /// outside the room ends it for everyone), else cancels (caller, ringing), rejects (callee,
+    /// ringing) or ends the call (an admin: for both sides).
     pub async fn hangup(
         self: &Arc<Self>,
         me: &Principal,
@@ -295,6 +296,11 @@ impl Signaling {
                 value: call,
                 then: left.then,
             });
+        }
+        if call.kind == CallKind::Room && me.admin && !call.status.is_final() {
+            // An admin outside the room ends its call for everyone; the room stays.
+            let room_id = call.room_id.clone().ok_or(Error::NotFound("room"))?;
+            return self.end_room_call(me, &room_id, id).await;
         }
         self.end(me, id, Action::Hangup, "call-hangup", None).await
     }

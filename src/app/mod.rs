@@ -12,6 +12,7 @@
 
 pub mod calls;
 pub mod delivery;
+pub mod live;
 pub mod requests;
 pub mod rooms;
 pub mod sfu;
@@ -121,6 +122,8 @@ pub struct Signaling {
     sfu_lost: Mutex<HashMap<String, u64>>,
     /// Numbers the SFU media failures (the values of `sfu_lost`).
     sfu_failures: AtomicU64,
+    /// Who each open connection is and how it is connected (for the admin view).
+    connections: Mutex<HashMap<SessionId, live::Connection>>,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -156,6 +159,7 @@ impl Signaling {
             sfu: OnceLock::new(),
             sfu_lost: Mutex::new(HashMap::new()),
             sfu_failures: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
         })
     }
 
@@ -177,12 +181,26 @@ impl Signaling {
         self.delivery.count()
     }
 
-    /// Registers a new connection of `user`; events for it arrive on the outbox.
-    pub fn open_session(&self, user: &str) -> (SessionId, Outbox) {
+    /// Registers a new connection of `me` over `transport` (`rtc`, `socketio`); events for it
+    /// arrive on the outbox.
+    pub fn open_session(&self, me: &Principal, transport: &'static str) -> (SessionId, Outbox) {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let outbox = self.delivery.open(id);
-        self.board().connect(id, user);
+        self.connections_lock().insert(
+            id,
+            live::Connection {
+                name: me.name.clone(),
+                transport,
+                connected_at: now_ms(),
+            },
+        );
+        self.board().connect(id, &me.id);
         (id, outbox)
+    }
+
+    fn connections_lock(&self) -> MutexGuard<'_, HashMap<SessionId, live::Connection>> {
+        // Plain bookkeeping: a panic elsewhere cannot leave it inconsistent.
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The `welcome` event: who you are and your ringing or active calls.
@@ -206,6 +224,7 @@ impl Signaling {
     /// The connection is gone: rooms are left now, calls after the grace period.
     pub fn close_session(self: &Arc<Self>, session: SessionId) {
         self.delivery.close(session);
+        self.connections_lock().remove(&session);
         let outputs = self.board().disconnect(session, crate::clock::monotonic());
         self.dispatch(outputs);
     }

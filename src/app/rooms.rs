@@ -131,6 +131,40 @@ impl Signaling {
         Ok(self.done(left, out))
     }
 
+    /// An admin ends a room's live call: every peer leaves (`room-peer-left`, their SFU
+    /// connections close) and the participants get `call-ended` with reason `admin`; the room
+    /// stays for the next join.
+    pub async fn end_room_call(
+        self: &Arc<Self>,
+        me: &Principal,
+        room_id: &str,
+        call_id: &str,
+    ) -> Result<Done<CallRecord>, Error> {
+        let (room_id, call_id, me2, now) = (
+            room_id.to_string(),
+            call_id.to_string(),
+            me.clone(),
+            now_ms(),
+        );
+        let (room, call) = self
+            .store
+            .run(move |c| {
+                let room = rooms::end_call_as_admin(c, &room_id, &call_id, &me2, now)?;
+                let call = calls::get(c, &call_id)?.ok_or(Error::NotFound("call"))?;
+                Ok((room, call))
+            })
+            .await?;
+        let mut out = Vec::new();
+        {
+            let mut board = self.board();
+            for peer in &room.peers {
+                out.extend(board.room_leave(&room.id, &peer.peer_id, monotonic()));
+            }
+        }
+        out.extend(self.ended(&call, &me.id, "call-hangup", None, None));
+        Ok(self.done(call, out))
+    }
+
     /// Deletes a room (owner or admin): every peer leaves and its call ends (`room-closed`).
     pub async fn delete_room(
         self: &Arc<Self>,

@@ -132,6 +132,8 @@ pub async fn reject_call(
 }
 
 /// End a call: cancels it while ringing (caller), rejects it (callee), or ends it when active.
+/// An admin ends any call for everyone (reason `admin`); a room's call ends with every peer
+/// leaving, and the room stays.
 #[utoipa::path(put, path = "/calls/{callId}/hangup", tag = "calls",
     params(("callId" = Uuid, Path, description = "call id (UUID)")),
     responses(

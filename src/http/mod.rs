@@ -3,6 +3,7 @@
 //! around it (CORS, body limit, metrics, JSON errors for everything).
 
 pub mod account;
+pub mod admin;
 pub mod calls;
 pub mod client_ip;
 pub mod error;
@@ -143,6 +144,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ice::get_ice_config))
         .routes(routes!(account::login))
         .routes(routes!(account::me))
+        .routes(routes!(admin::live::live))
+        .routes(routes!(admin::users::list, admin::users::add))
+        .routes(routes!(admin::users::remove))
+        .routes(routes!(admin::users::set_password))
+        .routes(routes!(admin::quality::quality))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))

@@ -101,7 +101,7 @@ const UNADDRESSED_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn connection(app: AppState, socket: WebSocket, me: Principal, _slot: ConnectionSlot) {
     let signaling = app.signaling.clone();
-    let (session, mut outbox) = signaling.open_session(&me.id);
+    let (session, mut outbox) = signaling.open_session(&me, Transport::Rtc.as_str());
     let (mut sink, mut stream) = socket.split();
     let limits = app.gate.message_limits(Transport::Rtc);
     let mut last_heard = crate::clock::monotonic();

@@ -300,7 +300,9 @@ fn open(app: &AppState, s: &SocketRef, auth: Option<Value>) -> Result<(), Error>
         .unwrap_or(usize::MAX)
         .saturating_add(16);
     let (queue, events) = mpsc::channel(capacity);
-    let (session, outbox) = app.signaling.open_session(&me.id);
+    let (session, outbox) = app
+        .signaling
+        .open_session(&me, Transport::SocketIo.as_str());
     s.join(format!("user:{}", me.id));
     s.on_fallback(Inlet { queue, limits });
     let (connected_tx, connected) = watch::channel(false);

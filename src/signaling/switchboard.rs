@@ -54,8 +54,24 @@ pub struct LiveCall {
     callee_session: Option<SessionId>,
 }
 
+impl LiveCall {
+    /// The sessions speaking for the caller's and the callee's side, once bound.
+    pub fn sides(&self) -> (Option<SessionId>, Option<SessionId>) {
+        (self.caller_session, self.callee_session)
+    }
+}
+
 /// A room peer: its peer id, session and user.
 pub type RoomPeerAt = (String, SessionId, String);
+
+/// A live room as the switchboard routes it (for the admin view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRoomAt {
+    pub room_id: String,
+    pub call_id: String,
+    pub topology: Topology,
+    pub peers: Vec<RoomPeerAt>,
+}
 
 #[derive(Debug, Default)]
 struct LiveRoom {
@@ -624,6 +640,23 @@ impl Switchboard {
         let mut out = Vec::new();
         deliver(&mut out, *target, &Arc::new(Event { kind, body }));
         Ok(out)
+    }
+
+    /// Every live room with its peers, for the admin view.
+    pub fn live_rooms(&self) -> Vec<LiveRoomAt> {
+        self.rooms
+            .iter()
+            .map(|(id, r)| LiveRoomAt {
+                room_id: id.clone(),
+                call_id: r.call_id.clone(),
+                topology: r.topology,
+                peers: r
+                    .peers
+                    .iter()
+                    .map(|(p, (s, u))| (p.clone(), *s, u.clone()))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Is this call a room call the switchboard knows?

@@ -94,6 +94,43 @@ pub fn quality(conn: &Connection, call_id: &str) -> Result<QualitySummary, Error
     )?)
 }
 
+/// One stored quality report of a call, as numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualityReport {
+    pub at: i64,
+    pub user_id: String,
+    pub sample: QualitySample,
+}
+
+/// A call's quality reports in time order, the newest `limit` of them.
+pub fn quality_reports(
+    conn: &Connection,
+    call_id: &str,
+    limit: u32,
+) -> Result<Vec<QualityReport>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, user_id, rtt_ms, jitter_ms, packet_loss, bitrate_kbps FROM
+           (SELECT id, at, user_id, rtt_ms, jitter_ms, packet_loss, bitrate_kbps FROM call_reports
+            WHERE call_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2)
+         ORDER BY at, id",
+    )?;
+    let reports = stmt
+        .query_map(params![call_id, limit], |r| {
+            Ok(QualityReport {
+                at: r.get(0)?,
+                user_id: r.get(1)?,
+                sample: QualitySample {
+                    rtt_ms: r.get(2)?,
+                    jitter_ms: r.get(3)?,
+                    packet_loss: r.get(4)?,
+                    bitrate_kbps: r.get(5)?,
+                },
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(reports)
+}
+
 /// What the SFU measured on one track of a room participant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SfuTrack {

@@ -551,6 +551,21 @@ pub fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error>
     Ok(calls)
 }
 
+/// Every ringing or active call (direct and room), oldest first, at most `limit` (admin view).
+pub fn live_all(conn: &Connection, limit: u32) -> Result<Vec<CallRecord>, Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE status IN ('ringing', 'active')
+         ORDER BY created_at, id LIMIT ?1"
+    ))?;
+    let mut calls = stmt
+        .query_map([limit], row_to_call)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for call in &mut calls {
+        call.participants = participants(conn, &call.id)?;
+    }
+    Ok(calls)
+}
+
 /// Makes an existing call (created over REST) ready to ring `callee`: the caller must be
 /// `caller`, the call ringing and direct; a host-only call (seed 000) gets `callee` as guest.
 pub fn prepare_to_ring(

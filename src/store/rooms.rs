@@ -300,6 +300,44 @@ pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result
     })
 }
 
+/// Ends a room's live call for an admin (reason `admin`): every peer is out of the room, which
+/// stays. Returns the room as it was, with the peers that were in it. A room call that is not
+/// the room's live one any more is `call_ended`; nothing changes then.
+pub fn end_call_as_admin(
+    conn: &mut Connection,
+    id: &str,
+    call_id: &str,
+    p: &Principal,
+    now: i64,
+) -> Result<Room, Error> {
+    if !p.admin {
+        return Err(Error::forbidden(
+            "only admins end a room's call for everyone",
+        ));
+    }
+    let tx = super::begin_write(conn)?;
+    let room = get(&tx, id)?.ok_or(Error::NotFound("room"))?;
+    if room.call_id.as_deref() != Some(call_id)
+        || !end_room_call(&tx, call_id, EndReason::Admin, now)?
+    {
+        return Err(Error::conflict(
+            "call_ended",
+            "the room's call is already over",
+        ));
+    }
+    tx.execute(
+        "UPDATE room_members SET peer_id = NULL, joined_at = NULL WHERE room_id = ?1",
+        [id],
+    )?;
+    tx.execute(
+        "DELETE FROM room_members WHERE room_id = ?1 AND invited = 0",
+        [id],
+    )?;
+    tx.execute("UPDATE rooms SET call_id = NULL WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(room)
+}
+
 /// Deletes a room (owner or admin); its live call ends with reason `room-closed`.
 pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Room, Error> {
     let tx = super::begin_write(conn)?;

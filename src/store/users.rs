@@ -71,6 +71,23 @@ pub fn set_password(conn: &Connection, id: &str, password_hash: &str) -> Result<
     }
 }
 
+/// Display names of the accounts among `ids` that have one.
+pub fn names(
+    conn: &Connection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT display_name FROM users WHERE id = ?1 AND display_name IS NOT NULL",
+    )?;
+    let mut names = std::collections::HashMap::new();
+    for id in ids {
+        if let Some(name) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+            names.insert(id.clone(), name);
+        }
+    }
+    Ok(names)
+}
+
 /// The account and its password hash, for login.
 pub fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User, String)>, Error> {
     Ok(conn

@@ -56,4 +56,15 @@ export const api = {
   /** `mode`: 'auto' (the server's default: peer-to-peer while small, then through the SFU), 'mesh' or 'sfu'. */
   createRoom: (name, maxParticipants, isPrivate, mode) => request('POST', '/rooms', { name, maxParticipants, isPrivate, ...(mode && mode !== 'auto' ? { mode } : {}) }),
   room: (id) => request('GET', `/rooms/${encodeURIComponent(id)}`),
+  // The admin console's calls (admins only; others get 403).
+  adminLive: () => request('GET', '/api/admin/live'),
+  /** Ends any call: an admin's hang-up ends it for everyone (reason `admin`). */
+  adminEndCall: (id) => request('PUT', `/calls/${encodeURIComponent(id)}/hangup`),
+  adminCloseRoom: (id) => request('DELETE', `/rooms/${encodeURIComponent(id)}`),
+  adminQuality: (id) => request('GET', `/api/admin/calls/${encodeURIComponent(id)}/quality`),
+  adminUsers: () => request('GET', '/api/admin/users'),
+  adminAddUser: (user) => request('POST', '/api/admin/users', user),
+  adminRemoveUser: (id) => request('DELETE', `/api/admin/users/${encodeURIComponent(id)}`),
+  adminSetPassword: (id, password) => request('POST', `/api/admin/users/${encodeURIComponent(id)}/password`, { password }),
+  adminWebhookDeliveries: () => request('GET', '/api/admin/webhooks/deliveries'),
 };

@@ -1,6 +1,6 @@
 // main.js — boots the client and wires the pieces together: session ↔ sign-in page, the
 // signaling socket and its status, routing of /rtc messages to the call and room controllers,
-// hash routes (#/call, #/rooms, #/history, #/selftest, #/settings, #room=ID), the insecure-page
+// hash routes (#/call, #/rooms, #/history, #/selftest, #/settings, #/console for admins, #room=ID), the insecure-page
 // warning, expired-token handling, the `window.signalbox` handle (read-only state for
 // diagnostics and tests) and `window.__signalbox` (the few actions tests and the console take).
 
@@ -18,9 +18,11 @@ import { initRoomView, parseRoomInput } from './ui/room-view.js';
 import { initHistoryView } from './ui/history-view.js';
 import { initSelftestView } from './ui/selftest-view.js';
 import { initSettingsView } from './ui/settings-view.js';
+import { initConsoleView } from './ui/console-view.js';
 
 const EXPIRED = 'Your session has expired. Please sign in again.';
-const VIEWS = ['call', 'rooms', 'history', 'selftest', 'settings'];
+const VIEWS = ['call', 'rooms', 'history', 'selftest', 'settings', 'console'];
+const isAdmin = () => !!(session.user && session.user.admin);
 
 const socket = new RtcSocket(() => session.token);
 const call = new CallController(socket);
@@ -76,13 +78,17 @@ function route() {
     if (session.user) joinRoom(id); else pendingRoom = id;
     return;
   }
-  const view = VIEWS.includes(hash.replace(/^\//, '')) ? hash.replace(/^\//, '') : 'call';
+  let view = VIEWS.includes(hash.replace(/^\//, '')) ? hash.replace(/^\//, '') : 'call';
+  // The console is for admins: others see the call page, and no console at all.
+  if (view === 'console' && !isAdmin()) view = 'call';
+  $('#nav-console').hidden = !isAdmin();
   for (const section of document.querySelectorAll('.view')) section.hidden = section.dataset.view !== view;
   for (const a of document.querySelectorAll('.tabs a')) {
     if (a.dataset.view === view) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   if (view === 'history') historyView.load();
   if (view === 'settings') settingsView.refresh(false);
+  consoleView.setVisible(view === 'console');
 }
 
 function whenConnected() {
@@ -131,6 +137,8 @@ session.addEventListener('change', (e) => {
     if (call.busy) call.hangup();
     room.leave();
     socket.close();
+    consoleView.setVisible(false);
+    $('#nav-console').hidden = true;
     $('#signal-status').hidden = true;
   }
 });
@@ -220,6 +228,7 @@ initRoomView(room, { onJoin: (id) => joinRoom(id) });
 const historyView = initHistoryView(() => session.user && session.user.id);
 initSelftestView();
 const settingsView = initSettingsView();
+const consoleView = initConsoleView({ isAdmin });
 window.addEventListener('hashchange', route);
 checkSecureContext();
 
