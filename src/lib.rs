@@ -20,3 +20,4 @@ pub mod signaling;
 pub mod store;
 pub mod tls;
 pub mod views;
+pub mod webhooks;

@@ -77,12 +77,48 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     if let Some((s, _)) = &sfu {
         collectors.push(Box::new(crate::sfu::SfuMetrics(s.handle.clone())));
     }
+    // The receivers of new events; this also fails what was pending for removed URLs.
+    let urls = config.webhooks.urls.clone();
+    let orphaned = store
+        .run(move |c| crate::store::webhooks::set_endpoints(c, &urls))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("preparing the webhook outbox")?;
+    if orphaned > 0 {
+        tracing::warn!(
+            orphaned,
+            "pending webhook deliveries to URLs no longer in webhook_urls were marked failed"
+        );
+    }
     let metrics = Metrics::new(store.latency_histogram(), collectors);
     let app = Arc::new(App::new(config, store, secrets, metrics, relay));
     if let Some((sfu, notices)) = sfu {
         crate::sfu::attach(&app.signaling, &app.config, &sfu, notices);
     }
     Ok(app)
+}
+
+/// Starts the webhook delivery worker when `webhook_urls` is set.
+fn start_webhooks(
+    app: &AppState,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, crate::error::Error> {
+    let hooks = &app.config.webhooks;
+    let Some(secret) = hooks.secret.as_ref().filter(|_| !hooks.urls.is_empty()) else {
+        return Ok(None);
+    };
+    let settings = crate::webhooks::worker::Settings {
+        secret: secret.as_bytes().to_vec(),
+        timeout: hooks.timeout,
+        policy: crate::webhooks::RetryPolicy {
+            max_age: hooks.max_age,
+            ..Default::default()
+        },
+    };
+    let worker = crate::webhooks::worker::Worker::new(app.store.clone(), settings)?;
+    app.signaling.attach_webhooks(worker.waker());
+    tracing::info!(urls = ?hooks.urls, "webhooks on");
+    Ok(Some(tokio::spawn(worker.run(stop))))
 }
 
 /// Runs the server until a shutdown signal.
@@ -106,6 +142,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let webhooks = match start_webhooks(&app, stop_rx.clone()) {
+        Ok(worker) => worker,
+        Err(e) => anyhow::bail!("{e}"),
+    };
     let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
     let router = http::router(app.clone());
     // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
@@ -134,6 +174,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = timers.await;
+    if let Some(worker) = webhooks {
+        let _ = worker.await;
+    }
     if let Some(relay) = &app.relay {
         relay.shutdown().await;
     }

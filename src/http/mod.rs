@@ -3,6 +3,7 @@
 //! around it (CORS, body limit, metrics, JSON errors for everything).
 
 pub mod account;
+pub mod admin;
 pub mod calls;
 pub mod client_ip;
 pub mod error;
@@ -140,6 +141,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ice::get_ice_config))
         .routes(routes!(account::login))
         .routes(routes!(account::me))
+        .routes(routes!(admin::webhook_deliveries))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
