@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed bearer token (JWT) for a user.
     Token(TokenArgs),
     /// Manage built-in accounts (for POST /api/auth/login).
