@@ -19,10 +19,16 @@ use axum::routing::post;
 use axum::Router;
 use common::{eventually, within, Rtc, Server};
 use hmac::{Hmac, Mac};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 const SECRET: &str = "webhook-test-secret-0123456789";
 /// How long one event may take to arrive (retries on the 1 s, 2 s … schedule included).
@@ -101,6 +107,11 @@ impl Receiver {
     }
 
     fn serve(listener: TcpListener, fail_first: usize) -> Receiver {
+        Receiver::serve_tls(listener, fail_first, None)
+    }
+
+    /// Serves HTTPS with `tls` when given (then the URL is `https://`).
+    fn serve_tls(listener: TcpListener, fail_first: usize, tls: Option<TlsAcceptor>) -> Receiver {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ReceiverState {
@@ -111,11 +122,34 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (acceptor, app) = (acceptor.clone(), app.clone());
+                        tokio::spawn(async move {
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = auto::Builder::new(TokioExecutor::new())
+                                .serve_connection(
+                                    TokioIo::new(stream),
+                                    TowerToHyperService::new(app),
+                                )
+                                .await;
+                        });
+                    }
+                });
+            }
+        }
         Receiver {
-            url: format!("http://{addr}/hook"),
+            url: format!("{scheme}://{addr}/hook"),
             state,
             rx,
             seen: HashSet::new(),
@@ -154,13 +188,16 @@ impl Receiver {
 }
 
 fn start_server(url: &str) -> Server {
-    Server::start_with(
-        &["--no-turn", "--no-sfu", "--webhook-url", url],
-        &[
-            ("SIGNALBOX_WEBHOOK_SECRET", SECRET),
-            ("SIGNALBOX_RING_TIMEOUT", "2s"),
-        ],
-    )
+    start_server_env(url, &[])
+}
+
+fn start_server_env(url: &str, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![
+        ("SIGNALBOX_WEBHOOK_SECRET", SECRET),
+        ("SIGNALBOX_RING_TIMEOUT", "2s"),
+    ];
+    all.extend_from_slice(env);
+    Server::start_with(&["--no-turn", "--no-sfu", "--webhook-url", url], &all)
 }
 
 #[tokio::test]
@@ -418,6 +455,43 @@ async fn room_events_report_joins_leaves_and_the_end_of_the_room() {
     assert_eq!(e[1]["reason"], "room-deleted");
     assert_eq!(e[2]["reason"], "deleted");
     assert_eq!(e[2]["roomId"], id.as_str());
+}
+
+#[tokio::test]
+async fn an_https_receiver_trusted_through_the_system_ca_store_gets_the_events() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).expect("write the CA file");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(certified.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                certified.signing_key.serialize_der(),
+            )),
+        )
+        .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut hooks = Receiver::serve_tls(listener, 0, Some(TlsAcceptor::from(Arc::new(config))));
+    assert!(hooks.url.starts_with("https://"), "{}", hooks.url);
+    // SSL_CERT_FILE replaces the system's CA bundle for the server's HTTP client.
+    let s = start_server_env(
+        &hooks.url,
+        &[("SSL_CERT_FILE", ca_file.to_str().expect("path"))],
+    );
+    let (alice, bob) = (s.client("alice"), s.client("bob"));
+    let id = alice.call("bob").await;
+    bob.put_empty(&format!("/calls/{id}/accept"))
+        .await
+        .expect(200);
+    assert_eq!(
+        hooks.expect(&["call.started"]).await[0]["callId"],
+        id.as_str()
+    );
 }
 
 #[test]
