@@ -307,6 +307,12 @@ async fn a_receiver_that_fails_at_first_still_gets_every_event_in_order() {
     ]
     .into();
     assert_eq!(keys, expected);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("signalbox_webhook_deliveries{status=\"delivered\"} 2")
+            && metrics.contains("signalbox_webhook_deliveries{status=\"pending\"} 0"),
+        "{metrics}"
+    );
     let one = admin
         .get("/api/admin/webhooks/deliveries?limit=1")
         .await

@@ -240,6 +240,25 @@ pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<Delivery>, Error> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The three statuses of a delivery.
+pub const STATUSES: &[&str] = &["pending", "delivered", "failed"];
+
+/// How many deliveries are in each status (for `/metrics`), every status listed.
+pub fn count_by_status(conn: &Connection) -> Result<Vec<(&'static str, u64)>, Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(STATUSES
+        .iter()
+        .map(|s| {
+            let n = rows.iter().find(|(status, _)| status == s).map(|(_, n)| *n);
+            (*s, u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        })
+        .collect())
+}
+
 /// Deletes delivered and failed rows of events older than `cutoff`; returns how many.
 pub fn prune(conn: &mut Connection, cutoff: i64) -> Result<usize, Error> {
     let tx = super::begin_write(conn)?;
@@ -484,6 +503,10 @@ mod tests {
             &policy(),
         )
         .expect("ack");
+        assert_eq!(
+            count_by_status(&c).expect("count"),
+            [("pending", 4), ("delivered", 1), ("failed", 0)]
+        );
         assert_eq!(prune(&mut c, 100).expect("prune"), 1);
         assert_eq!(recent(&c, 50).expect("recent").len(), 4);
     }
