@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed bearer token (JWT) for a user.
     Token(TokenArgs),
     /// Manage built-in accounts (for POST /api/auth/login).
@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// POST every call and room event to this URL (repeatable; needs webhook_secret, which has
+    /// no flag so that it stays out of the process list).
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +214,9 @@ impl ServeArgs {
                 "turn-allow-peer",
                 self.turn_allow_peer.clone(),
             );
+        }
+        if !self.webhook_url.is_empty() {
+            layers.apply_flag_list("webhook_urls", "webhook-url", self.webhook_url.clone());
         }
         if self.no_turn {
             layers.apply_flag("no_turn", "no-turn", "true".into());

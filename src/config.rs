@@ -104,6 +104,10 @@ pub const KEYS: &[KeySpec] = &[
     key("sfu_listen", "[::]:3479", "SFU media listen address (UDP, and TCP for ICE-TCP), one port for every room participant; [::] takes IPv6 and IPv4 participants, 0.0.0.0 IPv4 only."),
     list("sfu_external_ip", "Public IPs the SFU advertises to participants when the server is behind NAT, at most one per address family."),
     key("sfu_threshold", "3", "Participants from which an `auto` room moves from peer-to-peer to the SFU."),
+    list("webhook_urls", "URLs (http:// or https://) that receive every call and room event as a signed JSON POST. Empty: no webhooks."),
+    KeySpec { name: "webhook_secret", default: "", list: false, secret: true, doc: "Key of the X-Signalbox-Signature HMAC-SHA256 over each webhook body (at least 16 characters); required with webhook_urls." },
+    key("webhook_timeout", "10s", "How long a webhook receiver has to answer an attempt before it counts as failed."),
+    key("webhook_max_age", "24h", "Failed webhook attempts are retried (1s, 2s, 4s … at most 5m apart) until the event is this old; then it is marked failed."),
 ];
 
 /// Environment variables that are not keys but are still ours.
@@ -423,6 +427,17 @@ pub struct SfuSettings {
     pub threshold: u32,
 }
 
+/// Webhook receivers and their delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Empty: webhooks are off.
+    pub urls: Vec<String>,
+    /// Set whenever `urls` is not empty.
+    pub secret: Option<String>,
+    pub timeout: Duration,
+    pub max_age: Duration,
+}
+
 /// Limits that hold on every signaling transport alike (`/rtc` and Socket.IO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketLimits {
@@ -454,6 +469,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub turn: TurnSettings,
     pub sfu: SfuSettings,
+    pub webhooks: WebhookSettings,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -568,6 +584,22 @@ fn parse_origin(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_webhook_url(s: &str) -> Result<String, String> {
+    let bad =
+        |why: &str| format!("`{s}` is not a webhook URL like https://app.example.com/hooks: {why}");
+    let url = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(bad("credentials and #fragments are not allowed"));
+    }
+    Ok(url.to_string())
+}
+
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
@@ -624,6 +656,18 @@ impl Config {
                 Ok(s.to_string())
             }
         })?;
+        let webhook_urls = l.parse_list("webhook_urls", parse_webhook_url)?;
+        let webhook_secret = l.parse("webhook_secret", |s| match s {
+            "" => Ok(None),
+            s if s.len() < 16 => Err(format!("must be at least 16 characters (got {})", s.len())),
+            s => Ok(Some(s.to_string())),
+        })?;
+        if !webhook_urls.is_empty() && webhook_secret.is_none() {
+            return Err(l.invalid(
+                "webhook_secret",
+                "webhook_urls is set but webhook_secret is not: receivers need it to check signatures",
+            ));
+        }
         Ok(Config {
             listen: l.parse("listen", parse_addr)?,
             data_dir: l.parse("data_dir", |s| {
@@ -705,6 +749,12 @@ impl Config {
                 listen: l.parse("sfu_listen", parse_addr)?,
                 external_ip: parse_ips_per_family(l, "sfu_external_ip")?,
                 threshold: l.parse("sfu_threshold", |s| parse_number(s, 2, 1000))?,
+            },
+            webhooks: WebhookSettings {
+                urls: webhook_urls,
+                secret: webhook_secret,
+                timeout: l.parse("webhook_timeout", parse_duration)?,
+                max_age: l.parse("webhook_max_age", parse_duration)?,
             },
         })
     }
@@ -883,6 +933,49 @@ mod tests {
             c.cors_origins,
             vec!["https://a.example", "http://b.example:3000"]
         );
+    }
+
+    #[test]
+    fn webhook_urls_are_checked_and_need_a_secret() {
+        let mut l = Layers::default();
+        l.apply_env(env(&[(
+            "SIGNALBOX_WEBHOOK_URLS",
+            "https://a.example/hook, http://127.0.0.1:9/x",
+        )]));
+        let err = Config::from_layers(&l).expect_err("no secret").to_string();
+        assert!(err.contains("webhook_secret"), "{err}");
+        l.apply_env(env(&[("SIGNALBOX_WEBHOOK_SECRET", "0123456789abcdef")]));
+        let c = Config::from_layers(&l).expect("valid");
+        assert_eq!(
+            c.webhooks.urls,
+            ["https://a.example/hook", "http://127.0.0.1:9/x"]
+        );
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(24 * 3600));
+        for bad in [
+            "ftp://a.example/x",
+            "not a url",
+            "http://",
+            "https://u:p@a.example/",
+        ] {
+            let mut l = Layers::default();
+            l.apply_flag_list("webhook_urls", "webhook-url", vec![bad.into()]);
+            l.apply_env(env(&[("SIGNALBOX_WEBHOOK_SECRET", "0123456789abcdef")]));
+            let err = Config::from_layers(&l).expect_err(bad).to_string();
+            assert!(
+                err.contains("webhook_urls") && err.contains("--webhook-url"),
+                "{bad}: {err}"
+            );
+        }
+        let lines = {
+            let mut l = Layers::default();
+            l.apply_env(env(&[(
+                "SIGNALBOX_WEBHOOK_SECRET",
+                "0123456789abcdef-hidden",
+            )]));
+            l.describe().join("\n")
+        };
+        assert!(!lines.contains("hidden"), "{lines}");
     }
 
     #[test]

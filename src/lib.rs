@@ -22,3 +22,4 @@ pub mod signaling;
 pub mod store;
 pub mod tls;
 pub mod views;
+pub mod webhooks;

@@ -1,4 +1,4 @@
-//! Prometheus metrics: HTTP requests, calls by status, database latency (and, once the relay
+//! Prometheus metrics: HTTP requests, calls and webhook deliveries by status, database latency (and, once the relay
 //! runs, TURN counters). One registry per server, no global state, so tests can run many servers.
 
 use prometheus_client::encoding::text::encode;
@@ -50,6 +50,8 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub calls: Family<StatusLabels, Gauge>,
+    /// Webhook deliveries in the outbox by status (`pending` is the backlog).
+    pub webhook_deliveries: Family<StatusLabels, Gauge>,
     pub connections: ConnectionMetrics,
 }
 
@@ -67,6 +69,12 @@ impl Metrics {
         );
         let calls = Family::<StatusLabels, Gauge>::default();
         registry.register("calls", "Calls in the database by status", calls.clone());
+        let webhook_deliveries = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries kept in the outbox by status (pending, delivered, failed)",
+            webhook_deliveries.clone(),
+        );
         registry.register(
             "db_operation_seconds",
             "Time spent per database operation, including waiting for a connection",
@@ -95,6 +103,7 @@ impl Metrics {
             registry,
             http_requests,
             calls,
+            webhook_deliveries,
             connections,
         }
     }

@@ -3,7 +3,7 @@
 //! parts of the server read on every use ([`LiveSettings`]), and applying a new configuration
 //! to a running server ([`apply`]). Connections stay open throughout.
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use axum::http::HeaderValue;
 
@@ -30,6 +30,9 @@ const LIVE: &[Key] = keys![
     "socket_rate_burst" => socket_limits.rate_burst,
     "turn_secret" => turn.secrets,
     "turn_allow_peer" => turn.allow_peers,
+    "webhook_urls" => webhooks.urls,
+    "webhook_secret" => webhooks.secret,
+    "webhook_max_age" => webhooks.max_age,
 ];
 
 /// Settings that take effect only after a restart (listeners, storage, timers, ...).
@@ -63,6 +66,7 @@ const RESTART: &[Key] = keys![
     "sfu_listen" => sfu.listen,
     "sfu_external_ip" => sfu.external_ip,
     "sfu_threshold" => sfu.threshold,
+    "webhook_timeout" => webhooks.timeout,
 ];
 
 /// What a reload found changed.
@@ -95,6 +99,8 @@ pub fn changes(applied: &Config, started: &Config, new: &Config) -> Changes {
 pub struct LiveSettings {
     cors: RwLock<Vec<HeaderValue>>,
     turn_secrets: RwLock<Vec<Vec<u8>>>,
+    /// The webhook worker's key and retry policy, once it runs.
+    webhooks: OnceLock<crate::webhooks::worker::LiveSettings>,
     /// The configuration whose live settings are in force.
     applied: Mutex<Config>,
 }
@@ -112,6 +118,7 @@ impl LiveSettings {
         LiveSettings {
             cors: RwLock::new(origins(config)),
             turn_secrets: RwLock::new(turn_secrets),
+            webhooks: OnceLock::new(),
             applied: Mutex::new(config.clone()),
         }
     }
@@ -124,6 +131,11 @@ impl LiveSettings {
             .contains(origin)
     }
 
+    /// Hands over the running webhook worker's settings, for reloads.
+    pub fn attach_webhooks(&self, settings: crate::webhooks::worker::LiveSettings) {
+        let _ = self.webhooks.set(settings);
+    }
+
     /// The TURN REST secrets in force (the first signs).
     pub fn turn_secrets(&self) -> Vec<Vec<u8>> {
         self.turn_secrets
@@ -134,11 +146,14 @@ impl LiveSettings {
 }
 
 /// Applies the live settings of `new` to the running server; returns what changed. Nothing is
-/// applied when a setting cannot be (a bad log filter): the old ones stay in force.
-pub fn apply(app: &App, new: &Config) -> Result<Changes, String> {
+/// applied when a setting cannot be (a bad log filter, the database refusing the new webhook
+/// receivers): the old ones stay in force. Reloads run one at a time (one SIGHUP task).
+pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
     let live = &app.live;
-    let mut applied = live.applied.lock().unwrap_or_else(|p| p.into_inner());
-    let changes = changes(&applied, &app.config, new);
+    let changes = {
+        let applied = live.applied.lock().unwrap_or_else(|p| p.into_inner());
+        changes(&applied, &app.config, new)
+    };
     if changes.live.is_empty() {
         return Ok(changes);
     }
@@ -154,6 +169,20 @@ pub fn apply(app: &App, new: &Config) -> Result<Changes, String> {
     )
     .map_err(|e| format!("turn_secret: {e}"))?
     .turn;
+    if changes.live.contains(&"webhook_urls") {
+        let urls = new.webhooks.urls.clone();
+        let failed = app
+            .store
+            .run(move |c| crate::store::webhooks::reload_endpoints(c, &urls))
+            .await
+            .map_err(|e| format!("webhook_urls: {e}"))?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "pending webhook deliveries to URLs no longer in webhook_urls were marked failed"
+            );
+        }
+    }
 
     if changes.live.contains(&"log_level") && !crate::logging::set_level(&new.log_level)? {
         tracing::info!("log_level not changed: RUST_LOG is set and wins");
@@ -165,7 +194,17 @@ pub fn apply(app: &App, new: &Config) -> Result<Changes, String> {
         relay.set_secrets(turn_secrets);
         relay.set_allowed_peers(new.turn.allow_peers.clone());
     }
-    *applied = new.clone();
+    if let Some(hooks) = live.webhooks.get() {
+        let secret = new.webhooks.secret.as_ref().map(|s| s.as_bytes().to_vec());
+        hooks.set(
+            secret.unwrap_or_default(),
+            crate::webhooks::RetryPolicy {
+                max_age: new.webhooks.max_age,
+                ..Default::default()
+            },
+        );
+    }
+    *live.applied.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
     Ok(changes)
 }
 

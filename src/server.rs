@@ -92,6 +92,19 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
     if let Some((s, _)) = &sfu {
         collectors.push(Box::new(crate::sfu::SfuMetrics(s.handle.clone())));
     }
+    // The receivers of new events; this also fails what was pending for removed URLs.
+    let urls = config.webhooks.urls.clone();
+    let orphaned = store
+        .run(move |c| crate::store::webhooks::set_endpoints(c, &urls))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("preparing the webhook outbox")?;
+    if orphaned > 0 {
+        tracing::warn!(
+            orphaned,
+            "pending webhook deliveries to URLs no longer in webhook_urls were marked failed"
+        );
+    }
     let metrics = Metrics::new(store.latency_histogram(), collectors);
     let app = Arc::new(App::new(config, store, secrets, metrics, relay));
     if let Some((sfu, notices)) = sfu {
@@ -138,7 +151,10 @@ async fn reload_on_hangup(app: AppState, reload: Reload) {
             return;
         };
         while hangups.recv().await.is_some() {
-            let outcome = reload().and_then(|new| crate::reload::apply(&app, &new));
+            let outcome = match reload() {
+                Ok(new) => crate::reload::apply(&app, &new).await,
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(c) => {
                     let list = |v: &[&str]| {
@@ -170,6 +186,34 @@ async fn reload_on_hangup(app: AppState, reload: Reload) {
     }
 }
 
+/// Starts the webhook delivery worker. It runs even without `webhook_urls` (it then has
+/// nothing to deliver), so a config reload can turn webhooks on.
+fn start_webhooks(
+    app: &AppState,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, crate::error::Error> {
+    let hooks = &app.config.webhooks;
+    let settings = crate::webhooks::worker::Settings {
+        secret: hooks
+            .secret
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default(),
+        timeout: hooks.timeout,
+        policy: crate::webhooks::RetryPolicy {
+            max_age: hooks.max_age,
+            ..Default::default()
+        },
+    };
+    let worker = crate::webhooks::worker::Worker::new(app.store.clone(), settings)?;
+    app.signaling.attach_webhooks(worker.waker());
+    app.live.attach_webhooks(worker.live_settings());
+    if !hooks.urls.is_empty() {
+        tracing::info!(urls = ?hooks.urls, "webhooks on");
+    }
+    Ok(Some(tokio::spawn(worker.run(stop))))
+}
+
 /// Runs the server until a shutdown signal; SIGHUP reloads the configuration with `reload`.
 pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -190,6 +234,10 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let webhooks = match start_webhooks(&app, stop_rx.clone()) {
+        Ok(worker) => worker,
+        Err(e) => anyhow::bail!("{e}"),
+    };
     let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
     let reloader = tokio::spawn(reload_on_hangup(app.clone(), reload));
     let router = http::router(app.clone());
@@ -220,6 +268,9 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     reloader.abort();
     let _ = timers.await;
+    if let Some(worker) = webhooks {
+        let _ = worker.await;
+    }
     if let Some(relay) = &app.relay {
         relay.shutdown().await;
     }

@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/video/calls/{callId}"),
     ("post", "/api/auth/login"),
     ("get", "/api/me"),
+    ("get", "/api/admin/webhooks/deliveries"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),

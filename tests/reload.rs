@@ -11,6 +11,8 @@ use serde_json::json;
 
 const FIRST_SECRET: &str = "the-first-turn-secret";
 const SECOND_SECRET: &str = "the-second-turn-secret";
+/// A receiver nobody listens on: deliveries to it stay pending, which is enough to see them.
+const HOOK: &str = "http://127.0.0.1:9/hooks";
 
 fn write_config(path: &std::path::Path, body: &str) {
     std::fs::write(path, body).expect("write the config file");
@@ -62,7 +64,8 @@ async fn sighup_applies_the_edited_file_and_open_connections_keep_working() {
         &file,
         &format!(
             "{base}max_connections_per_user = 2\ncors_origins = [\"https://app.example\"]\n\
-             turn_secret = [\"{SECOND_SECRET}\", \"{FIRST_SECRET}\"]\nring_timeout = \"10s\"\n"
+             turn_secret = [\"{SECOND_SECRET}\", \"{FIRST_SECRET}\"]\nring_timeout = \"10s\"\n\
+             webhook_urls = [\"{HOOK}\"]\nwebhook_secret = \"a-webhook-secret-0123\"\n"
         ),
     );
     s.signal("HUP");
@@ -86,6 +89,27 @@ async fn sighup_applies_the_edited_file_and_open_connections_keep_working() {
     // The connection opened before the reload still works.
     let pong = open.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong", "{pong}");
+
+    // Webhooks, off at the start, are on: an accepted call queues call.started for the URL.
+    let id = s.client("alice").call("bob").await;
+    s.client("bob")
+        .put_empty(&format!("/calls/{id}/accept"))
+        .await
+        .expect(200);
+    let deliveries = s
+        .admin()
+        .get("/api/admin/webhooks/deliveries")
+        .await
+        .expect(200);
+    let queued = deliveries["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .any(|d| d["url"] == HOOK && d["event"] == "call.started");
+    assert!(
+        queued,
+        "call.started queued for the reloaded URL: {deliveries}"
+    );
 
     // A file with a bad value: refused as a whole, the settings in force stay (its valid new
     // origin included). Nothing observable changes, so this waits a fixed half second for the

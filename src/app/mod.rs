@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::auth::Principal;
 use crate::clock::now_ms;
@@ -124,6 +124,9 @@ pub struct Signaling {
     sfu_failures: AtomicU64,
     /// Who each open connection is and how it is connected (for the admin view).
     connections: Mutex<HashMap<SessionId, live::Connection>>,
+    /// The webhook worker's nudge, when webhooks are on: operations write their events into
+    /// the outbox, and this tells the worker to look at once instead of at its next poll.
+    webhooks: OnceLock<Arc<Notify>>,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -160,6 +163,7 @@ impl Signaling {
             sfu_lost: Mutex::new(HashMap::new()),
             sfu_failures: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
+            webhooks: OnceLock::new(),
         })
     }
 
@@ -229,8 +233,17 @@ impl Signaling {
         self.dispatch(outputs);
     }
 
+    /// Makes every operation nudge the webhook worker (see [`crate::webhooks::worker`]).
+    pub fn attach_webhooks(&self, wake: Arc<Notify>) {
+        let _ = self.webhooks.set(wake);
+    }
+
     /// Carries out switchboard outputs: deliveries now, persistence in the background.
     fn dispatch(self: &Arc<Self>, outputs: Vec<Output>) {
+        // Every operation's changes (and so its webhook events) are committed by now.
+        if let Some(wake) = self.webhooks.get() {
+            wake.notify_one();
+        }
         for output in outputs {
             match output {
                 Output::Deliver { to, event } => self.delivery.deliver(to, event),

@@ -149,6 +149,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::users::remove))
         .routes(routes!(admin::users::set_password))
         .routes(routes!(admin::quality::quality))
+        .routes(routes!(admin::webhooks::webhook_deliveries))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))

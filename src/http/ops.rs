@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::http::AppState;
 use crate::metrics::StatusLabels;
 use crate::signaling::call::CallStatus;
-use crate::store::calls;
+use crate::store::{calls, webhooks};
 
 /// `GET /healthz` when the database answers.
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,6 +79,15 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, E
             .calls
             .get_or_create(&StatusLabels {
                 status: status.as_str().to_string(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let hooks = app.store.run(|c| webhooks::count_by_status(c)).await?;
+    for (status, n) in hooks {
+        app.metrics
+            .webhook_deliveries
+            .get_or_create(&StatusLabels {
+                status: status.to_string(),
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }

@@ -1,7 +1,8 @@
 //! Calls, their participants (with media state) and their event timeline. Every change runs in
 //! one IMMEDIATE transaction that re-reads the call, applies the pure transition rules of
 //! [`crate::signaling::call`], and writes status, timestamps and an event together, so a refused
-//! change writes nothing and a crash never leaves half a change.
+//! change writes nothing and a crash never leaves half a change. A direct call's webhook events
+//! (`call.started`, `call.ended`, `call.missed`) are written in that same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
@@ -11,6 +12,8 @@ use crate::error::Error;
 use crate::signaling::call::{
     self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
 };
+use crate::store::webhooks;
+use crate::webhooks::event as hook;
 
 /// Direct (1:1) or group (room) call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +314,9 @@ fn write_transition(
             )?;
         }
         add_event(tx, &call.id, now, actor_id, "accepted", None)?;
+        if call.kind == CallKind::Direct {
+            webhooks::emit(tx, &hook::call_started(call, now), now)?;
+        }
     } else {
         tx.execute(
             "UPDATE calls SET status = ?2, end_reason = ?3, ended_at = ?4 WHERE id = ?1",
@@ -323,6 +329,9 @@ fn write_transition(
         )?;
         let data = serde_json::json!({ "status": t.to.as_str(), "reason": reason });
         add_event(tx, &call.id, now, actor_id, "ended", Some(&data))?;
+        if call.kind == CallKind::Direct {
+            webhooks::emit(tx, &hook::call_finished(call, t.to, reason, now), now)?;
+        }
     }
     Ok(())
 }

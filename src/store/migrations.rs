@@ -143,6 +143,33 @@ CREATE TABLE sfu_quality (
 );
 CREATE INDEX sfu_quality_by_call ON sfu_quality (call_id, peer_id, at);
 "#,
+    // 5: the webhook outbox: the configured receivers, and one row per event and receiver,
+    // written in the transaction of the change that caused the event (see store/webhooks.rs).
+    r#"
+CREATE TABLE webhook_endpoints (
+    url TEXT PRIMARY KEY
+);
+
+CREATE TABLE webhook_deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    ordering_key    TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    last_status     INTEGER,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    next_attempt_at INTEGER,
+    claimed_until   INTEGER
+);
+CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (status, url, ordering_key, seq);
+CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);
+"#,
 ];
 
 /// Brings the schema up to date. Refuses a database written by a newer signalbox.

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod migrations;
 pub mod rooms;
 pub mod users;
+pub mod webhooks;
 
 use std::ops::Deref;
 use std::path::Path;

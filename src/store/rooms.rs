@@ -1,6 +1,7 @@
 //! Group rooms: the room itself, its invited members and who is in it now (each with a peer id).
 //! A room's live session is a call of kind `room`: created by the first join, ended when the last
-//! participant leaves, so group calls show in history and analytics like 1:1 calls.
+//! participant leaves, so group calls show in history and analytics like 1:1 calls. Joins,
+//! leaves and the end of a room's session write their webhook events in the same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -8,7 +9,8 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
-use crate::store::calls;
+use crate::store::{calls, webhooks};
+use crate::webhooks::event as hook;
 
 /// Someone currently in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +221,8 @@ pub fn join(
     let data = serde_json::json!({ "peerId": new_peer_id });
     calls::add_event(&tx, &call_id, now, Some(&p.id), "joined", Some(&data))?;
     let room = get(&tx, id)?.ok_or(Error::NotFound("room"))?;
+    let joined = hook::participant_joined(&room, &p.id, new_peer_id, &call_id, room.peers.len());
+    webhooks::emit(&tx, &joined, now)?;
     tx.commit()?;
     Ok(Joined {
         room,
@@ -260,6 +264,21 @@ fn end_room_call(
     Ok(ended > 0)
 }
 
+/// When the room call `call_id` began (for `room.finished`).
+fn started_at(tx: &Connection, call_id: Option<&str>) -> Result<Option<i64>, Error> {
+    let Some(call_id) = call_id else {
+        return Ok(None);
+    };
+    Ok(tx
+        .query_row(
+            "SELECT answered_at FROM calls WHERE id = ?1",
+            [call_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
 /// Leaves a room; the last one out ends the room call.
 pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Left, Error> {
     let tx = super::begin_write(conn)?;
@@ -276,6 +295,21 @@ pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result
         "DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2 AND invited = 0",
         params![id, p.id],
     )?;
+    let remaining = room.peers.len().saturating_sub(1);
+    let left = hook::participant_left(
+        &room,
+        &p.id,
+        &peer_id,
+        room.call_id.as_deref(),
+        remaining,
+        "left",
+    );
+    webhooks::emit(&tx, &left, now)?;
+    if remaining == 0 {
+        let started = started_at(&tx, room.call_id.as_deref())?;
+        let finished = hook::room_finished(&room, room.call_id.as_deref(), started, "empty", now);
+        webhooks::emit(&tx, &finished, now)?;
+    }
     let mut call_ended = false;
     if let Some(call_id) = &room.call_id {
         tx.execute(
@@ -347,6 +381,20 @@ pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Resul
             "only the room's owner or an admin can delete it",
         ));
     }
+    let started = started_at(&tx, room.call_id.as_deref())?;
+    for (n, peer) in room.peers.iter().enumerate() {
+        let left = hook::participant_left(
+            &room,
+            &peer.user_id,
+            &peer.peer_id,
+            room.call_id.as_deref(),
+            room.peers.len() - n - 1,
+            "room-deleted",
+        );
+        webhooks::emit(&tx, &left, now)?;
+    }
+    let finished = hook::room_finished(&room, room.call_id.as_deref(), started, "deleted", now);
+    webhooks::emit(&tx, &finished, now)?;
     if let Some(call_id) = &room.call_id {
         end_room_call(&tx, call_id, EndReason::RoomClosed, now)?;
     }

@@ -1,5 +1,6 @@
 //! The admin API under `/api/admin/`: what is live now ([`live`]), built-in accounts
-//! ([`users`]) and a call's quality reports as a time series ([`quality`]). Every route takes an
+//! ([`users`]), a call's quality reports as a time series ([`quality`]) and the recent webhook
+//! deliveries ([`webhooks`]). Every route takes an
 //! admin's bearer token through [`AdminAuth`]: no token is 401, a non-admin's token 403.
 //! Ending a call needs no route of its own: `PUT /calls/{callId}/hangup` ends any call for an
 //! admin (reason `admin`; a room's call too, every peer leaving and the room staying), and
@@ -8,6 +9,7 @@
 pub mod live;
 pub mod quality;
 pub mod users;
+pub mod webhooks;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
