@@ -6,10 +6,15 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), signalbox_turn::TurnError> {
+//! use signalbox_turn::config::RelayIp;
 //! use signalbox_turn::{credentials, TurnConfig, TurnServer};
 //!
 //! let config = TurnConfig {
-//!     external_ip: Some("203.0.113.10".parse().unwrap()),
+//!     // IPv4 relays bound on every address, advertised on the public one (1:1 NAT).
+//!     relays: vec![RelayIp {
+//!         bind: "0.0.0.0".parse().unwrap(),
+//!         external: Some("203.0.113.10".parse().unwrap()),
+//!     }],
 //!     secrets: vec![b"shared secret".to_vec()],
 //!     ..TurnConfig::default()
 //! };
