@@ -194,6 +194,7 @@ pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
         relay.set_secrets(turn_secrets);
         relay.set_allowed_peers(new.turn.allow_peers.clone());
     }
+    app.signaling.set_webhooks_on(!new.webhooks.urls.is_empty());
     if let Some(hooks) = live.webhooks.get() {
         let secret = new.webhooks.secret.as_ref().map(|s| s.as_bytes().to_vec());
         hooks.set(

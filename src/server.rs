@@ -207,6 +207,7 @@ fn start_webhooks(
     };
     let worker = crate::webhooks::worker::Worker::new(app.store.clone(), settings)?;
     app.signaling.attach_webhooks(worker.waker());
+    app.signaling.set_webhooks_on(!hooks.urls.is_empty());
     app.live.attach_webhooks(worker.live_settings());
     if !hooks.urls.is_empty() {
         tracing::info!(urls = ?hooks.urls, "webhooks on");

@@ -127,6 +127,8 @@ pub struct Signaling {
     /// The webhook worker's nudge, when webhooks are on: operations write their events into
     /// the outbox, and this tells the worker to look at once instead of at its next poll.
     webhooks: OnceLock<Arc<Notify>>,
+    /// Whether any webhook receiver is configured (see [`Signaling::set_webhooks_on`]).
+    webhooks_on: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -164,6 +166,7 @@ impl Signaling {
             sfu_failures: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
             webhooks: OnceLock::new(),
+            webhooks_on: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -233,16 +236,25 @@ impl Signaling {
         self.dispatch(outputs);
     }
 
-    /// Makes every operation nudge the webhook worker (see [`crate::webhooks::worker`]).
+    /// Makes every operation nudge the webhook worker (see [`crate::webhooks::worker`]) while
+    /// webhooks are on.
     pub fn attach_webhooks(&self, wake: Arc<Notify>) {
         let _ = self.webhooks.set(wake);
+    }
+
+    /// Whether webhook receivers are configured: without any, operations write no events and
+    /// the worker is not nudged (a config reload turns them on and off).
+    pub fn set_webhooks_on(&self, on: bool) {
+        self.webhooks_on.store(on, Ordering::Relaxed);
     }
 
     /// Carries out switchboard outputs: deliveries now, persistence in the background.
     fn dispatch(self: &Arc<Self>, outputs: Vec<Output>) {
         // Every operation's changes (and so its webhook events) are committed by now.
-        if let Some(wake) = self.webhooks.get() {
-            wake.notify_one();
+        if self.webhooks_on.load(Ordering::Relaxed) {
+            if let Some(wake) = self.webhooks.get() {
+                wake.notify_one();
+            }
         }
         for output in outputs {
             match output {
@@ -312,5 +324,39 @@ impl Signaling {
                 Err(e) => tracing::warn!(error = %e, "ring timeout sweep failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod webhook_nudge_tests {
+    use super::*;
+    use crate::signaling::wire::Request;
+
+    /// Whether `wake` holds a notification, without waiting for one.
+    async fn nudged(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn operations_nudge_the_webhook_worker_only_while_webhooks_are_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let app = Signaling::new(store, Duration::from_secs(45), Duration::from_secs(20));
+        let wake = Arc::new(Notify::new());
+        app.attach_webhooks(wake.clone());
+        let me = Principal {
+            id: "alice".into(),
+            name: None,
+            admin: false,
+        };
+        let (session, _outbox) = app.open_session(&me, "rtc");
+        // Off (no receivers configured): a message costs the worker nothing.
+        drop(app.handle(session, &me, Request::Ping).await.expect("pong"));
+        assert!(!nudged(&wake).await, "no nudge without webhook receivers");
+        app.set_webhooks_on(true);
+        drop(app.handle(session, &me, Request::Ping).await.expect("pong"));
+        assert!(nudged(&wake).await, "a nudge once receivers are configured");
     }
 }

@@ -28,6 +28,8 @@ const CONCURRENCY: usize = 8;
 const POLL: Duration = Duration::from_secs(1);
 /// A claim outlives the request timeout by this much before the row may be claimed again.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How long after a nudge the worker looks at the outbox, gathering the nudges of a burst.
+const COALESCE: Duration = Duration::from_millis(20);
 /// Delivered and failed rows are kept this long for the admin API, then deleted.
 const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often old rows are pruned.
@@ -169,7 +171,11 @@ impl Worker {
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Operations nudge after every commit; a burst of them (ICE candidates at
+                    // thousands a second) makes one claim, not one per message.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
