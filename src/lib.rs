@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod host_addr;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -3,7 +3,7 @@
 //! (allocation opened/closed with bytes and packets) for call analytics, and exports its
 //! counters to Prometheus.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::app::live::{RelayAllocation, RelayLive};
 use crate::config::Config;
+use crate::host_addr;
 use crate::secrets::Secrets;
 use crate::store::analytics::{self, RelaySession};
 use crate::store::Store;
@@ -38,79 +39,41 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The address relays of `family` are advertised on when nothing says otherwise: the local
-/// address of the default route of that family. A UDP `connect` sends no packet; it only asks
-/// the kernel for the route.
-pub(crate) fn default_route_ip(family: Family) -> Option<IpAddr> {
-    let (local, remote): (SocketAddr, SocketAddr) = match family {
-        Family::V4 => (
-            (Ipv4Addr::UNSPECIFIED, 0).into(),
-            (Ipv4Addr::new(198, 51, 100, 1), 9).into(),
-        ),
-        Family::V6 => (
-            (Ipv6Addr::UNSPECIFIED, 0).into(),
-            (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
-        ),
-    };
-    let socket = UdpSocket::bind(local).ok()?;
-    socket.connect(remote).ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
-}
-
-/// Decides, for each address family the TURN server listens on, where its relay sockets bind
-/// and which address they advertise:
-///
-/// * a `turn_external_ip` of that family: advertise it (1:1 NAT), bind the listener's IP;
-/// * the listener has a concrete IP (e.g. 127.0.0.1 or ::1 in tests): bind and advertise that;
-/// * `public_host` is an IP of that family: advertise it;
-/// * otherwise the local address of that family's default route (`fallback`). Without one,
-///   IPv4 falls back to loopback (this machine only); IPv6 relays are not offered.
-pub fn relay_ips(config: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<RelayIp> {
-    let public_ip = config
-        .public_host
-        .as_deref()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
-    let mut relays = Vec::new();
-    for listen in &config.turn.listen {
-        let bind = listen.ip();
-        let family = Family::of(bind);
-        let of_family = |ip: &IpAddr| Family::of(*ip) == family;
-        let external = match config.turn.external_ip.iter().find(|ip| of_family(ip)) {
-            Some(ip) => Some(*ip),
-            None if !bind.is_unspecified() => None,
-            None => match public_ip.filter(of_family).or_else(|| fallback(family)) {
-                Some(ip) => Some(ip),
-                None if family == Family::V4 => {
-                    tracing::warn!(
-                        "no default route: advertising TURN relays on 127.0.0.1 (this machine \
-                         only); set turn_external_ip or --public-host for other hosts"
-                    );
-                    Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                }
-                None => {
-                    tracing::info!(
-                        "no IPv6 default route: TURN offers IPv4 relays only (set an IPv6 \
-                         turn_external_ip to offer IPv6 relays)"
-                    );
-                    continue;
-                }
-            },
-        };
-        relays.push(RelayIp { bind, external });
-    }
-    relays
-}
-
-/// Whether this host can bind IPv6 sockets at all (a kernel booted with IPv6 disabled cannot).
-pub(crate) fn ipv6_available() -> bool {
-    UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+/// Where relay sockets bind and which address they advertise, for each family the TURN server
+/// listens on (`listen`): the listener's IP, advertised by the rules of
+/// [`host_addr::advertised`]. A family with nothing to advertise (IPv6 without a route) offers
+/// no relays.
+pub fn relay_ips(
+    config: &Config,
+    listen: &[SocketAddr],
+    route: impl Fn(Family) -> Option<IpAddr>,
+) -> Vec<RelayIp> {
+    let public_ip = host_addr::public_ip(config.public_host.as_deref());
+    listen
+        .iter()
+        .filter_map(|l| {
+            let bind = l.ip();
+            let family = Family::of(bind);
+            let ip = host_addr::advertised(
+                family,
+                bind,
+                &config.turn.external_ip,
+                public_ip,
+                &route,
+                "TURN relays are",
+            )?;
+            Some(RelayIp {
+                bind,
+                external: (ip != bind).then_some(ip),
+            })
+        })
+        .collect()
 }
 
 /// The listen addresses to bind: without IPv6 on this host, the IPv6 half of a dual-stack
 /// default is dropped (with a warning) rather than failing the start.
 fn usable(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-    if ipv6_available() || addrs.iter().all(SocketAddr::is_ipv4) {
+    if host_addr::ipv6_available() || addrs.iter().all(SocketAddr::is_ipv4) {
         return addrs.to_vec();
     }
     tracing::warn!("this host has no IPv6: TURN listens on IPv4 only");
@@ -134,15 +97,13 @@ pub fn turn_config(
         None => (Vec::new(), None, None),
     };
     let listen = usable(&t.listen);
-    let mut usable_config = config.clone();
-    usable_config.turn.listen = listen.clone();
     Ok(TurnConfig {
+        relays: relay_ips(config, &listen, host_addr::default_route_ip),
         udp_listen: listen.clone(),
         tcp_listen: listen,
         tls_listen,
         tls_cert_path,
         tls_key_path,
-        relays: relay_ips(&usable_config, default_route_ip),
         default_family: t.default_relay_family,
         relay_ports: t.relay_ports.0..=t.relay_ports.1,
         realm: t.realm.clone(),
@@ -426,7 +387,7 @@ mod tests {
 
     /// (bind, advertised) of each family offered.
     fn relays(c: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<(IpAddr, IpAddr)> {
-        relay_ips(c, fallback)
+        relay_ips(c, &c.turn.listen, fallback)
             .iter()
             .map(|r| (r.bind, r.advertised().expect("advertised")))
             .collect()

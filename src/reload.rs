@@ -157,19 +157,25 @@ pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
     if changes.live.is_empty() {
         return Ok(changes);
     }
+    let is_changed = |key: &str| changes.live.contains(&key);
     // Everything that can fail first, so a refused reload changes nothing.
-    if changes.live.contains(&"log_level") {
+    if is_changed("log_level") {
         tracing_subscriber::EnvFilter::try_new(&new.log_level)
             .map_err(|e| format!("log_level: {e}"))?;
     }
-    let turn_secrets = secrets::resolve(
-        &app.config.data_dir,
-        app.config.jwt_secret.as_deref(),
-        &new.turn.secrets,
-    )
-    .map_err(|e| format!("turn_secret: {e}"))?
-    .turn;
-    if changes.live.contains(&"webhook_urls") {
+    // Only a changed `turn_secret` is resolved again (an empty one reads the generated file).
+    let turn_secrets = if is_changed("turn_secret") {
+        let resolved = secrets::resolve(
+            &app.config.data_dir,
+            app.config.jwt_secret.as_deref(),
+            &new.turn.secrets,
+        )
+        .map_err(|e| format!("turn_secret: {e}"))?;
+        Some(resolved.turn)
+    } else {
+        None
+    };
+    if is_changed("webhook_urls") {
         let urls = new.webhooks.urls.clone();
         let failed = app
             .store
@@ -184,14 +190,18 @@ pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
         }
     }
 
-    if changes.live.contains(&"log_level") && !crate::logging::set_level(&new.log_level)? {
+    if is_changed("log_level") && !crate::logging::set_level(&new.log_level)? {
         tracing::info!("log_level not changed: RUST_LOG is set and wins");
     }
     *live.cors.write().unwrap_or_else(|p| p.into_inner()) = origins(new);
     app.gate.set_limits(new.socket_limits);
-    *live.turn_secrets.write().unwrap_or_else(|p| p.into_inner()) = turn_secrets.clone();
-    if let Some(relay) = &app.relay {
-        relay.set_secrets(turn_secrets);
+    if let Some(turn_secrets) = turn_secrets {
+        if let Some(relay) = &app.relay {
+            relay.set_secrets(turn_secrets.clone());
+        }
+        *live.turn_secrets.write().unwrap_or_else(|p| p.into_inner()) = turn_secrets;
+    }
+    if let (true, Some(relay)) = (is_changed("turn_allow_peer"), &app.relay) {
         relay.set_allowed_peers(new.turn.allow_peers.clone());
     }
     app.signaling.set_webhooks_on(!new.webhooks.urls.is_empty());

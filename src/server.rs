@@ -119,7 +119,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
 fn bind_http(listen: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let dual = listen.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
-    let listen = if dual && !crate::relay::ipv6_available() {
+    let listen = if dual && !crate::host_addr::ipv6_available() {
         tracing::warn!("this host has no IPv6: HTTP listens on IPv4 only");
         SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, listen.port()))
     } else {

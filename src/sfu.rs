@@ -16,61 +16,43 @@ use tokio::sync::mpsc;
 
 use crate::app::Signaling;
 use crate::config::Config;
+use crate::host_addr;
 use crate::signaling::topology::TopologyPolicy;
 
 /// How long an `auto` room stays on the SFU after dropping below the threshold.
 pub const DOWNGRADE_DELAY: Duration = Duration::from_secs(5);
 
-/// The IPs the SFU advertises in its answers, at most one per family it listens on:
-/// * `sfu_external_ip` of that family: that (a server behind 1:1 NAT);
-/// * the listener has a concrete IP (e.g. 127.0.0.1 in tests): that;
-/// * `public_host` is an IP of that family: that;
-/// * otherwise the local address of that family's default route (`fallback`); without one,
-///   IPv4 falls back to loopback (this machine only) and IPv6 is not advertised.
-///
-/// `[::]` (the default) listens on both families.
-pub fn advertised_ips(config: &Config, fallback: impl Fn(Family) -> Option<IpAddr>) -> Vec<IpAddr> {
-    let listen_ip = config.sfu.listen.ip();
-    if !listen_ip.is_unspecified() {
-        let external = config
-            .sfu
-            .external_ip
-            .iter()
-            .find(|ip| ip.is_ipv6() == listen_ip.is_ipv6());
-        return vec![*external.unwrap_or(&listen_ip)];
-    }
-    let families: &[Family] = match listen_ip {
-        IpAddr::V4(_) => &[Family::V4],
-        IpAddr::V6(_) => &[Family::V4, Family::V6],
+/// The IPs the SFU advertises in its answers, at most one per family it listens on (`listen`;
+/// `[::]`, the default, is both), by the rules of [`host_addr::advertised`] with
+/// `sfu_external_ip`.
+pub fn advertised_ips(
+    config: &Config,
+    listen: SocketAddr,
+    route: impl Fn(Family) -> Option<IpAddr>,
+) -> Vec<IpAddr> {
+    let ip = listen.ip();
+    let families: &[Family] = match ip {
+        IpAddr::V6(v6) if v6.is_unspecified() => &[Family::V4, Family::V6],
+        _ => &[Family::of(ip)],
     };
-    let public_ip = config
-        .public_host
-        .as_deref()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
-    let mut ips = Vec::new();
-    for &family in families {
-        let of_family = |ip: &IpAddr| Family::of(*ip) == family;
-        let ip = config
-            .sfu
-            .external_ip
-            .iter()
-            .copied()
-            .find(of_family)
-            .or_else(|| public_ip.filter(of_family))
-            .or_else(|| fallback(family));
-        match (ip, family) {
-            (Some(ip), _) => ips.push(ip),
-            (None, Family::V4) => {
-                tracing::warn!(
-                    "no default route: the SFU advertises 127.0.0.1 (this machine only); \
-                     set sfu_external_ip or --public-host for other hosts"
-                );
-                ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            }
-            (None, Family::V6) => {}
-        }
-    }
-    ips
+    let bind_of = |family| match family {
+        Family::V4 if ip.is_ipv6() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        _ => ip,
+    };
+    let public_ip = host_addr::public_ip(config.public_host.as_deref());
+    families
+        .iter()
+        .filter_map(|&family| {
+            host_addr::advertised(
+                family,
+                bind_of(family),
+                &config.sfu.external_ip,
+                public_ip,
+                &route,
+                "the SFU is",
+            )
+        })
+        .collect()
 }
 
 /// The running SFU: its handle and the addresses participants reach it on (one per family).
@@ -88,13 +70,11 @@ pub async fn start(
     }
     signalbox_sfu::init_crypto();
     let mut listen = config.sfu.listen;
-    if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && !crate::relay::ipv6_available() {
+    if listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && !host_addr::ipv6_available() {
         tracing::warn!("this host has no IPv6: the SFU listens on IPv4 only");
         listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, listen.port()));
     }
-    let mut effective = config.clone();
-    effective.sfu.listen = listen;
-    let ips = advertised_ips(&effective, crate::relay::default_route_ip);
+    let ips = advertised_ips(config, listen, host_addr::default_route_ip);
     let (tx, rx) = mpsc::unbounded_channel();
     let (handle, _task) = signalbox_sfu::start(listen, &ips, tx)
         .await
@@ -209,7 +189,7 @@ mod tests {
             })
         };
         let ips = |c: &Config, f: &dyn Fn(Family) -> Option<IpAddr>| {
-            advertised_ips(c, f)
+            advertised_ips(c, c.sfu.listen, f)
                 .iter()
                 .map(|ip| ip.to_string())
                 .collect::<Vec<_>>()
