@@ -14,8 +14,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use signalbox_turn::config::{Family, RelayIp};
 use signalbox_turn::{
-    LiveAllocation, LocalAddrs, StatsSnapshot, TurnConfig, TurnServer, UsageEvent,
+    LiveAllocation, LocalAddrs, StatsSnapshot, StreamIntake, TurnConfig, TurnServer, UsageEvent,
 };
+use tokio_rustls::rustls::ServerConfig;
 use tokio::sync::mpsc;
 
 use crate::app::live::{RelayAllocation, RelayLive};
@@ -29,6 +30,8 @@ use crate::store::Store;
 pub struct Relay {
     server: Mutex<Option<TurnServer>>,
     pub addrs: LocalAddrs,
+    /// Where TURN clients accepted on the HTTPS port go.
+    intake: StreamIntake,
     /// Addresses of this server the relay always reaches (the SFU's), kept across reloads.
     own_peers: Vec<SocketAddr>,
 }
@@ -82,19 +85,18 @@ fn usable(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 
 /// Maps our configuration onto the relay's. `own_peers` are addresses of this server that
 /// relay-only clients must reach although they may be private or loopback (the SFU's).
+/// With `tls` (the app's certificate, see [`crate::tls::Tls::relay_config`]) the relay also
+/// listens for TURN over TLS.
 pub fn turn_config(
     config: &Config,
     secrets: &Secrets,
     own_peers: &[SocketAddr],
+    tls: Option<Arc<ServerConfig>>,
 ) -> anyhow::Result<TurnConfig> {
     let t = &config.turn;
-    let (tls_listen, tls_cert_path, tls_key_path) = match &config.tls {
-        Some(tls) => (
-            usable(&t.tls_listen),
-            Some(tls.cert.clone()),
-            Some(tls.key.clone()),
-        ),
-        None => (Vec::new(), None, None),
+    let tls_listen = match &tls {
+        Some(_) => usable(&t.tls_listen),
+        None => Vec::new(),
     };
     let listen = usable(&t.listen);
     Ok(TurnConfig {
@@ -102,8 +104,7 @@ pub fn turn_config(
         udp_listen: listen.clone(),
         tcp_listen: listen,
         tls_listen,
-        tls_cert_path,
-        tls_key_path,
+        tls_server_config: tls,
         default_family: t.default_relay_family,
         relay_ports: t.relay_ports.0..=t.relay_ports.1,
         realm: t.realm.clone(),
@@ -195,8 +196,9 @@ impl Relay {
         secrets: &Secrets,
         store: Store,
         own_peers: &[SocketAddr],
+        tls: Option<Arc<ServerConfig>>,
     ) -> anyhow::Result<Arc<Relay>> {
-        let turn = turn_config(config, secrets, own_peers)?;
+        let turn = turn_config(config, secrets, own_peers, tls)?;
         let (tx, rx) = mpsc::channel(4096);
         let server = TurnServer::start(turn, tx)
             .await
@@ -204,10 +206,16 @@ impl Relay {
         tokio::spawn(record_usage(store, rx));
         let addrs = server.local_addrs();
         Ok(Arc::new(Relay {
+            intake: server.stream_intake(),
             server: Mutex::new(Some(server)),
             addrs,
             own_peers: own_peers.to_vec(),
         }))
+    }
+
+    /// Takes TURN connections the HTTPS listener accepted (one port for both).
+    pub fn stream_intake(&self) -> Option<StreamIntake> {
+        Some(self.intake.clone())
     }
 
     /// Allocations alive now with their usage so far.
@@ -525,7 +533,7 @@ mod tests {
             turn: vec![b"s1".to_vec(), b"s2".to_vec()],
         };
         let sfu: SocketAddr = "127.0.0.1:3479".parse().expect("addr");
-        let t = turn_config(&c, &secrets, &[sfu]).expect("config");
+        let t = turn_config(&c, &secrets, &[sfu], None).expect("config");
         assert_eq!(t.udp_listen, ["127.0.0.1:0".parse().expect("addr")]);
         assert_eq!(t.tcp_listen, t.udp_listen);
         assert!(t.tls_listen.is_empty(), "no certificate, no TLS");

@@ -36,7 +36,10 @@ async fn shutdown_signal() {
 
 /// Builds the application state from a validated config: secrets, store, the relay (unless
 /// `no_turn`), metrics.
-pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
+pub async fn build_app(
+    config: Config,
+    tls: Option<Arc<crate::tls::Tls>>,
+) -> anyhow::Result<AppState> {
     let secrets = crate::secrets::resolve(
         &config.data_dir,
         config.jwt_secret.as_deref(),
@@ -64,7 +67,8 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
             .iter()
             .flat_map(|(s, _)| s.advertised.iter().copied())
             .collect();
-        let relay = Relay::start(&config, &secrets, store.clone(), &own_peers).await?;
+        let relay_tls = tls.as_ref().map(|t| t.relay_config());
+        let relay = Relay::start(&config, &secrets, store.clone(), &own_peers, relay_tls).await?;
         let a = relay.addrs;
         let show = |x: Option<SocketAddr>| x.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         println!(
@@ -106,7 +110,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<AppState> {
         );
     }
     let metrics = Metrics::new(store.latency_histogram(), collectors);
-    let app = Arc::new(App::new(config, store, secrets, metrics, relay));
+    let app = Arc::new(App::new(config, store, secrets, metrics, relay, tls));
     if let Some((sfu, notices)) = sfu {
         crate::sfu::attach(&app.signaling, &app.config, &sfu, notices);
     }
@@ -219,10 +223,10 @@ fn start_webhooks(
 pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
     let tls = match &config.tls {
-        Some(files) => Some(crate::tls::server_config(files)?),
+        Some(files) => Some(Arc::new(crate::tls::Tls::from_files(files)?)),
         None => None,
     };
-    let app = build_app(config).await?;
+    let app = build_app(config, tls.clone()).await?;
     let listener =
         bind_http(listen).with_context(|| format!("binding the HTTP listener on {listen}"))?;
     let local: SocketAddr = listener.local_addr()?;
@@ -239,7 +243,7 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
         Ok(worker) => worker,
         Err(e) => anyhow::bail!("{e}"),
     };
-    let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx));
+    let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx.clone()));
     let reloader = tokio::spawn(reload_on_hangup(app.clone(), reload));
     let router = http::router(app.clone());
     // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
@@ -248,8 +252,17 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     }
     match tls {
         Some(tls) => {
+            let _ = app.front_port.set(local.port());
+            if let Some(files) = &tls.files {
+                tokio::spawn(Arc::clone(files).watch(stop_rx.clone()));
+            }
+            let front = crate::tls::front::Front {
+                router,
+                tls,
+                turn: app.relay.as_ref().and_then(|r| r.stream_intake()),
+            };
             let (stop_https, stopped) = watch::channel(false);
-            let server = tokio::spawn(crate::tls::serve(listener, router, tls, stopped));
+            let server = tokio::spawn(crate::tls::front::serve(listener, front, stopped));
             shutdown_signal().await;
             let _ = stop_https.send(true);
             let _ = server.await;

@@ -61,6 +61,8 @@ pub struct RelayPorts {
     pub udp: Option<u16>,
     pub tcp: Option<u16>,
     pub tls: Option<u16>,
+    /// The HTTPS port, which also takes TURN over TLS (when TLS is on).
+    pub front_tls: Option<u16>,
 }
 
 /// One entry of WebRTC's `iceServers`: STUN URIs, or TURN URIs with their credentials.
@@ -118,6 +120,9 @@ pub fn ice_config(
         if let Some(port) = ports.tls {
             turn_uris.push(format!("turns:{host}:{port}?transport=tcp"));
         }
+        if let Some(port) = ports.front_tls.filter(|p| Some(*p) != ports.tls) {
+            turn_uris.push(format!("turns:{host}:{port}?transport=tcp"));
+        }
     }
     turn_uris.extend(turn.external_urls.iter().cloned());
     let mut servers = Vec::new();
@@ -152,7 +157,7 @@ pub fn ice_config(
 /// The relay's ports for URIs naming `host`: those of the IPv6 listeners for an IPv6 literal,
 /// of the IPv4 ones otherwise (the same ports unless the listen addresses differ, as with
 /// port 0 in tests), each falling back to the other family's.
-fn relay_ports(a: &signalbox_turn::LocalAddrs, host: &str) -> RelayPorts {
+fn relay_ports(a: &signalbox_turn::LocalAddrs, host: &str, front_tls: Option<u16>) -> RelayPorts {
     let v6 = host
         .trim_matches(['[', ']'])
         .parse::<std::net::Ipv6Addr>()
@@ -164,6 +169,7 @@ fn relay_ports(a: &signalbox_turn::LocalAddrs, host: &str) -> RelayPorts {
         udp: pick(a.udp, a.udp6),
         tcp: pick(a.tcp, a.tcp6),
         tls: pick(a.tls, a.tls6),
+        front_tls,
     }
 }
 
@@ -182,7 +188,11 @@ pub async fn get_ice_config(
         .first()
         .ok_or_else(|| Error::Internal("no TURN secret".into()))?;
     let now = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
-    let relay = app.relay.as_ref().map(|r| relay_ports(&r.addrs, &host));
+    let front = app.front_port.get().copied();
+    let relay = app
+        .relay
+        .as_ref()
+        .map(|r| relay_ports(&r.addrs, &host, front));
     Ok(Json(ice_config(
         &app.config.turn,
         relay,
@@ -203,6 +213,7 @@ mod tests {
         udp: Some(3478),
         tcp: Some(3478),
         tls: Some(5349),
+        front_tls: None,
     });
 
     fn turn() -> TurnSettings {
@@ -265,13 +276,13 @@ mod tests {
             tcp6: None,
             tls6: addr("[::1]:6002"),
         };
-        let p = relay_ports(&a, "[::1]");
+        let p = relay_ports(&a, "[::1]", None);
         assert_eq!((p.udp, p.tcp, p.tls), (Some(6000), Some(4001), Some(6002)));
-        let p = relay_ports(&a, "calls.example.com");
+        let p = relay_ports(&a, "calls.example.com", None);
         assert_eq!((p.udp, p.tcp, p.tls), (Some(4000), Some(4001), Some(6002)));
         let v = ice_config(
             &turn(),
-            Some(relay_ports(&a, "[::1]")),
+            Some(relay_ports(&a, "[::1]", None)),
             b"s",
             "a",
             "[::1]",
@@ -279,6 +290,32 @@ mod tests {
         );
         assert_eq!(v["iceServers"][0]["urls"][0], "stun:[::1]:6000");
         assert_eq!(v["uris"][0], "turn:[::1]:6000?transport=udp");
+    }
+
+    #[test]
+    fn the_https_port_is_listed_as_turns_unless_it_is_the_relays_own_tls_port() {
+        let with = |front_tls| RelayPorts {
+            front_tls,
+            ..PORTS.expect("ports")
+        };
+        let v = ice_config(&turn(), Some(with(Some(443))), b"s", "a", "h.example", 0);
+        let uris: Vec<&str> = v["uris"]
+            .as_array()
+            .expect("uris")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "turn:h.example:3478?transport=udp",
+                "turn:h.example:3478?transport=tcp",
+                "turns:h.example:5349?transport=tcp",
+                "turns:h.example:443?transport=tcp",
+            ]
+        );
+        let v = ice_config(&turn(), Some(with(Some(5349))), b"s", "a", "h.example", 0);
+        assert_eq!(v["uris"].as_array().expect("uris").len(), 3, "{v}");
     }
 
     #[test]

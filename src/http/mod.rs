@@ -59,6 +59,10 @@ pub struct App {
     pub relay: Option<Arc<Relay>>,
     /// Settings a config reload replaces (CORS origins, TURN secrets).
     pub live: crate::reload::LiveSettings,
+    /// TLS of the listeners, when HTTPS is on.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The HTTPS listener's bound port, which also takes TURN (set once it is bound).
+    pub front_port: std::sync::OnceLock<u16>,
 }
 
 pub type AppState = Arc<App>;
@@ -70,6 +74,7 @@ impl App {
         secrets: Secrets,
         metrics: Metrics,
         relay: Option<Arc<Relay>>,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> App {
         let per_minute = std::num::NonZeroU32::new(config.login_rate_per_minute)
             .unwrap_or(std::num::NonZeroU32::MIN);
@@ -84,6 +89,8 @@ impl App {
             secrets,
             metrics,
             relay,
+            tls,
+            front_port: std::sync::OnceLock::new(),
         }
     }
 }

@@ -88,6 +88,7 @@ impl RelayIp {
 }
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Configuration of a [`crate::TurnServer`].
@@ -106,6 +107,10 @@ pub struct TurnConfig {
     pub tls_cert_path: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_listen`.
     pub tls_key_path: Option<PathBuf>,
+    /// A ready TLS configuration for `tls_listen`, used instead of the two files: lets the
+    /// embedding app swap certificates live (its own certificate resolver) and share them with
+    /// its HTTPS listener.
+    pub tls_server_config: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// The relay families the server offers, at most one entry per family: REQUESTED-ADDRESS-FAMILY
     /// picks one, ADDITIONAL-ADDRESS-FAMILY asks for both (RFC 8656 §7.2).
     pub relays: Vec<RelayIp>,
@@ -157,6 +162,7 @@ impl Default for TurnConfig {
             tls_listen: Vec::new(),
             tls_cert_path: None,
             tls_key_path: None,
+            tls_server_config: None,
             relays: vec![RelayIp::on(IpAddr::V4(Ipv4Addr::UNSPECIFIED))],
             default_family: DefaultFamily::Ipv4,
             relay_ports: 49152..=65535,

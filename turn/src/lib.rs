@@ -58,5 +58,5 @@ pub use core::permissions::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use core::StateSize;
 pub use error::TurnError;
 pub use events::{LiveAllocation, Transport, Usage, UsageEvent};
-pub use server::{LocalAddrs, TurnServer};
+pub use server::{LocalAddrs, StreamIntake, TurnServer};
 pub use stats::StatsSnapshot;

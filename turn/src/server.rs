@@ -49,6 +49,8 @@ pub struct TurnServer {
     local: LocalAddrs,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Bounds TCP and TLS client connections, those handed in by the app included.
+    stream_limit: Arc<Semaphore>,
     /// The relay shards' threads.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -123,12 +125,20 @@ impl TurnServer {
         }
         let mut tls_listeners = Vec::new();
         if !config.tls_listen.is_empty() {
-            let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
-                return Err(TurnError::Config(
-                    "tls_listen needs tls_cert_path and tls_key_path".into(),
-                ));
+            let acceptor = match (
+                &config.tls_server_config,
+                &config.tls_cert_path,
+                &config.tls_key_path,
+            ) {
+                (Some(ready), _, _) => tokio_rustls::TlsAcceptor::from(Arc::clone(ready)),
+                (None, Some(cert), Some(key)) => tls::acceptor(cert, key)?,
+                _ => {
+                    return Err(TurnError::Config(
+                        "tls_listen needs tls_server_config or tls_cert_path and tls_key_path"
+                            .into(),
+                    ))
+                }
             };
-            let acceptor = tls::acceptor(cert, key)?;
             for addr in &config.tls_listen {
                 tls_listeners.push((tcp::bind(*addr).await?, acceptor.clone()));
             }
@@ -177,8 +187,18 @@ impl TurnServer {
             local,
             shutdown: shutdown_tx,
             tasks,
+            stream_limit: limit,
             threads,
         })
+    }
+
+    /// A handle through which the app hands the relay client connections it accepted itself
+    /// (TURN on the HTTPS port).
+    pub fn stream_intake(&self) -> StreamIntake {
+        StreamIntake {
+            shared: Arc::clone(&self.shared),
+            limit: Arc::clone(&self.stream_limit),
+        }
     }
 
     /// The addresses actually bound.
@@ -244,6 +264,76 @@ impl Drop for TurnServer {
             s.stop();
         }
     }
+}
+
+/// Takes TURN client connections that arrived on a listener of the app's (one port for HTTPS
+/// and TURN): the same connection limit, idle timeout and shutdown as the relay's own TCP and
+/// TLS listeners.
+#[derive(Clone)]
+pub struct StreamIntake {
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for StreamIntake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamIntake").finish_non_exhaustive()
+    }
+}
+
+impl StreamIntake {
+    /// Serves a plain TCP connection whose first bytes (peeked, not read) are a STUN message.
+    /// `false` when the relay's connection limit is reached (the connection is closed) or the
+    /// relay is shutting down.
+    pub fn tcp(&self, conn: tokio::net::TcpStream, client: SocketAddr) -> bool {
+        if *self.shared.shutdown.borrow() {
+            return false;
+        }
+        let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
+            return false;
+        };
+        let Ok(server) = conn.local_addr() else {
+            return false;
+        };
+        let _ = conn.set_nodelay(true);
+        tcp::to_shard(
+            &self.shared,
+            conn,
+            canonical(client),
+            canonical(server),
+            permit,
+        );
+        true
+    }
+
+    /// Serves an established TLS stream (its handshake done by the app) until it ends. Returns
+    /// at once, `false`, when the relay's connection limit is reached or it is shutting down.
+    pub async fn tls<S>(&self, stream: S, client: SocketAddr, server: SocketAddr) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        if *self.shared.shutdown.borrow() {
+            return false;
+        }
+        let Ok(_permit) = Arc::clone(&self.limit).try_acquire_owned() else {
+            return false;
+        };
+        crate::io::stream::serve(
+            Arc::clone(&self.shared),
+            stream,
+            canonical(client),
+            canonical(server),
+            crate::events::Transport::Tls,
+        )
+        .await;
+        true
+    }
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack listener's IPv4 client) as plain IPv4, so the
+/// relay sees the family the client really speaks.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Stops the relay shards and waits for their threads.

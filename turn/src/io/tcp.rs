@@ -80,7 +80,7 @@ pub(crate) async fn serve(
 }
 
 /// Hands a plain TCP connection to the next relay shard.
-fn to_shard(
+pub(crate) fn to_shard(
     shared: &Shared,
     conn: TcpStream,
     client: SocketAddr,
