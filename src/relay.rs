@@ -16,8 +16,8 @@ use signalbox_turn::config::{Family, RelayIp};
 use signalbox_turn::{
     LiveAllocation, LocalAddrs, StatsSnapshot, StreamIntake, TurnConfig, TurnServer, UsageEvent,
 };
-use tokio_rustls::rustls::ServerConfig;
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::app::live::{RelayAllocation, RelayLive};
 use crate::config::Config;

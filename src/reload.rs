@@ -23,6 +23,7 @@ macro_rules! keys {
 /// Settings a reload applies to the running server.
 const LIVE: &[Key] = keys![
     "cors_origins" => cors_origins,
+    "tls_cert" => tls,
     "log_level" => log_level,
     "max_connections" => socket_limits.max_connections,
     "max_connections_per_user" => socket_limits.max_connections_per_user,
@@ -40,7 +41,6 @@ const RESTART: &[Key] = keys![
     "listen" => listen,
     "data_dir" => data_dir,
     "public_host" => public_host,
-    "tls_cert" => tls,
     "log_format" => log_format,
     "max_body_bytes" => max_body_bytes,
     "ring_timeout" => ring_timeout,
@@ -150,15 +150,32 @@ impl LiveSettings {
 /// receivers): the old ones stay in force. Reloads run one at a time (one SIGHUP task).
 pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
     let live = &app.live;
-    let changes = {
+    let mut changes = {
         let applied = live.applied.lock().unwrap_or_else(|p| p.into_inner());
         changes(&applied, &app.config, new)
     };
+    // Certificate files are read again on every reload, changed or not (a renewal replaces
+    // them in place). Turning HTTPS on or off needs a restart (listeners change).
+    let cert_files = app.tls.as_ref().and_then(|t| t.files.as_ref());
+    let cert_reload = match (cert_files, &new.tls) {
+        (Some(files), Some(paths)) => Some((files, paths)),
+        _ => {
+            if let Some(i) = changes.live.iter().position(|k| *k == "tls_cert") {
+                changes.live.remove(i);
+                changes.restart.push("tls_cert");
+            }
+            None
+        }
+    };
     if changes.live.is_empty() {
+        if let Some((files, paths)) = cert_reload {
+            files.reload(paths).map_err(|e| format!("tls_cert: {e}"))?;
+        }
         return Ok(changes);
     }
     let is_changed = |key: &str| changes.live.contains(&key);
-    // Everything that can fail first, so a refused reload changes nothing.
+    // Everything that can fail first, so a refused reload changes nothing. The certificate
+    // reload comes after the checks: it is in force the moment it succeeds.
     if is_changed("log_level") {
         tracing_subscriber::EnvFilter::try_new(&new.log_level)
             .map_err(|e| format!("log_level: {e}"))?;
@@ -175,6 +192,9 @@ pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
     } else {
         None
     };
+    if let Some((files, paths)) = cert_reload {
+        files.reload(paths).map_err(|e| format!("tls_cert: {e}"))?;
+    }
     if is_changed("webhook_urls") {
         let urls = new.webhooks.urls.clone();
         let failed = app

@@ -136,6 +136,9 @@ mod tests {
         std::fs::write(&files.key, "half-written").expect("break");
         assert!(matches!(watched.reload_if_changed(), Some(Err(_))));
         assert_eq!(store.current().expect("kept").cert, second);
-        assert!(watched.reload_if_changed().is_none(), "a broken pair is not retried");
+        assert!(
+            watched.reload_if_changed().is_none(),
+            "a broken pair is not retried"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTPS listener, which is also a TURN port: each accepted connection is looked at before
-//! anything is read from it. A TLS ClientHello offering `http/1.1` or `h2` is HTTPS (REST, the
-//! `/rtc` WebSocket, Socket.IO); one offering only `stun.turn` is TURN over TLS; one offering
+//! anything is read from it. A TLS ClientHello offering `stun.turn` is TURN over TLS; one
+//! offering `http/1.1` or `h2` is HTTPS (REST, the `/rtc` WebSocket, Socket.IO); one offering
 //! no ALPN is decided by its first decrypted bytes (a STUN header: TURN, else HTTPS); an ACME
 //! `acme-tls/1` validation gets the challenge certificate. A connection starting with a STUN
 //! header instead of TLS is TURN over plain TCP. One port (443) then carries everything but
@@ -115,7 +115,9 @@ async fn connection(
             return Ok(());
         }
         FirstBytes::Other | FirstBytes::NeedMore => {
-            let _ = tokio::time::timeout_at(deadline, tcp.write_all(plain_http_answer().as_bytes())).await;
+            let _ =
+                tokio::time::timeout_at(deadline, tcp.write_all(plain_http_answer().as_bytes()))
+                    .await;
             let _ = tcp.shutdown().await;
             return Err("neither TLS nor STUN".into());
         }

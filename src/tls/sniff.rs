@@ -85,7 +85,8 @@ pub fn inner(bytes: &[u8]) -> FirstBytes {
 pub enum TlsRoute {
     /// `http/1.1` or `h2` offered: the web server (HTTPS, WSS, Socket.IO).
     Http,
-    /// Only `stun.turn` (RFC 7443) among what we know: the relay.
+    /// `stun.turn` (RFC 7443) offered: the relay. coturn's clients offer it next to
+    /// `http/1.1`; browsers never offer it for HTTP.
     Turn,
     /// `acme-tls/1`: an ACME server validating a TLS-ALPN-01 challenge.
     AcmeChallenge,
@@ -93,7 +94,7 @@ pub enum TlsRoute {
     Sniff,
 }
 
-/// Routes by ALPN. A client offering both HTTP and TURN ids gets HTTP.
+/// Routes by ALPN. A client offering both HTTP and TURN ids gets TURN.
 pub fn route<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> TlsRoute {
     let Some(ids) = alpn else {
         return TlsRoute::Sniff;
@@ -107,8 +108,8 @@ pub fn route<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> TlsRoute {
         turn |= id == ALPN_TURN;
     }
     match (http, turn) {
-        (true, _) => TlsRoute::Http,
-        (false, true) => TlsRoute::Turn,
+        (_, true) => TlsRoute::Turn,
+        (true, false) => TlsRoute::Http,
         (false, false) => TlsRoute::Sniff,
     }
 }
@@ -153,7 +154,8 @@ mod tests {
         assert_eq!(r(&[ALPN_H2, ALPN_HTTP1]), TlsRoute::Http);
         assert_eq!(r(&[ALPN_HTTP1]), TlsRoute::Http);
         assert_eq!(r(&[ALPN_TURN]), TlsRoute::Turn);
-        assert_eq!(r(&[ALPN_TURN, ALPN_HTTP1]), TlsRoute::Http);
+        assert_eq!(r(&[ALPN_TURN, ALPN_HTTP1]), TlsRoute::Turn);
+        assert_eq!(r(&[ALPN_HTTP1, ALPN_TURN]), TlsRoute::Turn);
         assert_eq!(r(&[ALPN_ACME]), TlsRoute::AcmeChallenge);
         assert_eq!(r(&[b"imap"]), TlsRoute::Sniff);
     }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod turnutils;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 
 /// A running server.
