@@ -15,6 +15,8 @@
 #    - systemd-analyze verify on the installed unit prints nothing;
 #    - the binary runs as the service user with the packaged config and answers /healthz;
 #      secrets are generated on first start with mode 0600; a token can be minted;
+#    - with the unit's one capability (CAP_NET_BIND_SERVICE, given by setpriv as systemd
+#      would), it serves HTTPS on a port below 1024;
 #    - edit the config, add an account, upgrade to the second package: the edit, the
 #      account and the secrets survive, and the server starts again;
 #    - apt-get remove keeps data, config and account; apt-get purge removes them and leaves
@@ -196,6 +198,52 @@ done
 token="$(as_service /usr/bin/signalbox token --config /etc/signalbox/signalbox.toml --user alice --ttl 1h)"
 [ "$(echo "$token" | tr -cd . | wc -c)" -eq 2 ] || fail "token: $token"
 ok "secrets 0600 owned by signalbox; token minted"
+
+# ---------------------------------------------------------------------------------------
+step "a privileged port with the unit's one capability (the 443-only setup)"
+# The unit grants CAP_NET_BIND_SERVICE as its only capability; setpriv gives the process the
+# same (ambient, bounding set of one, service user), as systemd does, and the server binds a
+# port below 1024 with HTTPS and TURN over TLS on it.
+unit_file="$root/usr/lib/systemd/system/signalbox.service"
+grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE' "$unit_file" || fail "unit: no ambient CAP_NET_BIND_SERVICE"
+grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE' "$unit_file" || fail "unit: bounding set is not CAP_NET_BIND_SERVICE alone"
+! grep -q '^PrivateUsers=yes' "$unit_file" || fail "unit: PrivateUsers=yes keeps the capability from binding"
+low_port="$(python3 -c '
+import socket
+for p in range(443, 1024):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()')"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$root/tmp/tls.key" -out "$root/tmp/tls.crt" 2> /dev/null ||
+    fail "openssl: test certificate"
+chmod 644 "$root/tmp/tls.key" "$root/tmp/tls.crt"
+mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+chroot "$root" env -i PATH=/usr/bin:/bin HOME=/var/lib/signalbox \
+    setpriv --reuid=signalbox --regid=signalbox --clear-groups \
+    --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service \
+    /usr/bin/signalbox serve --config /etc/signalbox/signalbox.toml --listen "127.0.0.1:$low_port" \
+    --tls-cert /tmp/tls.crt --tls-key /tmp/tls.key --turn-listen "127.0.0.1:$(free_port)" \
+    --turn-tls-listen "127.0.0.1:$(free_port)" --sfu-listen 127.0.0.1:0 \
+    > "$work/server.out" 2> "$work/server.err" &
+server_pid=$!
+for _ in $(seq 1 100); do
+    grep -q "listening on https://127.0.0.1:$low_port" "$work/server.out" && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.err"; fail "server exited on port $low_port"; }
+    sleep 0.1
+done
+body="$(curl -fsS --max-time 5 --cacert "$root/tmp/tls.crt" --resolve "localhost:$low_port:127.0.0.1" \
+    "https://localhost:$low_port/healthz")" || { cat "$work/server.err"; fail "/healthz over HTTPS on $low_port"; }
+caps="$(sed -n 's/^CapEff:\s*//p' "/proc/$server_pid/status")"
+[ "$caps" = "0000000000000400" ] || fail "effective capabilities $caps, not CAP_NET_BIND_SERVICE alone"
+[ "$(stat -c %u "/proc/$server_pid")" = "$(in_root id -u signalbox)" ] || fail "server does not run as signalbox"
+stop_server
+rm -f "$root/tmp/tls.key" "$root/tmp/tls.crt"
+ok "HTTPS on 127.0.0.1:$low_port as signalbox with CapEff $caps: $body"
 
 # ---------------------------------------------------------------------------------------
 step "upgrade keeps data and the edited config"
