@@ -53,7 +53,7 @@ export async function freeDualPort() {
   throw new Error(`no free port in ${from}-${from + span - 1} after 50 tries`);
 }
 
-/** Starts `signalbox serve`; resolves once it prints `listening on http://ADDR`. */
+/** Starts `signalbox serve`; resolves once it prints `listening on http(s)://ADDR`. */
 export async function startServer({ extraArgs = [], turn = true, sfu = true, listen = '127.0.0.1:0', dataDir, turnPort, turnListen, env = {} } = {}) {
   dataDir ||= mkdtempSync(join(tmpdir(), 'signalbox-browser-'));
   turnPort ||= await freeDualPort();
@@ -72,7 +72,7 @@ export async function startServer({ extraArgs = [], turn = true, sfu = true, lis
     const timer = setTimeout(() => reject(new Error(`signalbox did not start in 20 s:\n${log}`)), 20000);
     const onData = (chunk) => {
       log += chunk;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(log);
+      const m = /listening on (https?:\/\/[^\s]+)/.exec(log);
       if (m) { clearTimeout(timer); resolve(m[1].replace(/\/$/, '')); }
     };
     child.stdout.on('data', onData);
@@ -158,8 +158,10 @@ export async function newPage(browser, server, { path = '/', viewport = { width:
 }
 
 /** A fresh context + page signed in with `token` through the `#token=` link, relay-only if asked. */
-export async function openAs(browser, server, token, { relayOnly = true, viewport = { width: 1100, height: 760 }, hash = '' } = {}) {
-  const context = await browser.newContext({ viewport });
+export async function openAs(browser, server, token, { relayOnly = true, viewport = { width: 1100, height: 760 }, hash = '', setup } = {}) {
+  // An HTTPS server in a test has a self-signed certificate.
+  const context = await browser.newContext({ viewport, ignoreHTTPSErrors: server.url.startsWith('https:') });
+  if (setup) await setup(context);
   await context.grantPermissions(['camera', 'microphone', 'clipboard-read', 'clipboard-write'], { origin: server.url });
   if (relayOnly) {
     await context.addInitScript(() => {
@@ -213,6 +215,7 @@ export async function peerStats(page) {
         localType: local ? local.candidateType : null, remoteType: remote ? remote.candidateType : null,
         localProtocol: local ? local.protocol : null, relayProtocol: local ? local.relayProtocol || null : null,
         localAddress: local ? local.address || local.ip || null : null, remoteAddress: remote ? remote.address || remote.ip || null : null,
+        localUrl: local ? local.url || null : null,
         videoReceivers: entry.pc.getReceivers().filter((r) => r.track && r.track.kind === 'video').length,
         iceTransportPolicy: entry.pc.getConfiguration().iceTransportPolicy,
         inbound,
