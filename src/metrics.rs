@@ -34,6 +34,13 @@ pub struct RefusedLabels {
     pub limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// What a connection on the HTTPS port spoke: `https`, `turn_tls`, `turn_tcp`,
+    /// `acme_challenge` or `refused` (neither TLS nor STUN, or no handshake in time).
+    pub protocol: &'static str,
+}
+
 /// The signaling connections' metrics, shared with the connection gate.
 #[derive(Clone, Default)]
 pub struct ConnectionMetrics {
@@ -53,6 +60,8 @@ pub struct Metrics {
     /// Webhook deliveries in the outbox by status (`pending` is the backlog).
     pub webhook_deliveries: Family<StatusLabels, Gauge>,
     pub connections: ConnectionMetrics,
+    /// Connections accepted on the HTTPS port, by what they turned out to speak.
+    pub tls_port_connections: Family<ProtocolLabels, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +105,12 @@ impl Metrics {
             "Signaling messages answered rate_limited",
             connections.rate_limited.clone(),
         );
+        let tls_port_connections = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "tls_port_connections",
+            "Connections on the HTTPS port by protocol (https, turn_tls, turn_tcp, acme_challenge, refused)",
+            tls_port_connections.clone(),
+        );
         for collector in extra {
             registry.register_collector(collector);
         }
@@ -105,6 +120,7 @@ impl Metrics {
             calls,
             webhook_deliveries,
             connections,
+            tls_port_connections,
         }
     }
 

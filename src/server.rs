@@ -260,6 +260,7 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
                 router,
                 tls,
                 turn: app.relay.as_ref().and_then(|r| r.stream_intake()),
+                counts: app.metrics.tls_port_connections.clone(),
             };
             let (stop_https, stopped) = watch::channel(false);
             let server = tokio::spawn(crate::tls::front::serve(listener, front, stopped));

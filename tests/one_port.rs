@@ -161,6 +161,16 @@ fn one_port_server(cert: &Cert, config: Option<&Path>) -> Server {
 
 /// One HTTPS GET with a bearer token; returns the JSON body.
 async fn get_json(s: &Server, tls: &TlsConnector, path: &str, token: &str) -> Value {
+    let text = get_text(s, tls, path, token).await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).expect("JSON body"),
+        _ => panic!("no JSON in the answer to {path}: {text}"),
+    }
+}
+
+/// One HTTPS GET with a bearer token; returns the whole answer, head and body.
+async fn get_text(s: &Server, tls: &TlsConnector, path: &str, token: &str) -> String {
     let mut stream = tls_connect(s, tls).await;
     let text = within(format!("GET {path}"), Duration::from_secs(20), async {
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
@@ -170,11 +180,7 @@ async fn get_json(s: &Server, tls: &TlsConnector, path: &str, token: &str) -> Va
         String::from_utf8_lossy(&buf).to_string()
     })
     .await;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).expect("JSON body"),
-        _ => panic!("no JSON in the answer to {path}: {text}"),
-    }
+    text
 }
 
 /// A STUN Binding request, sent over a TLS connection that offered only ALPN `stun.turn`.
@@ -292,6 +298,14 @@ async fn https_wss_and_turn_share_the_tls_port() {
 
     // The WebSocket opened first is still up after all this.
     ping(&mut ws).await;
+
+    // /metrics counts what each connection on the port spoke.
+    let metrics = get_text(&s, &no_alpn, "/metrics", &token).await;
+    for protocol in ["https", "turn_tls", "turn_tcp", "refused"] {
+        let line = format!("signalbox_tls_port_connections_total{{protocol=\"{protocol}\"}}");
+        let count = common::metric(&metrics, &line);
+        assert!(count >= Some(1), "{line} counted: {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ use tokio_rustls::LazyConfigAcceptor;
 use super::rewind::Rewind;
 use super::sniff::{self, FirstBytes, TlsRoute};
 use super::Tls;
+use crate::metrics::ProtocolLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// How long a client may take to send its first bytes and finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +49,16 @@ pub struct Front {
     pub tls: Arc<Tls>,
     /// The relay, when it runs: TURN clients on this port go there.
     pub turn: Option<StreamIntake>,
+    /// Counts connections by what they spoke.
+    pub counts: Family<ProtocolLabels, Counter>,
+}
+
+impl Front {
+    fn count(&self, protocol: &'static str) {
+        self.counts
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
+    }
 }
 
 /// Accepts connections until `stop` changes, routing each as the module says.
@@ -103,9 +116,17 @@ async fn connection(
     peer: SocketAddr,
     deadline: Instant,
 ) -> Result<(), String> {
-    match first_bytes(&tcp, deadline).await? {
+    let first = match first_bytes(&tcp, deadline).await {
+        Ok(first) => first,
+        Err(e) => {
+            front.count("refused");
+            return Err(e);
+        }
+    };
+    match first {
         FirstBytes::Tls => {}
         FirstBytes::Stun => {
+            front.count("turn_tcp");
             let Some(turn) = &front.turn else {
                 return Err("TURN over TCP, but the relay is off".into());
             };
@@ -115,6 +136,7 @@ async fn connection(
             return Ok(());
         }
         FirstBytes::Other | FirstBytes::NeedMore => {
+            front.count("refused");
             let _ =
                 tokio::time::timeout_at(deadline, tcp.write_all(plain_http_answer().as_bytes()))
                     .await;
@@ -123,6 +145,56 @@ async fn connection(
         }
     }
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
+    let handshake = tls_handshake(&front, tcp, deadline).await;
+    if handshake.is_err() {
+        front.count("refused");
+    }
+    let (route, mut stream) = handshake?;
+    match route {
+        TlsRoute::Http => {
+            front.count("https");
+            serve_http(front.router, stream, peer).await
+        }
+        TlsRoute::Turn => {
+            front.count("turn_tls");
+            serve_turn(front.turn.as_ref(), stream, peer, local).await
+        }
+        TlsRoute::AcmeChallenge => {
+            front.count("acme_challenge");
+            // The validation is the handshake itself (RFC 8737); nothing follows.
+            let _ = stream.shutdown().await;
+            Ok(())
+        }
+        TlsRoute::Sniff => {
+            let (what, first) = match inner_first_bytes(&mut stream, deadline).await {
+                Ok(found) => found,
+                Err(e) => {
+                    front.count("refused");
+                    return Err(e);
+                }
+            };
+            let stream = Rewind::new(first, stream);
+            match what {
+                FirstBytes::Stun => {
+                    front.count("turn_tls");
+                    serve_turn(front.turn.as_ref(), stream, peer, local).await
+                }
+                _ => {
+                    front.count("https");
+                    serve_http(front.router, stream, peer).await
+                }
+            }
+        }
+    }
+}
+
+/// Reads the ClientHello, picks the configuration its ALPN ids call for, and completes the
+/// handshake.
+async fn tls_handshake(
+    front: &Front,
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<(TlsRoute, tokio_rustls::server::TlsStream<TcpStream>), String> {
     let start = tokio::time::timeout_at(
         deadline,
         LazyConfigAcceptor::new(tokio_rustls::rustls::server::Acceptor::default(), tcp),
@@ -137,27 +209,11 @@ async fn connection(
         TlsRoute::AcmeChallenge => Arc::clone(&front.tls.challenge),
         TlsRoute::Sniff => Arc::clone(&front.tls.any),
     };
-    let mut stream = tokio::time::timeout_at(deadline, start.into_stream(config))
+    let stream = tokio::time::timeout_at(deadline, start.into_stream(config))
         .await
         .map_err(|_| "TLS handshake not finished before the deadline".to_string())?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    match route {
-        TlsRoute::Http => serve_http(front.router, stream, peer).await,
-        TlsRoute::Turn => serve_turn(front.turn.as_ref(), stream, peer, local).await,
-        TlsRoute::AcmeChallenge => {
-            // The validation is the handshake itself (RFC 8737); nothing follows.
-            let _ = stream.shutdown().await;
-            Ok(())
-        }
-        TlsRoute::Sniff => {
-            let (what, first) = inner_first_bytes(&mut stream, deadline).await?;
-            let stream = Rewind::new(first, stream);
-            match what {
-                FirstBytes::Stun => serve_turn(front.turn.as_ref(), stream, peer, local).await,
-                _ => serve_http(front.router, stream, peer).await,
-            }
-        }
-    }
+    Ok((route, stream))
 }
 
 /// Reads the first decrypted bytes until they tell STUN from anything else.
