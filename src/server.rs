@@ -222,9 +222,13 @@ fn start_webhooks(
 /// Runs the server until a shutdown signal; SIGHUP reloads the configuration with `reload`.
 pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
-    let tls = match &config.tls {
-        Some(files) => Some(Arc::new(crate::tls::Tls::from_files(files)?)),
-        None => None,
+    let tls = match (&config.tls, &config.acme) {
+        (Some(files), _) => Some(Arc::new(crate::tls::Tls::from_files(files)?)),
+        // The certificate comes from ACME, started below with the other tasks.
+        (None, Some(_)) => Some(Arc::new(crate::tls::Tls::new(
+            crate::tls::certs::CertStore::new(),
+        )?)),
+        (None, None) => None,
     };
     let app = build_app(config, tls.clone()).await?;
     let listener =
@@ -255,6 +259,10 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
             let _ = app.front_port.set(local.port());
             if let Some(files) = &tls.files {
                 tokio::spawn(Arc::clone(files).watch(stop_rx.clone()));
+            }
+            if let Some(acme) = &app.config.acme {
+                let (dir, port) = (&app.config.data_dir, local.port());
+                crate::tls::acme::start(acme, dir, &tls.certs, port, stop_rx.clone()).await?;
             }
             let front = crate::tls::front::Front {
                 router,
