@@ -92,6 +92,21 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<String>,
+    /// Obtain a certificate for this domain by ACME (repeatable; not with --tls-cert).
+    #[arg(long, value_name = "DOMAIN")]
+    pub acme_domain: Vec<String>,
+    /// Contact e-mail of the ACME account.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// ACME directory URL [default: Let's Encrypt production].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// PEM CAs to trust for the ACME server's HTTPS (a private ACME server).
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca_file: Option<String>,
+    /// Plain HTTP address answering HTTP-01 challenges, e.g. [::]:80 (else TLS-ALPN-01).
+    #[arg(long, value_name = "ADDR")]
+    pub acme_http_listen: Option<String>,
     /// UDP port range for relay sockets [default: 49152-65535].
     #[arg(long, value_name = "MIN-MAX")]
     pub relay_ports: Option<String>,
@@ -198,6 +213,14 @@ impl ServeArgs {
             ("turn_tls_listen", "turn-tls-listen", &self.turn_tls_listen),
             ("tls_cert", "tls-cert", &self.tls_cert),
             ("tls_key", "tls-key", &self.tls_key),
+            ("acme_email", "acme-email", &self.acme_email),
+            ("acme_directory", "acme-directory", &self.acme_directory),
+            ("acme_ca_file", "acme-ca-file", &self.acme_ca_file),
+            (
+                "acme_http_listen",
+                "acme-http-listen",
+                &self.acme_http_listen,
+            ),
             ("relay_ports", "relay-ports", &self.relay_ports),
             ("log_format", "log-format", &self.log_format),
             ("sfu_listen", "sfu-listen", &self.sfu_listen),
@@ -214,6 +237,9 @@ impl ServeArgs {
                 "turn-allow-peer",
                 self.turn_allow_peer.clone(),
             );
+        }
+        if !self.acme_domain.is_empty() {
+            layers.apply_flag_list("acme_domains", "acme-domain", self.acme_domain.clone());
         }
         if !self.webhook_url.is_empty() {
             layers.apply_flag_list("webhook_urls", "webhook-url", self.webhook_url.clone());

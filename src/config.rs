@@ -71,6 +71,11 @@ pub const KEYS: &[KeySpec] = &[
     key("public_host", "", "Host name or IP put in STUN/TURN URIs and links. Empty: the Host header of each request."),
     key("tls_cert", "", "PEM certificate chain: serve HTTPS on `listen`, which then also takes TURN over TLS and TCP, and TURN over TLS on turn_tls_listen (needs tls_key). Changed files are picked up live."),
     key("tls_key", "", "PEM private key matching tls_cert."),
+    list("acme_domains", "Domain names to obtain a certificate for by ACME (e.g. call.example.com): HTTPS, WSS and TURN over TLS then use it, renewed before it expires. Not with tls_cert/tls_key; no wildcards (TLS-ALPN-01 and HTTP-01 cannot validate them)."),
+    key("acme_email", "", "Contact e-mail for the ACME account (expiry and policy notices). Empty: no contact."),
+    key("acme_directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL (https). The default is Let's Encrypt's production directory; its staging one is https://acme-staging-v02.api.letsencrypt.org/directory."),
+    key("acme_ca_file", "", "PEM bundle of the CAs to trust for the ACME server's own HTTPS (a private ACME server). Empty: the public Web PKI roots."),
+    key("acme_http_listen", "", "Plain HTTP listen address (e.g. [::]:80) answering ACME HTTP-01 challenges and redirecting everything else to https with 308. Set: HTTP-01 is used; empty: TLS-ALPN-01 on the HTTPS listener (`listen`, which must then be port 443 to the outside)."),
     key("log_format", "text", "Log format on stderr: text or json."),
     key("log_level", "info", "Log filter (tracing EnvFilter syntax, e.g. info or signalbox=debug)."),
     list("cors_origins", "Origins allowed to call the API from a browser (e.g. https://app.example.com). Empty: same-origin only."),
@@ -394,6 +399,21 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Certificates obtained and renewed by ACME (`acme_domains`), instead of certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// Lowercase DNS names, no wildcards, at least one.
+    pub domains: Vec<String>,
+    /// The account's contact, without `mailto:`.
+    pub email: Option<String>,
+    /// The directory URL (https).
+    pub directory: String,
+    /// CAs to trust for the ACME server's HTTPS; `None`: the Web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// Where HTTP-01 challenges are answered; `None`: TLS-ALPN-01 on the HTTPS listener.
+    pub http_listen: Option<SocketAddr>,
+}
+
 /// Settings of the embedded STUN/TURN relay and of `/ice-config`.
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
@@ -454,6 +474,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub public_host: Option<String>,
     pub tls: Option<TlsFiles>,
+    /// Set when `acme_domains` is: the certificate comes from ACME (then `tls` is `None`).
+    pub acme: Option<AcmeSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub cors_origins: Vec<String>,
@@ -623,6 +645,96 @@ fn parse_turn_url(s: &str) -> Result<String, String> {
     }
 }
 
+/// A name an ACME CA can validate by TLS-ALPN-01 or HTTP-01: a DNS name, no wildcard, no IP.
+fn parse_acme_domain(s: &str) -> Result<String, String> {
+    let name = s.trim_end_matches('.').to_ascii_lowercase();
+    if name.starts_with("*.") || name.contains('*') {
+        return Err(format!(
+            "`{s}` is a wildcard: TLS-ALPN-01 and HTTP-01 cannot validate wildcards (they need              DNS-01); list each name"
+        ));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "`{s}` is an IP address: ACME here needs a DNS name"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("`{s}` is not a DNS name like call.example.com"));
+    }
+    Ok(name)
+}
+
+fn parse_email(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let s = s.strip_prefix("mailto:").unwrap_or(s);
+    let valid = s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && domain.contains('.')
+    }) && !s
+        .contains(|c: char| c.is_whitespace() || c.is_control() || "<>,;:\"".contains(c));
+    if valid {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(format!(
+            "`{s}` is not an e-mail address like admin@example.com"
+        ))
+    }
+}
+
+fn parse_https_url(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("`{s}` is not an https:// directory URL: {why}");
+    let url = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(bad("the scheme must be https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(s.to_string())
+}
+
+/// The ACME settings, when `acme_domains` is set; refused together with certificate files.
+fn parse_acme(l: &Layers, tls: Option<&TlsFiles>) -> Result<Option<AcmeSettings>, ConfigError> {
+    let domains = l.parse_list("acme_domains", parse_acme_domain)?;
+    let email = l.parse("acme_email", parse_email)?;
+    let directory = l.parse("acme_directory", parse_https_url)?;
+    let ca_file = l.parse("acme_ca_file", |s| Ok(non_empty(s).map(PathBuf::from)))?;
+    let http_listen = l.parse("acme_http_listen", |s| match s {
+        "" => Ok(None),
+        s => parse_addr(s).map(Some),
+    })?;
+    if domains.is_empty() {
+        return Ok(None);
+    }
+    if tls.is_some() {
+        return Err(l.invalid(
+            "acme_domains",
+            "acme_domains and tls_cert/tls_key are both set: the certificate comes either from \
+             ACME or from files; remove one",
+        ));
+    }
+    Ok(Some(AcmeSettings {
+        domains,
+        email,
+        directory,
+        ca_file,
+        http_listen,
+    }))
+}
+
 impl Config {
     /// Types and validates merged layers.
     pub fn from_layers(l: &Layers) -> Result<Config, ConfigError> {
@@ -641,6 +753,7 @@ impl Config {
                 return Err(l.invalid("tls_cert", "tls_key is set but tls_cert is not"))
             }
         };
+        let acme = parse_acme(l, tls.as_ref())?;
         let jwt_secret = l.parse("jwt_secret", |s| match s {
             "" => Ok(None),
             s if s.len() < 32 => Err(format!(
@@ -683,6 +796,7 @@ impl Config {
                 }
             })?,
             tls,
+            acme,
             log_format: l.parse("log_format", |s| match s {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
@@ -976,6 +1090,64 @@ mod tests {
             l.describe().join("\n")
         };
         assert!(!lines.contains("hidden"), "{lines}");
+    }
+
+    #[test]
+    fn acme_settings_are_typed_checked_and_exclusive_with_certificate_files() {
+        let c = Config::from_layers(&Layers::default()).expect("defaults");
+        assert!(c.acme.is_none());
+        let mut l = Layers::default();
+        l.apply_env(env(&[
+            (
+                "SIGNALBOX_ACME_DOMAINS",
+                "Call.Example.com, turn.example.com.",
+            ),
+            ("SIGNALBOX_ACME_EMAIL", "admin@example.com"),
+            ("SIGNALBOX_ACME_HTTP_LISTEN", "[::]:80"),
+        ]));
+        let acme = Config::from_layers(&l)
+            .expect("valid")
+            .acme
+            .expect("acme on");
+        assert_eq!(acme.domains, ["call.example.com", "turn.example.com"]);
+        assert_eq!(acme.email.as_deref(), Some("admin@example.com"));
+        assert_eq!(
+            acme.directory,
+            "https://acme-v02.api.letsencrypt.org/directory"
+        );
+        assert_eq!(acme.ca_file, None);
+        assert_eq!(acme.http_listen, Some("[::]:80".parse().expect("addr")));
+
+        l.apply_flag("tls_cert", "tls-cert", "/x.pem".into());
+        l.apply_flag("tls_key", "tls-key", "/x.key".into());
+        let err = Config::from_layers(&l).expect_err("both").to_string();
+        assert!(
+            err.contains("acme_domains") && err.contains("tls_cert"),
+            "{err}"
+        );
+
+        for (key, bad) in [
+            ("SIGNALBOX_ACME_DOMAINS", "*.example.com"),
+            ("SIGNALBOX_ACME_DOMAINS", "203.0.113.5"),
+            ("SIGNALBOX_ACME_DOMAINS", "bad_name.example.com"),
+            ("SIGNALBOX_ACME_DOMAINS", "-x.example.com"),
+            ("SIGNALBOX_ACME_EMAIL", "not-an-address"),
+            ("SIGNALBOX_ACME_EMAIL", "a@b@example.com"),
+            ("SIGNALBOX_ACME_DIRECTORY", "http://ca.example/dir"),
+            ("SIGNALBOX_ACME_DIRECTORY", "not a url"),
+            ("SIGNALBOX_ACME_HTTP_LISTEN", "port 80"),
+        ] {
+            let mut l = Layers::default();
+            l.apply_env(env(&[("SIGNALBOX_ACME_DOMAINS", "call.example.com")]));
+            l.apply_env(env(&[(key, bad)]));
+            let err = Config::from_layers(&l).expect_err(bad).to_string();
+            let name = key.trim_start_matches("SIGNALBOX_").to_ascii_lowercase();
+            assert!(err.contains(&name), "{bad}: {err}");
+        }
+        let mut l = Layers::default();
+        l.apply_env(env(&[("SIGNALBOX_ACME_DOMAINS", "*.example.com")]));
+        let err = Config::from_layers(&l).expect_err("wildcard").to_string();
+        assert!(err.contains("wildcard"), "{err}");
     }
 
     #[test]

@@ -226,6 +226,14 @@ fn config_check(args: &ServeArgs) -> Result<(), Failure> {
             })?;
         }
     }
+    if let Some(ca_file) = config.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+        std::fs::metadata(ca_file).map_err(|e| {
+            Failure::Usage(format!(
+                "config key `acme_ca_file`: {}: {e}",
+                ca_file.display()
+            ))
+        })?;
+    }
     for line in layers.describe() {
         println!("{line}");
     }

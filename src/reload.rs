@@ -14,9 +14,15 @@ use crate::secrets;
 /// A setting, by its key, and how to read it off a [`Config`] for comparison.
 type Key = (&'static str, fn(&Config) -> String);
 
+/// `"key" => field.path` reads `c.field.path`; `"key" => opt?.field` reads `field` inside the
+/// `Option` `c.opt` (`None` when it is unset).
 macro_rules! keys {
-    ($($name:literal => $($field:ident).+),* $(,)?) => {
-        &[$(($name, |c: &Config| format!("{:?}", c.$($field).+))),*]
+    ($($name:literal => $($field:ident).+ $(?. $($inner:ident).+)?),* $(,)?) => {
+        &[$(($name, |c: &Config| format!("{:?}", keys!(@read c, $($field).+ $(?. $($inner).+)?)))),*]
+    };
+    (@read $c:ident, $($field:ident).+) => { $c.$($field).+ };
+    (@read $c:ident, $($field:ident).+ ?. $($inner:ident).+) => {
+        $c.$($field).+.as_ref().map(|o| &o.$($inner).+)
     };
 }
 
@@ -41,6 +47,11 @@ const RESTART: &[Key] = keys![
     "listen" => listen,
     "data_dir" => data_dir,
     "public_host" => public_host,
+    "acme_domains" => acme?.domains,
+    "acme_email" => acme?.email,
+    "acme_directory" => acme?.directory,
+    "acme_ca_file" => acme?.ca_file,
+    "acme_http_listen" => acme?.http_listen,
     "log_format" => log_format,
     "max_body_bytes" => max_body_bytes,
     "ring_timeout" => ring_timeout,
@@ -271,6 +282,22 @@ mod tests {
         let c = changes(&new, &old, &new);
         assert!(c.live.is_empty());
         assert_eq!(c.restart, ["listen", "ring_timeout"]);
+    }
+
+    #[test]
+    fn acme_settings_need_a_restart_and_are_named_one_by_one() {
+        let off = config(&[]);
+        let on = config(&[("SIGNALBOX_ACME_DOMAINS", "call.example.com")]);
+        let c = changes(&off, &off, &on);
+        assert!(c.live.is_empty());
+        // Turning ACME on sets all of its settings (from nothing to their defaults).
+        assert_eq!(c.restart.first(), Some(&"acme_domains"));
+        assert!(c.restart.iter().all(|k| k.starts_with("acme_")), "{c:?}");
+        let mailed = config(&[
+            ("SIGNALBOX_ACME_DOMAINS", "call.example.com"),
+            ("SIGNALBOX_ACME_EMAIL", "admin@example.com"),
+        ]);
+        assert_eq!(changes(&on, &on, &mailed).restart, ["acme_email"]);
     }
 
     #[test]

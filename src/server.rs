@@ -222,14 +222,25 @@ fn start_webhooks(
 /// Runs the server until a shutdown signal; SIGHUP reloads the configuration with `reload`.
 pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
-    let tls = match &config.tls {
-        Some(files) => Some(Arc::new(crate::tls::Tls::from_files(files)?)),
-        None => None,
+    let tls = match (&config.tls, &config.acme) {
+        (Some(files), _) => Some(Arc::new(crate::tls::Tls::from_files(files)?)),
+        // The certificate comes from ACME, started once the HTTPS port is bound.
+        (None, Some(_)) => Some(Arc::new(crate::tls::Tls::new(
+            crate::tls::certs::CertStore::new(),
+        )?)),
+        (None, None) => None,
     };
     let app = build_app(config, tls.clone()).await?;
     let listener =
         bind_http(listen).with_context(|| format!("binding the HTTP listener on {listen}"))?;
     let local: SocketAddr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // ACME before the server says it is ready: a CA file that does not load or an HTTP-01
+    // port that cannot be bound fails the start, not a running service.
+    if let (Some(acme), Some(tls)) = (&app.config.acme, &tls) {
+        let (dir, port) = (&app.config.data_dir, local.port());
+        crate::tls::acme::start(acme, dir, &tls.certs, port, stop_rx.clone()).await?;
+    }
     // A stable line on stdout that scripts and tests wait for.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
@@ -238,7 +249,6 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     );
     tracing::info!(%local, data_dir = %app.config.data_dir.display(), "signalbox started");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let webhooks = match start_webhooks(&app, stop_rx.clone()) {
         Ok(worker) => worker,
         Err(e) => anyhow::bail!("{e}"),

@@ -1,10 +1,14 @@
 //! TLS for signalbox's own listeners: the certificate they present ([`certs`]), reloaded when
 //! its files change ([`files`]), and the HTTPS listener that also takes TURN over TLS and plain
-//! TURN over TCP on the same port ([`front`], deciding by [`sniff`]).
+//! TURN over TCP on the same port ([`front`], deciding by [`sniff`]); or the certificate comes
+//! from an ACME CA instead of files ([`acme`], answering HTTP-01 on [`http01`]).
 
+pub mod acme;
+mod acme_cache;
 pub mod certs;
 pub mod files;
 pub mod front;
+mod http01;
 mod rewind;
 pub mod sniff;
 
