@@ -63,15 +63,3 @@ impl Error {
         }
     }
 }
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("database: {e}"))
-    }
-}
-
-impl From<r2d2::Error> for Error {
-    fn from(e: r2d2::Error) -> Self {
-        Error::Internal(format!("database pool: {e}"))
-    }
-}

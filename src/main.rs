@@ -156,6 +156,11 @@ fn user(action: UserAction, layers: Layers) -> Result<(), Failure> {
     secrets::ensure_data_dir(&config.data_dir).context("creating the data directory")?;
     let store = store::Store::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("opening the database: {e:?}"))?;
+    // The store's methods are async; one command needs no more than a current-thread runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let db = |e: error::Error| match e {
         error::Error::Internal(m) => Failure::Runtime(anyhow::anyhow!(m)),
         other => Failure::Usage(other.to_string()),
@@ -176,16 +181,14 @@ fn user(action: UserAction, layers: Layers) -> Result<(), Failure> {
                 admin,
                 created_at: clock::now_ms(),
             };
-            store
-                .run_blocking(|c| store::users::add(c, &user, &hash))
-                .map_err(db)?;
+            runtime.block_on(store.add_user(user, hash)).map_err(db)?;
             println!(
                 "added user {username}{}",
                 if admin { " (admin)" } else { "" }
             );
         }
         UserAction::List => {
-            let users = store.run_blocking(|c| store::users::list(c)).map_err(db)?;
+            let users = runtime.block_on(store.users()).map_err(db)?;
             for u in users {
                 println!(
                     "{}\t{}\t{}\t{}",
@@ -197,9 +200,7 @@ fn user(action: UserAction, layers: Layers) -> Result<(), Failure> {
             }
         }
         UserAction::Remove { username } => {
-            store
-                .run_blocking(|c| store::users::remove(c, &username))
-                .map_err(db)?;
+            runtime.block_on(store.remove_user(&username)).map_err(db)?;
             println!("removed user {username}");
         }
         UserAction::Passwd {
@@ -207,8 +208,8 @@ fn user(action: UserAction, layers: Layers) -> Result<(), Failure> {
             password_stdin,
         } => {
             let hash = auth::hash_password(&read_password(password_stdin)?).map_err(db)?;
-            store
-                .run_blocking(|c| store::users::set_password(c, &username, &hash))
+            runtime
+                .block_on(store.set_password(&username, hash))
                 .map_err(db)?;
             println!("changed the password of {username}");
         }

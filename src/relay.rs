@@ -23,7 +23,7 @@ use crate::app::live::{RelayAllocation, RelayLive};
 use crate::config::Config;
 use crate::host_addr;
 use crate::secrets::Secrets;
-use crate::store::analytics::{self, RelaySession};
+use crate::store::analytics::RelaySession;
 use crate::store::Store;
 
 /// The running relay.
@@ -174,15 +174,11 @@ async fn record_usage(store: Store, mut events: mpsc::Receiver<UsageEvent>) {
     while let Some(event) = events.recv().await {
         let opened = matches!(event, UsageEvent::AllocationOpened { .. });
         let s = session(&event);
-        let result = store
-            .run(move |c| {
-                if opened {
-                    analytics::relay_opened(c, &s).map(|_| ())
-                } else {
-                    analytics::relay_closed(c, &s)
-                }
-            })
-            .await;
+        let result = if opened {
+            store.relay_opened(s).await
+        } else {
+            store.relay_closed(s).await
+        };
         if let Err(e) = result {
             tracing::warn!(error = %e, "storing relay usage failed");
         }

@@ -210,7 +210,7 @@ pub async fn apply(app: &App, new: &Config) -> Result<Changes, String> {
         let urls = new.webhooks.urls.clone();
         let failed = app
             .store
-            .run(move |c| crate::store::webhooks::reload_endpoints(c, &urls))
+            .reload_webhook_endpoints(urls)
             .await
             .map_err(|e| format!("webhook_urls: {e}"))?;
         if failed > 0 {

@@ -99,7 +99,7 @@ pub async fn build_app(
     // The receivers of new events; this also fails what was pending for removed URLs.
     let urls = config.webhooks.urls.clone();
     let orphaned = store
-        .run(move |c| crate::store::webhooks::set_endpoints(c, &urls))
+        .set_webhook_endpoints(urls)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("preparing the webhook outbox")?;

@@ -18,8 +18,7 @@ use crate::signaling::call::{Action, CallStatus, CallType, MediaChange};
 use crate::signaling::event::Event;
 use crate::signaling::switchboard::{Output, SessionId};
 use crate::signaling::wire::{object, CallRef, Invite};
-use crate::store::analytics;
-use crate::store::calls::{self, CallKind, CallRecord, NewCall};
+use crate::store::calls::{CallKind, CallRecord, NewCall};
 
 /// A call created over REST (`POST /calls`, `POST /api/video/calls`).
 #[derive(Debug, Clone)]
@@ -35,11 +34,7 @@ impl Signaling {
     /// The call `raw` names, if `me` may signal it: a participant, and not over yet. Makes sure
     /// the switchboard knows it (calls created over REST or before a restart).
     async fn live_call(&self, id: &str, me: &Principal) -> Result<CallRecord, Error> {
-        let (id2, me2) = (id.to_string(), me.clone());
-        let call = self
-            .store
-            .run(move |c| calls::get_visible(c, &id2, &me2))
-            .await?;
+        let call = self.store.visible_call(id, me).await?;
         if call.role_of(&me.id).is_none() {
             return Err(Error::NotFound("call"));
         }
@@ -126,10 +121,7 @@ impl Signaling {
             room_name: new.room_name,
             now: now_ms(),
         };
-        let call = self
-            .store
-            .run(move |c| calls::create_direct(c, &record))
-            .await?;
+        let call = self.store.create_call(record).await?;
         let caller = Principal {
             id: new.caller_id,
             name: if call.caller_id == me.id {
@@ -179,12 +171,7 @@ impl Signaling {
         }
         let now = now_ms();
         let call = match existing {
-            Some(id) => {
-                let (me2, to2) = (me.clone(), to.clone());
-                self.store
-                    .run(move |c| calls::prepare_to_ring(c, &id, &me2, &to2))
-                    .await?
-            }
+            Some(id) => self.store.prepare_call_to_ring(&id, me, &to).await?,
             None => {
                 let new = NewCall {
                     id: Uuid::new_v4().to_string(),
@@ -194,17 +181,14 @@ impl Signaling {
                     room_name,
                     now,
                 };
-                self.store
-                    .run(move |c| calls::create_direct(c, &new))
-                    .await?
+                self.store.create_call(new).await?
             }
         };
         if !self.board().reachable(&to) {
             // Nobody to ring: the call is recorded as missed, and the caller told at once.
-            let id = call.id.clone();
             let (ended, _) = self
                 .store
-                .run(move |c| calls::apply_action(c, &id, None, Action::Unavailable, now))
+                .apply_call_action(&call.id, None, Action::Unavailable, now)
                 .await?;
             let out = self
                 .board()
@@ -223,10 +207,9 @@ impl Signaling {
         me: &Principal,
         id: &str,
     ) -> Result<Done<CallRecord>, Error> {
-        let (id2, me2, now) = (id.to_string(), me.clone(), now_ms());
         let (call, _) = self
             .store
-            .run(move |c| calls::apply_action(c, &id2, Some(&me2), Action::Accept, now))
+            .apply_call_action(id, Some(me), Action::Accept, now_ms())
             .await?;
         let out = self.accepted(&call, origin.session());
         Ok(self.done(call, out))
@@ -246,12 +229,8 @@ impl Signaling {
         me: &Principal,
         id: &str,
     ) -> Result<Done<CallRecord>, Error> {
-        let (id2, me2, now) = (id.to_string(), me.clone(), now_ms());
         // One transaction decides and reports whether this join accepted the call.
-        let (call, accepted) = self
-            .store
-            .run(move |c| calls::join_as_guest(c, &id2, &me2, now))
-            .await?;
+        let (call, accepted) = self.store.join_call_as_guest(id, me, now_ms()).await?;
         let out = if accepted {
             self.accepted(&call, None)
         } else {
@@ -279,19 +258,11 @@ impl Signaling {
         me: &Principal,
         id: &str,
     ) -> Result<Done<CallRecord>, Error> {
-        let (id2, me2) = (id.to_string(), me.clone());
-        let call = self
-            .store
-            .run(move |c| calls::get_visible(c, &id2, &me2))
-            .await?;
+        let call = self.store.visible_call(id, me).await?;
         if call.kind == CallKind::Room && call.role_of(&me.id).is_some() {
             let room_id = call.room_id.clone().ok_or(Error::NotFound("room"))?;
             let left = self.leave_room(me, &room_id).await?;
-            let id = id.to_string();
-            let call = self
-                .store
-                .run(move |c| calls::get(c, &id)?.ok_or(Error::NotFound("call")))
-                .await?;
+            let call = self.store.call(id).await?;
             return Ok(Done {
                 value: call,
                 then: left.then,
@@ -314,10 +285,9 @@ impl Signaling {
         notice: &'static str,
         words: Option<String>,
     ) -> Result<Done<CallRecord>, Error> {
-        let (id2, me2, now) = (id.to_string(), me.clone(), now_ms());
         let (call, t) = self
             .store
-            .run(move |c| calls::apply_action(c, &id2, Some(&me2), action, now))
+            .apply_call_action(id, Some(me), action, now_ms())
             .await?;
         let out = self.ended(&call, &me.id, notice, words, t.reason.map(|r| r.as_str()));
         Ok(self.done(call, out))
@@ -352,10 +322,9 @@ impl Signaling {
         change: MediaChange,
         kind: &'static str,
     ) -> Result<Done<CallRecord>, Error> {
-        let (id2, me2, now) = (id.to_string(), me.clone(), now_ms());
         let call = self
             .store
-            .run(move |c| calls::set_media(c, &id2, &me2, &change, kind, now))
+            .set_call_media(id, me, change, kind, now_ms())
             .await?;
         let Some(p) = call.participants.iter().find(|p| p.user_id == me.id) else {
             return Ok(self.done(call, Vec::new()));
@@ -385,15 +354,8 @@ impl Signaling {
         if !stats.is_object() {
             return Err(Error::invalid("invalid_field", "stats: must be an object"));
         }
-        let (id, me, now) = (id.to_string(), me.clone(), now_ms());
         self.store
-            .run(move |c| {
-                let call = calls::get_visible(c, &id, &me)?;
-                if call.role_of(&me.id).is_none() {
-                    return Err(Error::forbidden("only participants report stats"));
-                }
-                analytics::add_report(c, &id, &me.id, now, &stats)
-            })
+            .add_quality_report(id, me, now_ms(), stats)
             .await?;
         Ok(self.done((), Vec::new()))
     }

@@ -6,7 +6,7 @@
 //! relay's live allocations, which the transport passes in (the application layer does not own
 //! the relay).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -18,8 +18,8 @@ use crate::error::Error;
 use crate::signaling::call::{CallStatus, CallType, Role};
 use crate::signaling::switchboard::{LiveRoomAt, SessionId};
 use crate::signaling::topology::RoomMode;
-use crate::store::calls::{self as call_store, CallKind, CallRecord};
-use crate::store::{rooms, users};
+use crate::store::calls::{self as call_store, CallKind, CallRecord, LiveCalls};
+use crate::store::rooms;
 
 /// Calls listed at most (the view is for people, not for export).
 pub const MAX_LIVE_CALLS: u32 = 500;
@@ -343,25 +343,11 @@ fn room_call(call: &CallRecord, room: &rooms::Room, ctx: &Context<'_>, now: i64)
 impl Signaling {
     /// The live view; `relay` is the relay's state when it runs.
     pub async fn live(self: &Arc<Self>, relay: Option<RelayLive>) -> Result<LiveView, Error> {
-        let (calls, rooms, names) = self
-            .store
-            .run(|c| {
-                let calls = call_store::live_all(c, MAX_LIVE_CALLS)?;
-                let mut rooms = HashMap::new();
-                let mut ids = BTreeSet::new();
-                for call in &calls {
-                    ids.extend(call.participants.iter().map(|p| p.user_id.clone()));
-                    if let (CallKind::Room, Some(room_id)) = (call.kind, &call.room_id) {
-                        if let Some(room) = rooms::get(c, room_id)? {
-                            rooms.insert(call.id.clone(), room);
-                        }
-                    }
-                }
-                let ids: Vec<String> = ids.into_iter().collect();
-                let names = users::names(c, &ids)?;
-                Ok((calls, rooms, names))
-            })
-            .await?;
+        let LiveCalls {
+            calls,
+            rooms,
+            names,
+        } = self.store.live_calls(MAX_LIVE_CALLS).await?;
         let routing = {
             let board = self.board();
             let mut sessions = HashMap::new();

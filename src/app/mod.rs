@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::signaling::call::Action;
 use crate::signaling::event::Event;
 use crate::signaling::switchboard::{Output, SessionId, Switchboard};
-use crate::store::calls::{self as call_store, CallRecord};
+use crate::store::calls::CallRecord;
 use crate::store::Store;
 use crate::views;
 
@@ -212,11 +212,7 @@ impl Signaling {
 
     /// The `welcome` event: who you are and your ringing or active calls.
     pub async fn welcome(&self, session: SessionId, me: &Principal) -> Result<Event, Error> {
-        let user = me.id.clone();
-        let live = self
-            .store
-            .run(move |c| call_store::live_for(c, &user))
-            .await?;
+        let live = self.store.live_calls_for(&me.id).await?;
         let now = now_ms();
         Ok(Event::new(
             "welcome",
@@ -280,10 +276,9 @@ impl Signaling {
     /// Ends a call for a server reason (ring timeout, disconnect grace).
     async fn expire(self: Arc<Self>, call_id: String, action: Action) {
         let now = now_ms();
-        let id = call_id.clone();
         let result = self
             .store
-            .run(move |c| call_store::apply_action(c, &id, None, action, now))
+            .apply_call_action(&call_id, None, action, now)
             .await;
         let outputs = match result {
             Ok((call, t)) => {
@@ -311,11 +306,7 @@ impl Signaling {
             let outputs = self.board().tick(crate::clock::monotonic());
             self.dispatch(outputs);
             let cutoff = now_ms() - timeout_ms;
-            match self
-                .store
-                .run(move |c| call_store::ringing_before(c, cutoff))
-                .await
-            {
+            match self.store.ringing_calls_before(cutoff).await {
                 Ok(ids) => {
                     for id in ids {
                         self.clone().expire(id, Action::Timeout).await;

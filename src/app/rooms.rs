@@ -12,8 +12,8 @@ use crate::auth::Principal;
 use crate::clock::{monotonic, now_ms};
 use crate::error::Error;
 use crate::signaling::topology::{RoomMode, Topology};
-use crate::store::calls::{self, CallRecord};
-use crate::store::rooms::{self, Joined, Left, NewRoom, Room};
+use crate::store::calls::CallRecord;
+use crate::store::rooms::{Joined, Left, NewRoom, Room};
 
 /// A join: what the store recorded, and (for a socket session) the peers already connected,
 /// as (peer id, user id).
@@ -51,7 +51,7 @@ impl Signaling {
             members: new.members,
             now: now_ms(),
         };
-        let room = self.store.run(move |c| rooms::create(c, &record)).await?;
+        let room = self.store.create_room(record).await?;
         Ok(self.done(room, Vec::new()))
     }
 
@@ -62,11 +62,10 @@ impl Signaling {
         me: &Principal,
         room_id: &str,
     ) -> Result<Done<RoomJoin>, Error> {
-        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
         let (peer, call) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
         let joined = self
             .store
-            .run(move |c| rooms::join(c, &room_id, &me2, &peer, &call, now))
+            .join_room(room_id, me, &peer, &call, now_ms())
             .await?;
         let (peers, topology, out) = match origin.session() {
             Some(session) => self.board().room_join(
@@ -113,15 +112,7 @@ impl Signaling {
         me: &Principal,
         room_id: &str,
     ) -> Result<Done<Left>, Error> {
-        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
-        let (left, ended) = self
-            .store
-            .run(move |c| {
-                let left = rooms::leave(c, &room_id, &me2, now)?;
-                let ended = ended_call(c, left.call_id.as_deref(), left.call_ended)?;
-                Ok((left, ended))
-            })
-            .await?;
+        let (left, ended) = self.store.leave_room(room_id, me, now_ms()).await?;
         let mut out = self
             .board()
             .room_leave(&left.room.id, &left.peer_id, monotonic());
@@ -140,19 +131,9 @@ impl Signaling {
         room_id: &str,
         call_id: &str,
     ) -> Result<Done<CallRecord>, Error> {
-        let (room_id, call_id, me2, now) = (
-            room_id.to_string(),
-            call_id.to_string(),
-            me.clone(),
-            now_ms(),
-        );
         let (room, call) = self
             .store
-            .run(move |c| {
-                let room = rooms::end_call_as_admin(c, &room_id, &call_id, &me2, now)?;
-                let call = calls::get(c, &call_id)?.ok_or(Error::NotFound("call"))?;
-                Ok((room, call))
-            })
+            .end_room_call(room_id, call_id, me, now_ms())
             .await?;
         let mut out = Vec::new();
         {
@@ -171,15 +152,7 @@ impl Signaling {
         me: &Principal,
         room_id: &str,
     ) -> Result<Done<Room>, Error> {
-        let (room_id, me2, now) = (room_id.to_string(), me.clone(), now_ms());
-        let (room, ended) = self
-            .store
-            .run(move |c| {
-                let room = rooms::delete(c, &room_id, &me2, now)?;
-                let ended = ended_call(c, room.call_id.as_deref(), true)?;
-                Ok((room, ended))
-            })
-            .await?;
+        let (room, ended) = self.store.delete_room(room_id, me, now_ms()).await?;
         let mut out = Vec::new();
         {
             let mut board = self.board();
@@ -191,17 +164,5 @@ impl Signaling {
             out.extend(self.ended(call, &me.id, "call-hangup", None, None));
         }
         Ok(self.done(room, out))
-    }
-}
-
-/// The room call, when an operation ended it.
-fn ended_call(
-    c: &rusqlite::Connection,
-    call_id: Option<&str>,
-    ended: bool,
-) -> Result<Option<CallRecord>, Error> {
-    match call_id {
-        Some(id) if ended => Ok(calls::get(c, id)?.filter(|call| call.status.is_final())),
-        _ => Ok(None),
     }
 }

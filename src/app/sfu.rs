@@ -23,8 +23,8 @@ use crate::signaling::event::Event;
 use crate::signaling::switchboard::{Output, SessionId};
 use crate::signaling::topology::{Topology, TopologyPolicy};
 use crate::signaling::wire::sdp_type;
-use crate::store::analytics::{self, SfuQuality, SfuTrack};
-use crate::store::calls::{self, CallKind};
+use crate::store::analytics::{SfuQuality, SfuTrack};
+use crate::store::calls::CallKind;
 
 /// How often the SFU's track figures are written to the database.
 const STATS_FLUSH: Duration = Duration::from_secs(2);
@@ -104,11 +104,7 @@ impl Signaling {
         if let Some(peer) = live {
             return Ok(peer);
         }
-        let (id, me2) = (call_id.to_string(), me.clone());
-        let call = self
-            .store
-            .run(move |c| calls::get_visible(c, &id, &me2))
-            .await?;
+        let call = self.store.visible_call(call_id, me).await?;
         match (call.kind, call.role_of(&me.id)) {
             (_, None) => Err(Error::NotFound("call")),
             (CallKind::Direct, Some(_)) => Err(Error::invalid(
@@ -369,11 +365,7 @@ impl Signaling {
             return;
         }
         let rows = std::mem::take(samples);
-        if let Err(e) = self
-            .store
-            .run(move |c| analytics::insert_sfu_quality(c, &rows))
-            .await
-        {
+        if let Err(e) = self.store.insert_sfu_quality(rows).await {
             tracing::warn!(error = %e, "storing the SFU's quality samples failed");
         }
     }
@@ -447,11 +439,7 @@ impl Signaling {
             return;
         }
         let rows: Vec<SfuTrack> = figures.drain().map(|(_, v)| v).collect();
-        if let Err(e) = self
-            .store
-            .run(move |c| analytics::upsert_sfu_tracks(c, &rows))
-            .await
-        {
+        if let Err(e) = self.store.upsert_sfu_tracks(rows).await {
             tracing::warn!(error = %e, "storing the SFU's track figures failed");
         }
     }

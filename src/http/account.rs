@@ -15,7 +15,6 @@ use crate::auth::{self, Principal};
 use crate::error::Error;
 use crate::http::extract::{ApiJson, Auth};
 use crate::http::AppState;
-use crate::store::users;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
@@ -71,11 +70,7 @@ pub async fn login(
             message: "wrong username or password".into(),
         });
     }
-    let username = body.username.clone();
-    let found = app
-        .store
-        .run(move |c| users::find_with_hash(c, &username))
-        .await?;
+    let found = app.store.user_by_username(&body.username).await?;
     let password = body.password;
     // Verify on the blocking pool: argon2 is deliberately slow. Unknown users verify a dummy
     // hash so the answer takes as long either way.

@@ -20,8 +20,7 @@ use crate::http::schema::{
 use crate::http::AppState;
 use crate::signaling::call::MediaChange;
 use crate::signaling::call::{self, Action, CallStatus, CallType};
-use crate::store::analytics;
-use crate::store::calls::{self, CallRecord, HistoryFilter};
+use crate::store::calls::{CallRecord, HistoryFilter};
 use crate::views;
 
 /// Largest page of `GET /calls/history`.
@@ -288,10 +287,7 @@ pub async fn get_call(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
-    let call = app
-        .store
-        .run(move |c| calls::get_visible(c, &id, &me))
-        .await?;
+    let call = app.store.visible_call(&id, &me).await?;
     Ok(Json(
         json!({ "callSession": views::call_session(&call, now_ms()) }),
     ))
@@ -374,7 +370,7 @@ pub async fn history(
         limit,
         offset,
     };
-    let (calls, total) = app.store.run(move |c| calls::history(c, &filter)).await?;
+    let (calls, total) = app.store.call_history(filter).await?;
     let now = now_ms();
     Ok(Json(json!({
         "calls": calls.iter().map(|c| views::call_session(c, now)).collect::<Vec<_>>(),
@@ -397,33 +393,17 @@ pub async fn call_analytics(
     let id = parse_id(&id, "callId")?;
     let now = now_ms();
     let live = app.relay.as_ref().map(|r| r.live()).unwrap_or_default();
-    let body = app
-        .store
-        .run(move |c| {
-            let call = calls::get_visible(c, &id, &me)?;
-            let events = calls::events(c, &id)?;
-            let quality = analytics::quality(c, &id)?;
-            let users: Vec<String> = call
-                .participants
-                .iter()
-                .map(|p| p.user_id.clone())
-                .collect();
-            let window_end = call.ended_at.unwrap_or(now);
-            let mut relay = analytics::relay_sessions(c, &users, call.created_at, window_end)?;
-            crate::relay::apply_live(&mut relay, &live);
-            let sfu = analytics::sfu_tracks(c, &id)?;
-            let sfu_quality = analytics::sfu_quality(c, &id)?;
-            Ok(views::analytics(
-                &call,
-                &events,
-                &quality,
-                &relay,
-                &sfu,
-                &sfu_quality,
-                now,
-            ))
-        })
-        .await?;
+    let mut stored = app.store.call_analytics(&id, &me, now).await?;
+    crate::relay::apply_live(&mut stored.relay, &live);
+    let body = views::analytics(
+        &stored.call,
+        &stored.events,
+        &stored.quality,
+        &stored.relay,
+        &stored.sfu,
+        &stored.sfu_quality,
+        now,
+    );
     Ok(Json(json!({ "analytics": body })))
 }
 

@@ -13,7 +13,6 @@ use crate::error::Error;
 use crate::http::AppState;
 use crate::metrics::StatusLabels;
 use crate::signaling::call::CallStatus;
-use crate::store::{calls, webhooks};
 
 /// `GET /healthz` when the database answers.
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,12 +39,8 @@ pub struct Unavailable {
         (status = 503, description = "The database does not answer", body = Unavailable),
     ))]
 pub async fn healthz(State(app): State<AppState>) -> Response {
-    match app
-        .store
-        .run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await
-    {
-        Ok(_) => Json(Healthy {
+    match app.store.ping().await {
+        Ok(()) => Json(Healthy {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
         })
@@ -68,7 +63,7 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text exposition", body = String,
         content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, Error> {
-    let counts = app.store.run(|c| calls::count_by_status(c)).await?;
+    let counts = app.store.call_counts_by_status().await?;
     for status in CallStatus::ALL {
         let n = counts
             .iter()
@@ -82,7 +77,7 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, E
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
-    let hooks = app.store.run(|c| webhooks::count_by_status(c)).await?;
+    let hooks = app.store.webhook_counts_by_status().await?;
     for (status, n) in hooks {
         app.metrics
             .webhook_deliveries

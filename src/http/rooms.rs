@@ -14,7 +14,6 @@ use crate::http::extract::{parse_id, user_id_field, ApiJson, Auth};
 use crate::http::schema::{MessageReply, RoomJoined, RoomReply};
 use crate::http::AppState;
 use crate::signaling::topology::RoomMode;
-use crate::store::rooms;
 use crate::views;
 
 /// Bounds of `maxParticipants` (a mesh call beyond a dozen peers is not usable anyway).
@@ -109,10 +108,7 @@ pub async fn get_room(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "roomId")?;
-    let room = app
-        .store
-        .run(move |c| rooms::get_visible(c, &id, &me))
-        .await?;
+    let room = app.store.visible_room(&id, &me).await?;
     Ok(Json(json!({ "room": views::room(&room) })))
 }
 

@@ -108,10 +108,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let id = parse_id(&id, "callId")?;
-    let call = app
-        .store
-        .run(move |c| calls::get_visible(c, &id, &me))
-        .await?;
+    let call = app.store.visible_call(&id, &me).await?;
     Ok(ok(&call))
 }
 

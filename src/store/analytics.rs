@@ -4,7 +4,10 @@
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::error::Error;
+use crate::store::calls::{self, CallEvent, CallRecord};
+use crate::store::Store;
 
 /// The numbers pulled out of a client stats summary; the raw JSON is kept too.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,7 +52,7 @@ impl QualitySample {
 }
 
 /// Stores one report.
-pub fn add_report(
+pub(super) fn add_report(
     conn: &Connection,
     call_id: &str,
     user_id: &str,
@@ -76,7 +79,7 @@ pub struct QualitySummary {
     pub avg_bitrate_kbps: Option<f64>,
 }
 
-pub fn quality(conn: &Connection, call_id: &str) -> Result<QualitySummary, Error> {
+pub(super) fn quality(conn: &Connection, call_id: &str) -> Result<QualitySummary, Error> {
     Ok(conn.query_row(
         "SELECT COUNT(*), AVG(rtt_ms), MAX(rtt_ms), AVG(jitter_ms), AVG(packet_loss), AVG(bitrate_kbps)
          FROM call_reports WHERE call_id = ?1",
@@ -103,7 +106,7 @@ pub struct QualityReport {
 }
 
 /// A call's quality reports in time order, the newest `limit` of them.
-pub fn quality_reports(
+pub(super) fn quality_reports(
     conn: &Connection,
     call_id: &str,
     limit: u32,
@@ -153,7 +156,7 @@ pub struct SfuTrack {
 
 /// Records the latest figures of tracks (totals replace the earlier ones), in one transaction.
 /// Tracks of calls that are gone are skipped.
-pub fn upsert_sfu_tracks(conn: &mut Connection, tracks: &[SfuTrack]) -> Result<(), Error> {
+pub(super) fn upsert_sfu_tracks(conn: &mut Connection, tracks: &[SfuTrack]) -> Result<(), Error> {
     let tx = super::begin_write(conn)?;
     {
         let mut stmt = tx.prepare_cached(
@@ -191,7 +194,7 @@ pub fn upsert_sfu_tracks(conn: &mut Connection, tracks: &[SfuTrack]) -> Result<(
 }
 
 /// The SFU's figures for every track of a call, by participant and track.
-pub fn sfu_tracks(conn: &Connection, call_id: &str) -> Result<Vec<SfuTrack>, Error> {
+pub(super) fn sfu_tracks(conn: &Connection, call_id: &str) -> Result<Vec<SfuTrack>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT call_id, peer_id, mid, user_id, kind, direction, bytes, packets, loss, rtt_ms,
                 nacks, keyframe_requests, updated_at
@@ -235,7 +238,10 @@ pub struct SfuQuality {
 
 /// Appends quality samples, in one transaction; samples of calls that are gone, or beyond
 /// [`MAX_QUALITY_SAMPLES`] for a participant, are skipped.
-pub fn insert_sfu_quality(conn: &mut Connection, samples: &[SfuQuality]) -> Result<(), Error> {
+pub(super) fn insert_sfu_quality(
+    conn: &mut Connection,
+    samples: &[SfuQuality],
+) -> Result<(), Error> {
     let tx = super::begin_write(conn)?;
     {
         let mut stmt = tx.prepare_cached(
@@ -261,7 +267,7 @@ pub fn insert_sfu_quality(conn: &mut Connection, samples: &[SfuQuality]) -> Resu
 }
 
 /// A call's quality samples, by participant and time.
-pub fn sfu_quality(conn: &Connection, call_id: &str) -> Result<Vec<SfuQuality>, Error> {
+pub(super) fn sfu_quality(conn: &Connection, call_id: &str) -> Result<Vec<SfuQuality>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT call_id, peer_id, at, estimate_kbps, freezes, layers FROM sfu_quality
          WHERE call_id = ?1 ORDER BY peer_id, at",
@@ -296,7 +302,7 @@ pub struct RelaySession {
 }
 
 /// Records an allocation when it opens; returns its row id for the close.
-pub fn relay_opened(conn: &Connection, s: &RelaySession) -> Result<i64, Error> {
+pub(super) fn relay_opened(conn: &Connection, s: &RelaySession) -> Result<i64, Error> {
     conn.execute(
         "INSERT INTO relay_usage (user_id, username, transport, client_addr, relay_addr, opened_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -313,7 +319,7 @@ pub fn relay_opened(conn: &Connection, s: &RelaySession) -> Result<i64, Error> {
 }
 
 /// Completes an allocation's row with its totals (inserting it if the open was never seen).
-pub fn relay_closed(conn: &Connection, s: &RelaySession) -> Result<(), Error> {
+pub(super) fn relay_closed(conn: &Connection, s: &RelaySession) -> Result<(), Error> {
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let updated = conn.execute(
         "UPDATE relay_usage SET closed_at = ?1, bytes_to_peer = ?2, bytes_from_peer = ?3,
@@ -339,7 +345,7 @@ pub fn relay_closed(conn: &Connection, s: &RelaySession) -> Result<(), Error> {
 }
 
 /// Allocations of `users` that overlap the window `[from, to]`.
-pub fn relay_sessions(
+pub(super) fn relay_sessions(
     conn: &Connection,
     users: &[String],
     from: i64,
@@ -375,6 +381,114 @@ pub fn relay_sessions(
     }
     out.sort_by_key(|s| s.opened_at);
     Ok(out)
+}
+
+/// Everything stored about one call that `GET /calls/:id/analytics` shows.
+#[derive(Debug, Clone)]
+pub struct CallAnalytics {
+    pub call: CallRecord,
+    pub events: Vec<CallEvent>,
+    pub quality: QualitySummary,
+    /// Relay allocations of the participants overlapping the call (stored state only).
+    pub relay: Vec<RelaySession>,
+    pub sfu: Vec<SfuTrack>,
+    pub sfu_quality: Vec<SfuQuality>,
+}
+
+/// Reads a visible call's analytics on one connection; a live call's window ends at `now`.
+fn call_analytics(
+    conn: &Connection,
+    id: &str,
+    principal: &Principal,
+    now: i64,
+) -> Result<CallAnalytics, Error> {
+    let call = calls::get_visible(conn, id, principal)?;
+    let events = calls::events(conn, id)?;
+    let quality = quality(conn, id)?;
+    let users: Vec<String> = call
+        .participants
+        .iter()
+        .map(|p| p.user_id.clone())
+        .collect();
+    let window_end = call.ended_at.unwrap_or(now);
+    let relay = relay_sessions(conn, &users, call.created_at, window_end)?;
+    let sfu = sfu_tracks(conn, id)?;
+    let sfu_quality = sfu_quality(conn, id)?;
+    Ok(CallAnalytics {
+        call,
+        events,
+        quality,
+        relay,
+        sfu,
+        sfu_quality,
+    })
+}
+
+impl Store {
+    /// Stores a quality report by `principal`, who must take part in the call.
+    pub async fn add_quality_report(
+        &self,
+        call_id: &str,
+        principal: &Principal,
+        now: i64,
+        stats: Value,
+    ) -> Result<(), Error> {
+        let (id, me) = (call_id.to_string(), principal.clone());
+        self.run(move |c| {
+            let call = calls::get_visible(c, &id, &me)?;
+            if call.role_of(&me.id).is_none() {
+                return Err(Error::forbidden("only participants report stats"));
+            }
+            add_report(c, &id, &me.id, now, &stats)
+        })
+        .await
+    }
+
+    /// A call's newest `limit` quality reports in time order; `NotFound` for an unknown call.
+    pub async fn call_quality_reports(
+        &self,
+        call_id: &str,
+        limit: u32,
+    ) -> Result<Vec<QualityReport>, Error> {
+        let id = call_id.to_string();
+        self.run(move |c| {
+            calls::get(c, &id)?.ok_or(Error::NotFound("call"))?;
+            quality_reports(c, &id, limit)
+        })
+        .await
+    }
+
+    /// Everything stored about a call `principal` may see, for its analytics.
+    pub async fn call_analytics(
+        &self,
+        call_id: &str,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<CallAnalytics, Error> {
+        let (id, me) = (call_id.to_string(), principal.clone());
+        self.run(move |c| call_analytics(c, &id, &me, now)).await
+    }
+
+    /// Records the SFU's latest track figures (see [`SfuTrack`]), in one transaction.
+    pub async fn upsert_sfu_tracks(&self, tracks: Vec<SfuTrack>) -> Result<(), Error> {
+        self.run(move |c| upsert_sfu_tracks(c, &tracks)).await
+    }
+
+    /// Appends the SFU's quality samples, in one transaction.
+    pub async fn insert_sfu_quality(&self, samples: Vec<SfuQuality>) -> Result<(), Error> {
+        self.run(move |c| insert_sfu_quality(c, &samples)).await
+    }
+
+    /// Records a TURN allocation when it opens.
+    pub async fn relay_opened(&self, session: RelaySession) -> Result<(), Error> {
+        self.run(move |c| relay_opened(c, &session).map(|_| ()))
+            .await
+    }
+
+    /// Completes a TURN allocation's row with its totals.
+    pub async fn relay_closed(&self, session: RelaySession) -> Result<(), Error> {
+        self.run(move |c| relay_closed(c, &session)).await
+    }
 }
 
 #[cfg(test)]

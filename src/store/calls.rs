@@ -4,6 +4,8 @@
 //! change writes nothing and a crash never leaves half a change. A direct call's webhook events
 //! (`call.started`, `call.ended`, `call.missed`) are written in that same transaction.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
@@ -12,7 +14,8 @@ use crate::error::Error;
 use crate::signaling::call::{
     self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
 };
-use crate::store::webhooks;
+use crate::store::rooms::Room;
+use crate::store::{rooms, users, webhooks, Store};
 use crate::webhooks::event as hook;
 
 /// Direct (1:1) or group (room) call.
@@ -110,6 +113,15 @@ pub struct CallEvent {
 
 pub use crate::signaling::call::MediaChange;
 
+/// What the admin live view needs from the store: the ringing and active calls, the rooms of
+/// the room calls among them (by call id), and the display names of their participants.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCalls {
+    pub calls: Vec<CallRecord>,
+    pub rooms: HashMap<String, Room>,
+    pub names: HashMap<String, String>,
+}
+
 /// Filters of `GET /calls/history`.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
@@ -185,7 +197,7 @@ fn participants(conn: &Connection, call_id: &str) -> rusqlite::Result<Vec<Partic
 }
 
 /// Loads a call with its participants.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<CallRecord>, Error> {
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<CallRecord>, Error> {
     let call = conn
         .query_row(
             &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
@@ -203,7 +215,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<CallRecord>, Error> {
 }
 
 /// Loads a call `principal` may see; unknown and invisible calls are both `NotFound`.
-pub fn get_visible(
+pub(super) fn get_visible(
     conn: &Connection,
     id: &str,
     principal: &Principal,
@@ -214,7 +226,7 @@ pub fn get_visible(
 }
 
 /// Appends to a call's timeline.
-pub fn add_event(
+pub(super) fn add_event(
     tx: &Connection,
     call_id: &str,
     at: i64,
@@ -247,7 +259,7 @@ fn insert_participant(
 }
 
 /// Creates a ringing direct call (callee may be unknown yet: seed 000's host-only call).
-pub fn create_direct(conn: &mut Connection, new: &NewCall) -> Result<CallRecord, Error> {
+pub(super) fn create_direct(conn: &mut Connection, new: &NewCall) -> Result<CallRecord, Error> {
     if new.callee_id.as_deref() == Some(new.caller_id.as_str()) {
         return Err(Error::invalid(
             "invalid_callee",
@@ -337,7 +349,7 @@ fn write_transition(
 }
 
 /// Applies `action` by `principal` (or by the server when `principal` is `None`).
-pub fn apply_action(
+pub(super) fn apply_action(
     conn: &mut Connection,
     id: &str,
     principal: Option<&Principal>,
@@ -360,7 +372,7 @@ pub fn apply_action(
 /// Seed 000's guest join: the first other user to join a host-only call becomes its callee and
 /// the call turns active. Joining again as the same guest returns the call unchanged. The flag
 /// says whether this join accepted the call (so callers notify only once).
-pub fn join_as_guest(
+pub(super) fn join_as_guest(
     conn: &mut Connection,
     id: &str,
     principal: &Principal,
@@ -416,7 +428,7 @@ pub fn join_as_guest(
 }
 
 /// Changes a participant's media state and records it on the timeline.
-pub fn set_media(
+pub(super) fn set_media(
     conn: &mut Connection,
     id: &str,
     principal: &Principal,
@@ -460,7 +472,10 @@ pub fn set_media(
 }
 
 /// A page of calls, newest first, and the total matching the filter.
-pub fn history(conn: &Connection, f: &HistoryFilter) -> Result<(Vec<CallRecord>, u64), Error> {
+pub(super) fn history(
+    conn: &Connection,
+    f: &HistoryFilter,
+) -> Result<(Vec<CallRecord>, u64), Error> {
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     if let Some(user) = &f.user_id {
@@ -505,7 +520,7 @@ pub fn history(conn: &Connection, f: &HistoryFilter) -> Result<(Vec<CallRecord>,
 }
 
 /// A call's timeline, oldest first.
-pub fn events(conn: &Connection, call_id: &str) -> Result<Vec<CallEvent>, Error> {
+pub(super) fn events(conn: &Connection, call_id: &str) -> Result<Vec<CallEvent>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT at, user_id, kind, data FROM call_events WHERE call_id = ?1 ORDER BY id",
     )?;
@@ -522,7 +537,7 @@ pub fn events(conn: &Connection, call_id: &str) -> Result<Vec<CallEvent>, Error>
 }
 
 /// How many calls are in each status (for `/metrics`).
-pub fn count_by_status(conn: &Connection) -> Result<Vec<(CallStatus, u64)>, Error> {
+pub(super) fn count_by_status(conn: &Connection) -> Result<Vec<(CallStatus, u64)>, Error> {
     let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM calls GROUP BY status")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     let mut out = Vec::new();
@@ -536,7 +551,7 @@ pub fn count_by_status(conn: &Connection) -> Result<Vec<(CallStatus, u64)>, Erro
 }
 
 /// Ringing calls created before `cutoff` (for the ring-timeout sweeper).
-pub fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Error> {
+pub(super) fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= ?1",
     )?;
@@ -545,7 +560,7 @@ pub fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Err
 }
 
 /// Ringing and active calls `user` takes part in, newest first (for `welcome`).
-pub fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error> {
+pub(super) fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CALL_COLUMNS} FROM calls WHERE status IN ('ringing', 'active') AND EXISTS
            (SELECT 1 FROM call_participants p WHERE p.call_id = calls.id AND p.user_id = ?1 AND p.left_at IS NULL)
@@ -561,7 +576,7 @@ pub fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error>
 }
 
 /// Every ringing or active call (direct and room), oldest first, at most `limit` (admin view).
-pub fn live_all(conn: &Connection, limit: u32) -> Result<Vec<CallRecord>, Error> {
+pub(super) fn live_all(conn: &Connection, limit: u32) -> Result<Vec<CallRecord>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CALL_COLUMNS} FROM calls WHERE status IN ('ringing', 'active')
          ORDER BY created_at, id LIMIT ?1"
@@ -577,7 +592,7 @@ pub fn live_all(conn: &Connection, limit: u32) -> Result<Vec<CallRecord>, Error>
 
 /// Makes an existing call (created over REST) ready to ring `callee`: the caller must be
 /// `caller`, the call ringing and direct; a host-only call (seed 000) gets `callee` as guest.
-pub fn prepare_to_ring(
+pub(super) fn prepare_to_ring(
     conn: &mut Connection,
     id: &str,
     caller: &Principal,
@@ -616,4 +631,129 @@ pub fn prepare_to_ring(
     let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
     tx.commit()?;
     Ok(call)
+}
+
+/// Every ringing or active call with its rooms and participants' names, read on one connection.
+fn live_overview(conn: &Connection, limit: u32) -> Result<LiveCalls, Error> {
+    let calls = live_all(conn, limit)?;
+    let mut rooms = HashMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for call in &calls {
+        ids.extend(call.participants.iter().map(|p| p.user_id.clone()));
+        if let (CallKind::Room, Some(room_id)) = (call.kind, &call.room_id) {
+            if let Some(room) = rooms::get(conn, room_id)? {
+                rooms.insert(call.id.clone(), room);
+            }
+        }
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    let names = users::names(conn, &ids)?;
+    Ok(LiveCalls {
+        calls,
+        rooms,
+        names,
+    })
+}
+
+impl Store {
+    /// A call with its participants; `NotFound` if there is none.
+    pub async fn call(&self, id: &str) -> Result<CallRecord, Error> {
+        let id = id.to_string();
+        self.run(move |c| get(c, &id)?.ok_or(Error::NotFound("call")))
+            .await
+    }
+
+    /// A call `principal` may see; unknown and invisible calls are both `NotFound`.
+    pub async fn visible_call(&self, id: &str, principal: &Principal) -> Result<CallRecord, Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        self.run(move |c| get_visible(c, &id, &principal)).await
+    }
+
+    /// Creates a ringing direct call.
+    pub async fn create_call(&self, new: NewCall) -> Result<CallRecord, Error> {
+        self.run(move |c| create_direct(c, &new)).await
+    }
+
+    /// Applies `action` to a call by `principal` (by the server when `None`), in one
+    /// transaction that re-reads the call and checks the transition.
+    pub async fn apply_call_action(
+        &self,
+        id: &str,
+        principal: Option<&Principal>,
+        action: Action,
+        now: i64,
+    ) -> Result<(CallRecord, Transition), Error> {
+        let (id, principal) = (id.to_string(), principal.cloned());
+        self.run(move |c| apply_action(c, &id, principal.as_ref(), action, now))
+            .await
+    }
+
+    /// Seed 000's guest join; the flag says whether this join accepted the call.
+    pub async fn join_call_as_guest(
+        &self,
+        id: &str,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<(CallRecord, bool), Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        self.run(move |c| join_as_guest(c, &id, &principal, now))
+            .await
+    }
+
+    /// Changes `principal`'s media state on a call and records it as a `kind` event.
+    pub async fn set_call_media(
+        &self,
+        id: &str,
+        principal: &Principal,
+        change: MediaChange,
+        kind: &str,
+        now: i64,
+    ) -> Result<CallRecord, Error> {
+        let (id, principal, kind) = (id.to_string(), principal.clone(), kind.to_string());
+        self.run(move |c| set_media(c, &id, &principal, &change, &kind, now))
+            .await
+    }
+
+    /// Makes an existing call ready to ring `callee`: the caller must be `caller`, the call
+    /// ringing and direct; a host-only call (seed 000) gets `callee` as guest.
+    pub async fn prepare_call_to_ring(
+        &self,
+        id: &str,
+        caller: &Principal,
+        callee: &str,
+    ) -> Result<CallRecord, Error> {
+        let (id, caller, callee) = (id.to_string(), caller.clone(), callee.to_string());
+        self.run(move |c| prepare_to_ring(c, &id, &caller, &callee))
+            .await
+    }
+
+    /// A page of calls, newest first, and the total matching the filter.
+    pub async fn call_history(
+        &self,
+        filter: HistoryFilter,
+    ) -> Result<(Vec<CallRecord>, u64), Error> {
+        self.run(move |c| history(c, &filter)).await
+    }
+
+    /// How many calls are in each status (for `/metrics`).
+    pub async fn call_counts_by_status(&self) -> Result<Vec<(CallStatus, u64)>, Error> {
+        self.run(|c| count_by_status(c)).await
+    }
+
+    /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper).
+    pub async fn ringing_calls_before(&self, cutoff: i64) -> Result<Vec<String>, Error> {
+        self.run(move |c| ringing_before(c, cutoff)).await
+    }
+
+    /// Ringing and active calls `user` takes part in, newest first (for `welcome`).
+    pub async fn live_calls_for(&self, user: &str) -> Result<Vec<CallRecord>, Error> {
+        let user = user.to_string();
+        self.run(move |c| live_for(c, &user)).await
+    }
+
+    /// Every ringing or active call (at most `limit`, oldest first), with the rooms of the room
+    /// calls and the participants' display names (admin live view).
+    pub async fn live_calls(&self, limit: u32) -> Result<LiveCalls, Error> {
+        self.run(move |c| live_overview(c, limit)).await
+    }
 }

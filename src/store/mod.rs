@@ -1,6 +1,15 @@
-//! SQLite persistence: the connection pool, pragmas, migrations, and [`Store::run`], which moves
-//! every piece of database work onto tokio's blocking pool so the async runtime never waits on
-//! disk. One file per table group holds the queries.
+//! Persistence behind one async interface. Callers use only the typed methods of [`Store`]
+//! (`store.create_call(…)`, `store.leave_room(…)`, `store.user_by_username(…)`, …), which are
+//! defined next to their SQL in the per-table files, take and return our own types, and fail
+//! with [`crate::error::Error`] only: no database type appears in their signatures. That is the
+//! seam for a second backend (issue #13: PostgreSQL), which can sit behind the same methods as a
+//! `Backend` enum without touching a caller.
+//!
+//! Today the one backend is SQLite: the connection pool, pragmas, migrations, and a private
+//! `run`, which moves every piece of database work onto tokio's blocking pool so the async
+//! runtime never waits on disk. Each method is one such piece, so a read-modify-write stays in
+//! one `begin_write` transaction. The sync SQL functions of the per-table files are that
+//! backend's implementation and stay private to this module.
 
 pub mod analytics;
 pub mod calls;
@@ -32,14 +41,14 @@ static WRITER: Mutex<()> = Mutex::new(());
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding this process's writer turn until it commits
 /// or is dropped (rolled back). Every read-modify-write of the store begins with [`begin_write`].
-pub struct WriteTx<'c> {
+struct WriteTx<'c> {
     // Declared first: dropped (rolled back) before the turn is handed on.
     tx: Transaction<'c>,
     _turn: MutexGuard<'static, ()>,
 }
 
 /// Waits for this process's writer turn, then begins an immediate transaction on `conn`.
-pub fn begin_write(conn: &mut Connection) -> Result<WriteTx<'_>, rusqlite::Error> {
+fn begin_write(conn: &mut Connection) -> Result<WriteTx<'_>, rusqlite::Error> {
     let turn = WRITER.lock().unwrap_or_else(PoisonError::into_inner);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     Ok(WriteTx { tx, _turn: turn })
@@ -57,6 +66,19 @@ impl<'c> Deref for WriteTx<'c> {
     type Target = Transaction<'c>;
     fn deref(&self) -> &Transaction<'c> {
         &self.tx
+    }
+}
+
+// The SQLite backend's failures become `Internal` errors: callers never see a database type.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        Error::Internal(format!("database pool: {e}"))
     }
 }
 
@@ -103,8 +125,15 @@ impl Store {
         self.latency.clone()
     }
 
+    /// Whether the database answers (for `/healthz`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
@@ -120,14 +149,5 @@ impl Store {
         })
         .await
         .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
-    }
-
-    /// Runs `f` synchronously (for CLI commands outside the runtime).
-    pub fn run_blocking<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let mut conn = self.pool.get()?;
-        f(&mut conn)
     }
 }

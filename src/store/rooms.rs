@@ -9,7 +9,8 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
-use crate::store::{calls, webhooks};
+use crate::store::calls::{self, CallRecord};
+use crate::store::{webhooks, Store};
 use crate::webhooks::event as hook;
 
 /// Someone currently in a room.
@@ -63,7 +64,7 @@ pub struct NewRoom {
 }
 
 /// Loads a room with members and peers.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
     let room = conn
         .query_row(
             "SELECT id, name, owner_id, max_participants, is_private, call_id, created_at, mode
@@ -112,7 +113,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Room>, Error> {
 }
 
 /// Loads a room `p` may see: unknown rooms are `NotFound`, private rooms of others `Forbidden`.
-pub fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, Error> {
+pub(super) fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, Error> {
     let room = get(conn, id)?.ok_or(Error::NotFound("room"))?;
     if !room.admits(p) {
         return Err(Error::forbidden("this room is private"));
@@ -120,7 +121,7 @@ pub fn get_visible(conn: &Connection, id: &str, p: &Principal) -> Result<Room, E
     Ok(room)
 }
 
-pub fn create(conn: &mut Connection, new: &NewRoom) -> Result<Room, Error> {
+pub(super) fn create(conn: &mut Connection, new: &NewRoom) -> Result<Room, Error> {
     let tx = super::begin_write(conn)?;
     tx.execute(
         "INSERT INTO rooms (id, name, owner_id, max_participants, is_private, created_at, mode)
@@ -158,7 +159,7 @@ pub struct Joined {
 }
 
 /// Enters a room: admits, checks capacity, assigns a peer id, joins (or starts) the room call.
-pub fn join(
+pub(super) fn join(
     conn: &mut Connection,
     id: &str,
     p: &Principal,
@@ -280,7 +281,12 @@ fn started_at(tx: &Connection, call_id: Option<&str>) -> Result<Option<i64>, Err
 }
 
 /// Leaves a room; the last one out ends the room call.
-pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Left, Error> {
+pub(super) fn leave(
+    conn: &mut Connection,
+    id: &str,
+    p: &Principal,
+    now: i64,
+) -> Result<Left, Error> {
     let tx = super::begin_write(conn)?;
     let room = get_visible(&tx, id, p)?;
     let peer_id = room
@@ -337,7 +343,7 @@ pub fn leave(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result
 /// Ends a room's live call for an admin (reason `admin`): every peer is out of the room, which
 /// stays. Returns the room as it was, with the peers that were in it. A room call that is not
 /// the room's live one any more is `call_ended`; nothing changes then.
-pub fn end_call_as_admin(
+pub(super) fn end_call_as_admin(
     conn: &mut Connection,
     id: &str,
     call_id: &str,
@@ -373,7 +379,12 @@ pub fn end_call_as_admin(
 }
 
 /// Deletes a room (owner or admin); its live call ends with reason `room-closed`.
-pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Result<Room, Error> {
+pub(super) fn delete(
+    conn: &mut Connection,
+    id: &str,
+    p: &Principal,
+    now: i64,
+) -> Result<Room, Error> {
     let tx = super::begin_write(conn)?;
     let room = get_visible(&tx, id, p)?;
     if room.owner_id != p.id && !p.admin {
@@ -401,4 +412,94 @@ pub fn delete(conn: &mut Connection, id: &str, p: &Principal, now: i64) -> Resul
     tx.execute("DELETE FROM rooms WHERE id = ?1", [id])?;
     tx.commit()?;
     Ok(room)
+}
+
+/// The room call, when an operation ended it.
+fn ended_call(
+    conn: &Connection,
+    call_id: Option<&str>,
+    ended: bool,
+) -> Result<Option<CallRecord>, Error> {
+    match call_id {
+        Some(id) if ended => Ok(calls::get(conn, id)?.filter(|call| call.status.is_final())),
+        _ => Ok(None),
+    }
+}
+
+impl Store {
+    /// Creates a room.
+    pub async fn create_room(&self, new: NewRoom) -> Result<Room, Error> {
+        self.run(move |c| create(c, &new)).await
+    }
+
+    /// A room `principal` may see, with members and peers.
+    pub async fn visible_room(&self, id: &str, principal: &Principal) -> Result<Room, Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        self.run(move |c| get_visible(c, &id, &principal)).await
+    }
+
+    /// Enters a room: `new_peer_id` is the peer id if `principal` is not in yet, `new_call_id`
+    /// the id of the room call if this join starts it.
+    pub async fn join_room(
+        &self,
+        id: &str,
+        principal: &Principal,
+        new_peer_id: &str,
+        new_call_id: &str,
+        now: i64,
+    ) -> Result<Joined, Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        let (peer, call) = (new_peer_id.to_string(), new_call_id.to_string());
+        self.run(move |c| join(c, &id, &principal, &peer, &call, now))
+            .await
+    }
+
+    /// Leaves a room; with the room call when this leave ended it (the last one out).
+    pub async fn leave_room(
+        &self,
+        id: &str,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<(Left, Option<CallRecord>), Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        self.run(move |c| {
+            let left = leave(c, &id, &principal, now)?;
+            let ended = ended_call(c, left.call_id.as_deref(), left.call_ended)?;
+            Ok((left, ended))
+        })
+        .await
+    }
+
+    /// An admin ends a room's live call: the room as it was (with its peers) and the call.
+    pub async fn end_room_call(
+        &self,
+        id: &str,
+        call_id: &str,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<(Room, CallRecord), Error> {
+        let (id, call_id, principal) = (id.to_string(), call_id.to_string(), principal.clone());
+        self.run(move |c| {
+            let room = end_call_as_admin(c, &id, &call_id, &principal, now)?;
+            let call = calls::get(c, &call_id)?.ok_or(Error::NotFound("call"))?;
+            Ok((room, call))
+        })
+        .await
+    }
+
+    /// Deletes a room (owner or admin): the room as it was, and its call if that ended.
+    pub async fn delete_room(
+        &self,
+        id: &str,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<(Room, Option<CallRecord>), Error> {
+        let (id, principal) = (id.to_string(), principal.clone());
+        self.run(move |c| {
+            let room = delete(c, &id, &principal, now)?;
+            let ended = ended_call(c, room.call_id.as_deref(), true)?;
+            Ok((room, ended))
+        })
+        .await
+    }
 }

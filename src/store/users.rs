@@ -4,6 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::store::Store;
 
 /// An account as shown to clients (never the hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,7 +25,7 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-pub fn add(conn: &Connection, user: &User, password_hash: &str) -> Result<(), Error> {
+pub(super) fn add(conn: &Connection, user: &User, password_hash: &str) -> Result<(), Error> {
     let inserted = conn.execute(
         "INSERT INTO users (id, display_name, password_hash, is_admin, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING",
@@ -45,7 +46,7 @@ pub fn add(conn: &Connection, user: &User, password_hash: &str) -> Result<(), Er
     Ok(())
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<User>, Error> {
+pub(super) fn list(conn: &Connection) -> Result<Vec<User>, Error> {
     let mut stmt =
         conn.prepare("SELECT id, display_name, is_admin, created_at FROM users ORDER BY id")?;
     let users = stmt
@@ -54,14 +55,14 @@ pub fn list(conn: &Connection) -> Result<Vec<User>, Error> {
     Ok(users)
 }
 
-pub fn remove(conn: &Connection, id: &str) -> Result<(), Error> {
+pub(super) fn remove(conn: &Connection, id: &str) -> Result<(), Error> {
     match conn.execute("DELETE FROM users WHERE id = ?1", [id])? {
         0 => Err(Error::NotFound("user")),
         _ => Ok(()),
     }
 }
 
-pub fn set_password(conn: &Connection, id: &str, password_hash: &str) -> Result<(), Error> {
+pub(super) fn set_password(conn: &Connection, id: &str, password_hash: &str) -> Result<(), Error> {
     match conn.execute(
         "UPDATE users SET password_hash = ?2 WHERE id = ?1",
         params![id, password_hash],
@@ -72,7 +73,7 @@ pub fn set_password(conn: &Connection, id: &str, password_hash: &str) -> Result<
 }
 
 /// Display names of the accounts among `ids` that have one.
-pub fn names(
+pub(super) fn names(
     conn: &Connection,
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, String>, Error> {
@@ -89,7 +90,7 @@ pub fn names(
 }
 
 /// The account and its password hash, for login.
-pub fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User, String)>, Error> {
+pub(super) fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User, String)>, Error> {
     Ok(conn
         .query_row(
             "SELECT id, display_name, is_admin, created_at, password_hash FROM users WHERE id = ?1",
@@ -97,4 +98,35 @@ pub fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User, Strin
             |r| Ok((row_to_user(r)?, r.get("password_hash")?)),
         )
         .optional()?)
+}
+
+impl Store {
+    /// Adds an account; `user_exists` if the id is taken.
+    pub async fn add_user(&self, user: User, password_hash: String) -> Result<(), Error> {
+        self.run(move |c| add(c, &user, &password_hash)).await
+    }
+
+    /// Every account, by id.
+    pub async fn users(&self) -> Result<Vec<User>, Error> {
+        self.run(|c| list(c)).await
+    }
+
+    /// Removes an account; `NotFound` if there is none.
+    pub async fn remove_user(&self, id: &str) -> Result<(), Error> {
+        let id = id.to_string();
+        self.run(move |c| remove(c, &id)).await
+    }
+
+    /// Replaces an account's password hash; `NotFound` if there is none.
+    pub async fn set_password(&self, id: &str, password_hash: String) -> Result<(), Error> {
+        let id = id.to_string();
+        self.run(move |c| set_password(c, &id, &password_hash))
+            .await
+    }
+
+    /// The account named `username` and its password hash (for login), if there is one.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<(User, String)>, Error> {
+        let username = username.to_string();
+        self.run(move |c| find_with_hash(c, &username)).await
+    }
 }

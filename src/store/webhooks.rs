@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::store::Store;
 use crate::webhooks::event::WebhookEvent;
 use crate::webhooks::retry::{Next, RetryPolicy};
 
@@ -19,13 +20,13 @@ pub const UNCONFIGURED: &str = "the URL is no longer in webhook_urls";
 /// Makes `urls` the receivers of new events. Run at start-up by the one server that owns the
 /// database: it also releases claims a previous run left (their attempts are retried), and fails
 /// the pending deliveries to URLs no longer configured. Returns how many it failed.
-pub fn set_endpoints(conn: &mut Connection, urls: &[String]) -> Result<usize, Error> {
+pub(super) fn set_endpoints(conn: &mut Connection, urls: &[String]) -> Result<usize, Error> {
     replace_endpoints(conn, urls, true)
 }
 
 /// Makes `urls` the receivers of new events while the worker runs (a config reload): like
 /// [`set_endpoints`], but attempts in flight keep their claims.
-pub fn reload_endpoints(conn: &mut Connection, urls: &[String]) -> Result<usize, Error> {
+pub(super) fn reload_endpoints(conn: &mut Connection, urls: &[String]) -> Result<usize, Error> {
     replace_endpoints(conn, urls, false)
 }
 
@@ -61,7 +62,7 @@ fn replace_endpoints(
 /// Writes `event` (with id `id`, happened at `now`) for every configured receiver. Runs on the
 /// caller's connection: inside a transaction, it commits or rolls back with it. Returns the
 /// rows written (0 without receivers).
-pub fn enqueue(
+pub(super) fn enqueue(
     conn: &Connection,
     event: &WebhookEvent,
     id: &str,
@@ -85,7 +86,7 @@ pub fn enqueue(
 }
 
 /// [`enqueue`] with a fresh event id.
-pub fn emit(conn: &Connection, event: &WebhookEvent, now: i64) -> Result<(), Error> {
+pub(super) fn emit(conn: &Connection, event: &WebhookEvent, now: i64) -> Result<(), Error> {
     enqueue(conn, event, &Uuid::new_v4().to_string(), now).map(|_| ())
 }
 
@@ -106,7 +107,7 @@ pub struct Claimed {
 /// Claims up to `limit` deliveries due at `now`, each the oldest pending row of its receiver
 /// and ordering key, for `lease_ms`: until then (or until [`record`]) no other claim returns it,
 /// and the rows after it wait.
-pub fn claim(
+pub(super) fn claim(
     conn: &mut Connection,
     now: i64,
     lease_ms: i64,
@@ -167,7 +168,7 @@ pub enum Attempt {
 
 /// Records an attempt of a claimed delivery made at `now`: delivered, or failed and either
 /// scheduled again by `policy` or, past its maximum age, marked failed for good.
-pub fn record(
+pub(super) fn record(
     conn: &mut Connection,
     seq: i64,
     now: i64,
@@ -233,7 +234,7 @@ pub struct Delivery {
 }
 
 /// The `limit` most recent deliveries, newest first.
-pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<Delivery>, Error> {
+pub(super) fn recent(conn: &Connection, limit: u32) -> Result<Vec<Delivery>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT event_id, event, url, status, attempts, last_error, last_status, created_at,
                 delivered_at, next_attempt_at
@@ -260,7 +261,7 @@ pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<Delivery>, Error> {
 pub const STATUSES: &[&str] = &["pending", "delivered", "failed"];
 
 /// How many deliveries are in each status (for `/metrics`), every status listed.
-pub fn count_by_status(conn: &Connection) -> Result<Vec<(&'static str, u64)>, Error> {
+pub(super) fn count_by_status(conn: &Connection) -> Result<Vec<(&'static str, u64)>, Error> {
     let mut stmt =
         conn.prepare_cached("SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")?;
     let rows = stmt
@@ -276,7 +277,7 @@ pub fn count_by_status(conn: &Connection) -> Result<Vec<(&'static str, u64)>, Er
 }
 
 /// Deletes delivered and failed rows of events older than `cutoff`; returns how many.
-pub fn prune(conn: &mut Connection, cutoff: i64) -> Result<usize, Error> {
+pub(super) fn prune(conn: &mut Connection, cutoff: i64) -> Result<usize, Error> {
     let tx = super::begin_write(conn)?;
     let n = tx.execute(
         "DELETE FROM webhook_deliveries WHERE status != 'pending' AND created_at < ?1",
@@ -284,6 +285,57 @@ pub fn prune(conn: &mut Connection, cutoff: i64) -> Result<usize, Error> {
     )?;
     tx.commit()?;
     Ok(n)
+}
+
+impl Store {
+    /// Makes `urls` the receivers of new events at start-up: releases claims a previous run
+    /// left and fails pending deliveries to URLs no longer configured (returns how many).
+    pub async fn set_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
+        self.run(move |c| set_endpoints(c, &urls)).await
+    }
+
+    /// Makes `urls` the receivers of new events on a config reload: like
+    /// [`Store::set_webhook_endpoints`], but attempts in flight keep their claims.
+    pub async fn reload_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
+        self.run(move |c| reload_endpoints(c, &urls)).await
+    }
+
+    /// Claims up to `limit` deliveries due at `now` for `lease_ms` (see [`Claimed`]).
+    pub async fn claim_webhooks(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, Error> {
+        self.run(move |c| claim(c, now, lease_ms, limit)).await
+    }
+
+    /// Records an attempt of claimed delivery `seq` made at `now`, rescheduled by `policy`.
+    pub async fn record_webhook_attempt(
+        &self,
+        seq: i64,
+        now: i64,
+        attempt: Attempt,
+        policy: RetryPolicy,
+    ) -> Result<(), Error> {
+        self.run(move |c| record(c, seq, now, &attempt, &policy))
+            .await
+    }
+
+    /// The `limit` most recent deliveries, newest first.
+    pub async fn recent_webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, Error> {
+        self.run(move |c| recent(c, limit)).await
+    }
+
+    /// How many deliveries are in each status (for `/metrics`), every status listed.
+    pub async fn webhook_counts_by_status(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        self.run(|c| count_by_status(c)).await
+    }
+
+    /// Deletes delivered and failed deliveries of events older than `cutoff`; returns how many.
+    pub async fn prune_webhooks(&self, cutoff: i64) -> Result<usize, Error> {
+        self.run(move |c| prune(c, cutoff)).await
+    }
 }
 
 #[cfg(test)]

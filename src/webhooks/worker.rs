@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
 use crate::error::Error;
-use crate::store::webhooks::{self as outbox, Attempt, Claimed};
+use crate::store::webhooks::{Attempt, Claimed};
 use crate::store::Store;
 use crate::webhooks::retry::RetryPolicy;
 use crate::webhooks::sign::{signature, SIGNATURE_HEADER};
@@ -143,12 +143,7 @@ impl Worker {
             }
             let free = CONCURRENCY.saturating_sub(inflight.len());
             let (now, lease) = (now_ms(), self.inner.lease_ms);
-            match self
-                .inner
-                .store
-                .run(move |c| outbox::claim(c, now, lease, free))
-                .await
-            {
+            match self.inner.store.claim_webhooks(now, lease, free).await {
                 Ok(batch) => {
                     for claimed in batch {
                         inflight.spawn(self.inner.clone().attempt(claimed));
@@ -159,12 +154,7 @@ impl Worker {
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(tokio::time::Instant::now());
                 let cutoff = now - ms(KEEP);
-                if let Err(e) = self
-                    .inner
-                    .store
-                    .run(move |c| outbox::prune(c, cutoff))
-                    .await
-                {
+                if let Err(e) = self.inner.store.prune_webhooks(cutoff).await {
                     tracing::warn!(error = %e, "pruning old webhook deliveries failed");
                 }
             }
@@ -231,7 +221,7 @@ impl Inner {
         let (seq, now, policy) = (claimed.seq, now_ms(), self.live().1);
         if let Err(e) = self
             .store
-            .run(move |c| outbox::record(c, seq, now, &attempt, &policy))
+            .record_webhook_attempt(seq, now, attempt, policy)
             .await
         {
             // The claim runs out and the delivery is attempted again.

@@ -12,7 +12,6 @@ use crate::error::Error;
 use crate::http::admin::AdminAuth;
 use crate::http::extract::parse_id;
 use crate::http::AppState;
-use crate::store::{analytics, calls};
 
 /// Reports returned at most: the newest ones.
 pub const MAX_SAMPLES: u32 = 1000;
@@ -60,16 +59,9 @@ pub async fn quality(
     Path(id): Path<String>,
 ) -> Result<Json<QualitySeries>, Error> {
     let id = parse_id(&id, "callId")?;
-    let call_id = id.clone();
-    let reports = app
-        .store
-        .run(move |c| {
-            calls::get(c, &id)?.ok_or(Error::NotFound("call"))?;
-            analytics::quality_reports(c, &id, MAX_SAMPLES)
-        })
-        .await?;
+    let reports = app.store.call_quality_reports(&id, MAX_SAMPLES).await?;
     Ok(Json(QualitySeries {
-        call_id,
+        call_id: id,
         samples: reports
             .into_iter()
             .map(|r| QualityPoint {

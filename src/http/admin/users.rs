@@ -17,7 +17,7 @@ use crate::http::admin::AdminAuth;
 use crate::http::extract::{user_id_field, ApiJson};
 use crate::http::schema::MessageReply;
 use crate::http::AppState;
-use crate::store::users::{self, User};
+use crate::store::users::User;
 
 /// Password length bounds in characters (the CLI's minimum; login's maximum).
 pub const MIN_PASSWORD: usize = 8;
@@ -126,7 +126,7 @@ pub async fn list(
     State(app): State<AppState>,
     AdminAuth(_admin): AdminAuth,
 ) -> Result<Json<AccountList>, Error> {
-    let users = app.store.run(|c| users::list(c)).await?;
+    let users = app.store.users().await?;
     Ok(Json(AccountList {
         users: users.into_iter().map(Account::from).collect(),
     }))
@@ -155,9 +155,7 @@ pub async fn add(
     };
     let hashed = hash(body.password).await?;
     let stored = user.clone();
-    app.store
-        .run(move |c| users::add(c, &stored, &hashed))
-        .await?;
+    app.store.add_user(stored, hashed).await?;
     tracing::info!(user = %user.id, admin = user.admin, "account added over the admin API");
     Ok((
         StatusCode::CREATED,
@@ -191,7 +189,7 @@ pub async fn remove(
         ));
     }
     let removed = id.clone();
-    app.store.run(move |c| users::remove(c, &id)).await?;
+    app.store.remove_user(&id).await?;
     tracing::info!(user = %removed, by = %me.id, "account removed over the admin API");
     Ok(Json(json!({ "message": "User removed" })))
 }
@@ -214,19 +212,12 @@ pub async fn set_password(
     let id = user_id_field(&id, "userId")?;
     check_password(&body.password)?;
     // Unknown accounts are refused before the (slow) hash.
-    let exists = id.clone();
     app.store
-        .run(move |c| {
-            users::find_with_hash(c, &exists)?
-                .map(|_| ())
-                .ok_or(Error::NotFound("user"))
-        })
-        .await?;
+        .user_by_username(&id)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
     let hashed = hash(body.password).await?;
-    let changed = id.clone();
-    app.store
-        .run(move |c| users::set_password(c, &id, &hashed))
-        .await?;
-    tracing::info!(user = %changed, by = %me.id, "password changed over the admin API");
+    app.store.set_password(&id, hashed).await?;
+    tracing::info!(user = %id, by = %me.id, "password changed over the admin API");
     Ok(Json(json!({ "message": "Password changed" })))
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::error::Error;
 use crate::http::extract::Auth;
 use crate::http::AppState;
-use crate::store::webhooks::{self, Delivery};
+use crate::store::webhooks::Delivery;
 
 /// Page size of the deliveries list when `limit` is not given.
 pub const DEFAULT_DELIVERIES_LIMIT: u32 = 50;
@@ -109,7 +109,7 @@ pub async fn webhook_deliveries(
         return Err(Error::invalid("invalid_query", "limit: must be at least 1"));
     }
     let limit = limit.min(MAX_DELIVERIES_LIMIT);
-    let rows = app.store.run(move |c| webhooks::recent(c, limit)).await?;
+    let rows = app.store.recent_webhook_deliveries(limit).await?;
     Ok(Json(DeliveriesReply {
         deliveries: rows.into_iter().map(DeliveryView::from).collect(),
     }))
