@@ -134,9 +134,33 @@ fn check_request(req: &Request, from: Via) {
             }
             existing.iter().for_each(|c| check_uuid(c));
         }
-        Request::Accept { call_id } => {
+        Request::Accept { call_id } | Request::SfuLeave { call_id } => {
             assert_eq!(from, Via::Rtc);
             check_uuid(call_id);
+        }
+        Request::SfuView {
+            call_id,
+            tiles,
+            max_bitrate,
+        } => {
+            assert_eq!(from, Via::Rtc);
+            check_uuid(call_id);
+            assert!(
+                tiles.len() <= signalbox::signaling::wire::MAX_TILES,
+                "tile count bound"
+            );
+            for (peer, width) in tiles {
+                check_user(peer);
+                assert!(
+                    *width <= signalbox::signaling::wire::MAX_TILE_SIDE,
+                    "tile side bound"
+                );
+            }
+            assert!(
+                max_bitrate
+                    .is_none_or(|b| signalbox::signaling::wire::MAX_BITRATE_RANGE.contains(&b)),
+                "a receive cap in range"
+            );
         }
         Request::Stats { call_id, stats } => {
             assert_eq!(from, Via::Rtc);
@@ -284,6 +308,26 @@ fn to_rtc(req: &Request) -> Value {
         ),
         Request::RoomJoin { room_id } => ("room-join", fields(&[("roomId", id(room_id))])),
         Request::RoomLeave { room_id } => ("room-leave", fields(&[("roomId", id(room_id))])),
+        Request::SfuLeave { call_id } => ("sfu-leave", fields(&[("callId", id(call_id))])),
+        Request::SfuView {
+            call_id,
+            tiles,
+            max_bitrate,
+        } => {
+            // Height is not kept; the width alone sizes a tile.
+            let tiles = tiles
+                .iter()
+                .map(|(peer, width)| serde_json::json!({"peerId": peer, "width": width, "height": 0}))
+                .collect();
+            (
+                "sfu-view",
+                fields(&[
+                    ("callId", id(call_id)),
+                    ("tiles", Some(Value::Array(tiles))),
+                    ("maxBitrate", max_bitrate.map(Value::from)),
+                ]),
+            )
+        }
         Request::Offer { .. } => unreachable!("checked: /rtc makes no Offer"),
     };
     let mut frame = body;
@@ -361,6 +405,8 @@ fn rtc_type(req: &Request) -> &'static str {
         Request::Stats { .. } => "call-stats",
         Request::RoomJoin { .. } => "room-join",
         Request::RoomLeave { .. } => "room-leave",
+        Request::SfuLeave { .. } => "sfu-leave",
+        Request::SfuView { .. } => "sfu-view",
         Request::Offer { .. } => "(offer)",
     }
 }
