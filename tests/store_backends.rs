@@ -134,6 +134,13 @@ async fn call_lifecycle_and_history(db: Backend) {
         .expect_error(404, "not_found");
     let metrics = s.metrics().await;
     assert!(metrics.contains("ended"), "call counts in /metrics");
+    // Database operations are timed on either backend.
+    let timed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("signalbox_db_operation_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(timed >= 10.0, "db operations counted: {timed}");
 }
 
 async fn rooms_join_leave_and_delete(db: Backend) {

@@ -434,7 +434,11 @@ impl Store {
         stats: Value,
     ) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::add_quality_report(pg, call_id, principal, now, stats).await;
+            return self
+                .timed(pg::analytics::add_quality_report(
+                    pg, call_id, principal, now, stats,
+                ))
+                .await;
         }
         let (id, me) = (call_id.to_string(), principal.clone());
         self.run(move |c| {
@@ -454,7 +458,9 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<QualityReport>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::call_quality_reports(pg, call_id, limit).await;
+            return self
+                .timed(pg::analytics::call_quality_reports(pg, call_id, limit))
+                .await;
         }
         let id = call_id.to_string();
         self.run(move |c| {
@@ -472,7 +478,9 @@ impl Store {
         now: i64,
     ) -> Result<CallAnalytics, Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::call_analytics(pg, call_id, principal, now).await;
+            return self
+                .timed(pg::analytics::call_analytics(pg, call_id, principal, now))
+                .await;
         }
         let (id, me) = (call_id.to_string(), principal.clone());
         self.run(move |c| call_analytics(c, &id, &me, now)).await
@@ -481,7 +489,9 @@ impl Store {
     /// Records the SFU's latest track figures (see [`SfuTrack`]), in one transaction.
     pub async fn upsert_sfu_tracks(&self, tracks: Vec<SfuTrack>) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::upsert_sfu_tracks(pg, tracks).await;
+            return self
+                .timed(pg::analytics::upsert_sfu_tracks(pg, tracks))
+                .await;
         }
         self.run(move |c| upsert_sfu_tracks(c, &tracks)).await
     }
@@ -489,7 +499,9 @@ impl Store {
     /// Appends the SFU's quality samples, in one transaction.
     pub async fn insert_sfu_quality(&self, samples: Vec<SfuQuality>) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::insert_sfu_quality(pg, samples).await;
+            return self
+                .timed(pg::analytics::insert_sfu_quality(pg, samples))
+                .await;
         }
         self.run(move |c| insert_sfu_quality(c, &samples)).await
     }
@@ -497,7 +509,7 @@ impl Store {
     /// Records a TURN allocation when it opens.
     pub async fn relay_opened(&self, session: RelaySession) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::relay_opened(pg, session).await;
+            return self.timed(pg::analytics::relay_opened(pg, session)).await;
         }
         self.run(move |c| relay_opened(c, &session).map(|_| ()))
             .await
@@ -506,7 +518,7 @@ impl Store {
     /// Completes a TURN allocation's row with its totals.
     pub async fn relay_closed(&self, session: RelaySession) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::analytics::relay_closed(pg, session).await;
+            return self.timed(pg::analytics::relay_closed(pg, session)).await;
         }
         self.run(move |c| relay_closed(c, &session)).await
     }

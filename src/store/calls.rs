@@ -659,7 +659,7 @@ impl Store {
     /// A call with its participants; `NotFound` if there is none.
     pub async fn call(&self, id: &str) -> Result<CallRecord, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::call(pg, id).await;
+            return self.timed(pg::calls::call(pg, id)).await;
         }
         let id = id.to_string();
         self.run(move |c| get(c, &id)?.ok_or(Error::NotFound("call")))
@@ -669,7 +669,7 @@ impl Store {
     /// A call `principal` may see; unknown and invisible calls are both `NotFound`.
     pub async fn visible_call(&self, id: &str, principal: &Principal) -> Result<CallRecord, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::visible_call(pg, id, principal).await;
+            return self.timed(pg::calls::visible_call(pg, id, principal)).await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| get_visible(c, &id, &principal)).await
@@ -678,7 +678,7 @@ impl Store {
     /// Creates a ringing direct call.
     pub async fn create_call(&self, new: NewCall) -> Result<CallRecord, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::create_call(pg, new).await;
+            return self.timed(pg::calls::create_call(pg, new)).await;
         }
         self.run(move |c| create_direct(c, &new)).await
     }
@@ -693,7 +693,9 @@ impl Store {
         now: i64,
     ) -> Result<(CallRecord, Transition), Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::apply_call_action(pg, id, principal, action, now).await;
+            return self
+                .timed(pg::calls::apply_call_action(pg, id, principal, action, now))
+                .await;
         }
         let (id, principal) = (id.to_string(), principal.cloned());
         self.run(move |c| apply_action(c, &id, principal.as_ref(), action, now))
@@ -708,7 +710,9 @@ impl Store {
         now: i64,
     ) -> Result<(CallRecord, bool), Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::join_call_as_guest(pg, id, principal, now).await;
+            return self
+                .timed(pg::calls::join_call_as_guest(pg, id, principal, now))
+                .await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| join_as_guest(c, &id, &principal, now))
@@ -725,7 +729,11 @@ impl Store {
         now: i64,
     ) -> Result<CallRecord, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::set_call_media(pg, id, principal, change, kind, now).await;
+            return self
+                .timed(pg::calls::set_call_media(
+                    pg, id, principal, change, kind, now,
+                ))
+                .await;
         }
         let (id, principal, kind) = (id.to_string(), principal.clone(), kind.to_string());
         self.run(move |c| set_media(c, &id, &principal, &change, &kind, now))
@@ -741,7 +749,9 @@ impl Store {
         callee: &str,
     ) -> Result<CallRecord, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::prepare_call_to_ring(pg, id, caller, callee).await;
+            return self
+                .timed(pg::calls::prepare_call_to_ring(pg, id, caller, callee))
+                .await;
         }
         let (id, caller, callee) = (id.to_string(), caller.clone(), callee.to_string());
         self.run(move |c| prepare_to_ring(c, &id, &caller, &callee))
@@ -754,7 +764,7 @@ impl Store {
         filter: HistoryFilter,
     ) -> Result<(Vec<CallRecord>, u64), Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::call_history(pg, filter).await;
+            return self.timed(pg::calls::call_history(pg, filter)).await;
         }
         self.run(move |c| history(c, &filter)).await
     }
@@ -762,7 +772,7 @@ impl Store {
     /// How many calls are in each status (for `/metrics`).
     pub async fn call_counts_by_status(&self) -> Result<Vec<(CallStatus, u64)>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::call_counts_by_status(pg).await;
+            return self.timed(pg::calls::call_counts_by_status(pg)).await;
         }
         self.run(|c| count_by_status(c)).await
     }
@@ -770,7 +780,9 @@ impl Store {
     /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper).
     pub async fn ringing_calls_before(&self, cutoff: i64) -> Result<Vec<String>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::ringing_calls_before(pg, cutoff).await;
+            return self
+                .timed(pg::calls::ringing_calls_before(pg, cutoff))
+                .await;
         }
         self.run(move |c| ringing_before(c, cutoff)).await
     }
@@ -778,7 +790,7 @@ impl Store {
     /// Ringing and active calls `user` takes part in, newest first (for `welcome`).
     pub async fn live_calls_for(&self, user: &str) -> Result<Vec<CallRecord>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::live_calls_for(pg, user).await;
+            return self.timed(pg::calls::live_calls_for(pg, user)).await;
         }
         let user = user.to_string();
         self.run(move |c| live_for(c, &user)).await
@@ -788,7 +800,7 @@ impl Store {
     /// calls and the participants' display names (admin live view).
     pub async fn live_calls(&self, limit: u32) -> Result<LiveCalls, Error> {
         if let Some(pg) = self.pg() {
-            return pg::calls::live_calls(pg, limit).await;
+            return self.timed(pg::calls::live_calls(pg, limit)).await;
         }
         self.run(move |c| live_overview(c, limit)).await
     }

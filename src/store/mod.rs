@@ -7,8 +7,8 @@
 //!
 //! The backend is a [`Backend`]: SQLite (the default, embedded in `data_dir`) or PostgreSQL
 //! (`database_url`, in [`pg`]). Each method of a per-table file starts by handing its work to
-//! the PostgreSQL function of the same name when the store is on PostgreSQL; otherwise it runs
-//! the SQLite implementation below it.
+//! the PostgreSQL function of the same name when the store is on PostgreSQL (timed into the
+//! same latency histogram); otherwise it runs the SQLite implementation below it.
 //!
 //! For SQLite: the connection pool, pragmas, migrations, and a private `run`, which moves
 //! every piece of database work onto tokio's blocking pool so the async runtime never waits on
@@ -164,6 +164,14 @@ impl Store {
         }
     }
 
+    /// Awaits one PostgreSQL operation, observing its time like `run` does for SQLite.
+    async fn timed<T>(&self, operation: impl std::future::Future<Output = T>) -> T {
+        let started = crate::clock::monotonic();
+        let result = operation.await;
+        self.latency.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
     /// The PostgreSQL backend, when the store is on one.
     fn pg(&self) -> Option<&pg::Pg> {
         match &self.backend {
@@ -180,7 +188,7 @@ impl Store {
     /// Whether the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg.ping().await;
+            return self.timed(pg.ping()).await;
         }
         self.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await

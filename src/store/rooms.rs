@@ -430,7 +430,7 @@ impl Store {
     /// Creates a room.
     pub async fn create_room(&self, new: NewRoom) -> Result<Room, Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::create_room(pg, new).await;
+            return self.timed(pg::rooms::create_room(pg, new)).await;
         }
         self.run(move |c| create(c, &new)).await
     }
@@ -438,7 +438,7 @@ impl Store {
     /// A room `principal` may see, with members and peers.
     pub async fn visible_room(&self, id: &str, principal: &Principal) -> Result<Room, Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::visible_room(pg, id, principal).await;
+            return self.timed(pg::rooms::visible_room(pg, id, principal)).await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| get_visible(c, &id, &principal)).await
@@ -455,7 +455,16 @@ impl Store {
         now: i64,
     ) -> Result<Joined, Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::join_room(pg, id, principal, new_peer_id, new_call_id, now).await;
+            return self
+                .timed(pg::rooms::join_room(
+                    pg,
+                    id,
+                    principal,
+                    new_peer_id,
+                    new_call_id,
+                    now,
+                ))
+                .await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         let (peer, call) = (new_peer_id.to_string(), new_call_id.to_string());
@@ -471,7 +480,9 @@ impl Store {
         now: i64,
     ) -> Result<(Left, Option<CallRecord>), Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::leave_room(pg, id, principal, now).await;
+            return self
+                .timed(pg::rooms::leave_room(pg, id, principal, now))
+                .await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| {
@@ -491,7 +502,9 @@ impl Store {
         now: i64,
     ) -> Result<(Room, CallRecord), Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::end_room_call(pg, id, call_id, principal, now).await;
+            return self
+                .timed(pg::rooms::end_room_call(pg, id, call_id, principal, now))
+                .await;
         }
         let (id, call_id, principal) = (id.to_string(), call_id.to_string(), principal.clone());
         self.run(move |c| {
@@ -510,7 +523,9 @@ impl Store {
         now: i64,
     ) -> Result<(Room, Option<CallRecord>), Error> {
         if let Some(pg) = self.pg() {
-            return pg::rooms::delete_room(pg, id, principal, now).await;
+            return self
+                .timed(pg::rooms::delete_room(pg, id, principal, now))
+                .await;
         }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| {

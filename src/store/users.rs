@@ -104,7 +104,9 @@ impl Store {
     /// Adds an account; `user_exists` if the id is taken.
     pub async fn add_user(&self, user: User, password_hash: String) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::users::add_user(pg, user, password_hash).await;
+            return self
+                .timed(pg::users::add_user(pg, user, password_hash))
+                .await;
         }
         self.run(move |c| add(c, &user, &password_hash)).await
     }
@@ -112,7 +114,7 @@ impl Store {
     /// Every account, by id.
     pub async fn users(&self) -> Result<Vec<User>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::users::users(pg).await;
+            return self.timed(pg::users::users(pg)).await;
         }
         self.run(|c| list(c)).await
     }
@@ -120,7 +122,7 @@ impl Store {
     /// Removes an account; `NotFound` if there is none.
     pub async fn remove_user(&self, id: &str) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::users::remove_user(pg, id).await;
+            return self.timed(pg::users::remove_user(pg, id)).await;
         }
         let id = id.to_string();
         self.run(move |c| remove(c, &id)).await
@@ -129,7 +131,9 @@ impl Store {
     /// Replaces an account's password hash; `NotFound` if there is none.
     pub async fn set_password(&self, id: &str, password_hash: String) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::users::set_password(pg, id, password_hash).await;
+            return self
+                .timed(pg::users::set_password(pg, id, password_hash))
+                .await;
         }
         let id = id.to_string();
         self.run(move |c| set_password(c, &id, &password_hash))
@@ -139,7 +143,7 @@ impl Store {
     /// The account named `username` and its password hash (for login), if there is one.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<(User, String)>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::users::user_by_username(pg, username).await;
+            return self.timed(pg::users::user_by_username(pg, username)).await;
         }
         let username = username.to_string();
         self.run(move |c| find_with_hash(c, &username)).await

@@ -292,7 +292,9 @@ impl Store {
     /// left and fails pending deliveries to URLs no longer configured (returns how many).
     pub async fn set_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::set_webhook_endpoints(pg, urls).await;
+            return self
+                .timed(pg::webhooks::set_webhook_endpoints(pg, urls))
+                .await;
         }
         self.run(move |c| set_endpoints(c, &urls)).await
     }
@@ -301,7 +303,9 @@ impl Store {
     /// [`Store::set_webhook_endpoints`], but attempts in flight keep their claims.
     pub async fn reload_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::reload_webhook_endpoints(pg, urls).await;
+            return self
+                .timed(pg::webhooks::reload_webhook_endpoints(pg, urls))
+                .await;
         }
         self.run(move |c| reload_endpoints(c, &urls)).await
     }
@@ -314,7 +318,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Claimed>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::claim_webhooks(pg, now, lease_ms, limit).await;
+            return self
+                .timed(pg::webhooks::claim_webhooks(pg, now, lease_ms, limit))
+                .await;
         }
         self.run(move |c| claim(c, now, lease_ms, limit)).await
     }
@@ -328,7 +334,11 @@ impl Store {
         policy: RetryPolicy,
     ) -> Result<(), Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::record_webhook_attempt(pg, seq, now, attempt, policy).await;
+            return self
+                .timed(pg::webhooks::record_webhook_attempt(
+                    pg, seq, now, attempt, policy,
+                ))
+                .await;
         }
         self.run(move |c| record(c, seq, now, &attempt, &policy))
             .await
@@ -337,7 +347,9 @@ impl Store {
     /// The `limit` most recent deliveries, newest first.
     pub async fn recent_webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::recent_webhook_deliveries(pg, limit).await;
+            return self
+                .timed(pg::webhooks::recent_webhook_deliveries(pg, limit))
+                .await;
         }
         self.run(move |c| recent(c, limit)).await
     }
@@ -345,7 +357,7 @@ impl Store {
     /// How many deliveries are in each status (for `/metrics`), every status listed.
     pub async fn webhook_counts_by_status(&self) -> Result<Vec<(&'static str, u64)>, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::webhook_counts_by_status(pg).await;
+            return self.timed(pg::webhooks::webhook_counts_by_status(pg)).await;
         }
         self.run(|c| count_by_status(c)).await
     }
@@ -353,7 +365,7 @@ impl Store {
     /// Deletes delivered and failed deliveries of events older than `cutoff`; returns how many.
     pub async fn prune_webhooks(&self, cutoff: i64) -> Result<usize, Error> {
         if let Some(pg) = self.pg() {
-            return pg::webhooks::prune_webhooks(pg, cutoff).await;
+            return self.timed(pg::webhooks::prune_webhooks(pg, cutoff)).await;
         }
         self.run(move |c| prune(c, cutoff)).await
     }
