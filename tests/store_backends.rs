@@ -60,6 +60,7 @@ on_both_backends!(
     accounts_and_login,
     analytics_of_a_call,
     webhook_outbox_delivers_call_events,
+    store_api_outbox_media_figures_and_live_views,
 );
 
 const JWT_SECRET: &str = "store-backends-test-jwt-secret-0123456789";
@@ -521,4 +522,356 @@ async fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
         Err(e) => format!("{e:?}"),
     };
     assert!(err.contains("newer release"), "{err}");
+}
+
+impl Backend {
+    /// The store itself (no server) on this backend; the temp dir holds the SQLite file.
+    async fn store(&self, tmp: &std::path::Path) -> signalbox::store::Store {
+        match self {
+            Backend::Sqlite => signalbox::store::Store::open(tmp).expect("sqlite store"),
+            Backend::Postgres(pg) => signalbox::store::Store::connect_postgres(&pg.url())
+                .await
+                .expect("postgres store"),
+        }
+    }
+}
+
+fn principal(id: &str, admin: bool) -> signalbox::auth::Principal {
+    signalbox::auth::Principal {
+        id: id.into(),
+        name: None,
+        admin,
+    }
+}
+
+/// The store's methods that no REST scenario above reaches, called directly: the outbox's
+/// per-key ordering, leases, retries, reload and pruning; TURN usage and the SFU's figures in a
+/// call's analytics; the live views, the ring sweeper's query and an admin ending a room call.
+async fn store_api_outbox_media_figures_and_live_views(db: Backend) {
+    use signalbox::signaling::call::{Action, CallStatus, CallType, EndReason};
+    use signalbox::store::analytics::{RelaySession, SfuQuality, SfuTrack};
+    use signalbox::store::calls::NewCall;
+    use signalbox::store::rooms::NewRoom;
+    use signalbox::store::webhooks::Attempt;
+    use signalbox::webhooks::retry::RetryPolicy;
+
+    const A: &str = "http://127.0.0.1:1/a";
+    const B: &str = "http://127.0.0.1:1/b";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = db.store(tmp.path()).await;
+    let (alice, bob) = (principal("alice", false), principal("bob", false));
+    let policy = RetryPolicy {
+        first: Duration::from_secs(1),
+        cap: Duration::from_secs(4),
+        max_age: Duration::from_secs(3600),
+    };
+    let now = 1_000_000_000;
+    assert_eq!(
+        store
+            .set_webhook_endpoints(vec![A.into(), B.into()])
+            .await
+            .expect("endpoints"),
+        0
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    let new = |id: &str, at: i64| NewCall {
+        id: id.into(),
+        call_type: CallType::Video,
+        caller_id: "alice".into(),
+        callee_id: Some("bob".into()),
+        room_name: None,
+        now: at,
+    };
+    store.create_call(new(&id, now)).await.expect("create");
+    let dup = store
+        .create_call(new(&id, now))
+        .await
+        .expect_err("duplicate id");
+    assert_eq!(dup.code(), "call_exists");
+    store
+        .apply_call_action(&id, Some(&bob), Action::Accept, now + 10)
+        .await
+        .expect("accept");
+    let (ended, _) = store
+        .apply_call_action(&id, Some(&alice), Action::Hangup, now + 20)
+        .await
+        .expect("hang up");
+    assert_eq!(ended.status, CallStatus::Ended);
+    assert_eq!(ended.end_reason, Some(EndReason::Hangup));
+
+    // One claim per receiver and call: both call.started rows; the call.ended rows wait.
+    let claimed = store
+        .claim_webhooks(now + 30, 1000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(claimed
+        .iter()
+        .all(|c| c.event == "call.started" && c.attempts == 0));
+    assert!(store
+        .claim_webhooks(now + 31, 1000, 10)
+        .await
+        .expect("leased")
+        .is_empty());
+    let to = |url: &str| claimed.iter().find(|c| c.url == url).expect("claimed").seq;
+    store
+        .record_webhook_attempt(to(A), now + 40, Attempt::Delivered { status: 204 }, policy)
+        .await
+        .expect("delivered");
+    let failed = Attempt::Failed {
+        status: Some(500),
+        error: "boom".into(),
+    };
+    store
+        .record_webhook_attempt(to(B), now + 40, failed, policy)
+        .await
+        .expect("failed");
+    // Once the leases are over: A's call.ended (its call.started is delivered) and B's
+    // call.started again (retried); B's call.ended still waits behind it.
+    let next = store
+        .claim_webhooks(now + 2000, 1000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(next.len(), 2, "{next:?}");
+    assert!(
+        next.iter().any(|c| c.event == "call.ended" && c.url == A),
+        "{next:?}"
+    );
+    assert!(
+        next.iter()
+            .any(|c| c.event == "call.started" && c.url == B && c.attempts == 1),
+        "{next:?}"
+    );
+    let counts = store.webhook_counts_by_status().await.expect("counts");
+    assert_eq!(
+        counts,
+        vec![("pending", 3), ("delivered", 1), ("failed", 0)]
+    );
+    let recent = store.recent_webhook_deliveries(10).await.expect("recent");
+    assert_eq!(recent.len(), 4);
+    assert_eq!(
+        recent
+            .iter()
+            .find(|d| d.url == B && d.attempts == 1)
+            .map(|d| d.last_status),
+        Some(Some(500))
+    );
+    assert_eq!(
+        store
+            .reload_webhook_endpoints(vec![A.into()])
+            .await
+            .expect("reload"),
+        2
+    );
+    assert_eq!(
+        store.prune_webhooks(now + 1_000_000).await.expect("prune"),
+        3
+    );
+    assert_eq!(
+        store
+            .recent_webhook_deliveries(10)
+            .await
+            .expect("recent")
+            .len(),
+        1
+    );
+
+    // TURN usage (one close without its open) and the SFU's figures show in the analytics.
+    let session = |relay: &str, opened_at: i64| RelaySession {
+        user_id: "alice".into(),
+        username: "123:alice".into(),
+        transport: "udp".into(),
+        client_addr: "192.0.2.1:5000".into(),
+        relay_addr: relay.into(),
+        opened_at,
+        ..RelaySession::default()
+    };
+    store
+        .relay_opened(session("198.51.100.1:50000", now + 5))
+        .await
+        .expect("open");
+    for relay in ["198.51.100.1:50000", "198.51.100.1:50001"] {
+        let mut closed = session(relay, now + 8);
+        closed.closed_at = Some(now + 15);
+        closed.bytes_to_peer = 1000;
+        store.relay_closed(closed).await.expect("close");
+    }
+    let track = |call: &str, bytes: u64, loss: Option<f64>| SfuTrack {
+        call_id: call.into(),
+        peer_id: "p1".into(),
+        mid: "0".into(),
+        user_id: "alice".into(),
+        kind: "video".into(),
+        direction: "published".into(),
+        bytes,
+        packets: 10,
+        loss,
+        rtt_ms: Some(20.0),
+        nacks: 1,
+        keyframe_requests: 0,
+        updated_at: now + 12,
+    };
+    store
+        .upsert_sfu_tracks(vec![track(&id, 100, Some(0.1)), track("gone", 1, None)])
+        .await
+        .expect("tracks");
+    store
+        .upsert_sfu_tracks(vec![track(&id, 200, None)])
+        .await
+        .expect("tracks again");
+    let sample = |call: &str| SfuQuality {
+        call_id: call.into(),
+        peer_id: "p1".into(),
+        at: now + 12,
+        estimate_kbps: Some(500.0),
+        freezes: 2,
+        layers: "[]".into(),
+    };
+    store
+        .insert_sfu_quality(vec![sample(&id), sample("gone")])
+        .await
+        .expect("quality");
+    store
+        .add_quality_report(&id, &alice, now + 15, json!({"rttMs": 30, "packetLoss": 2}))
+        .await
+        .expect("report");
+    let nosy = store
+        .add_quality_report(&id, &principal("mallory", false), now, json!({}))
+        .await
+        .expect_err("not a participant");
+    assert_eq!(nosy.code(), "not_found");
+    assert_eq!(
+        store
+            .call_quality_reports(&id, 10)
+            .await
+            .expect("reports")
+            .len(),
+        1
+    );
+    let a = store
+        .call_analytics(&id, &alice, now + 100)
+        .await
+        .expect("analytics");
+    assert_eq!(
+        a.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["created", "accepted", "ended"]
+    );
+    assert_eq!(a.quality.reports, 1);
+    assert_eq!(a.quality.avg_rtt_ms, Some(30.0));
+    assert_eq!(a.quality.avg_packet_loss, Some(0.02));
+    assert_eq!(a.relay.len(), 2, "{:?}", a.relay);
+    assert!(a
+        .relay
+        .iter()
+        .all(|r| r.closed_at == Some(now + 15) && r.bytes_to_peer == 1000));
+    assert_eq!(a.sfu.len(), 1);
+    assert_eq!(
+        (a.sfu[0].bytes, a.sfu[0].loss),
+        (200, Some(0.1)),
+        "a missing loss keeps the last one"
+    );
+    assert_eq!(a.sfu_quality.len(), 1);
+    assert_eq!(a.sfu_quality[0].freezes, 2);
+
+    // A ringing call: the sweeper's query, the live views, the counts.
+    let ringing = uuid::Uuid::new_v4().to_string();
+    store
+        .create_call(new(&ringing, now + 50))
+        .await
+        .expect("ringing");
+    assert_eq!(
+        store.ringing_calls_before(now + 49).await.expect("sweep"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.ringing_calls_before(now + 50).await.expect("sweep"),
+        vec![ringing.clone()]
+    );
+    let mine = store.live_calls_for("bob").await.expect("live for bob");
+    assert_eq!(
+        mine.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [ringing.as_str()]
+    );
+    assert_eq!(mine[0].participants.len(), 2);
+    let mut counts = store.call_counts_by_status().await.expect("counts");
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        vec![(CallStatus::Ended, 1), (CallStatus::Ringing, 1)]
+    );
+    store
+        .add_user(
+            signalbox::store::users::User {
+                id: "alice".into(),
+                name: Some("Alice".into()),
+                admin: false,
+                created_at: now,
+            },
+            "hash".into(),
+        )
+        .await
+        .expect("user");
+
+    // A room call, ended by an admin; the live view lists it while it runs.
+    let room_id = uuid::Uuid::new_v4().to_string();
+    store
+        .create_room(NewRoom {
+            id: room_id.clone(),
+            name: "Retro".into(),
+            owner_id: "alice".into(),
+            max_participants: 8,
+            is_private: true,
+            mode: Default::default(),
+            members: vec!["bob".into()],
+            now,
+        })
+        .await
+        .expect("room");
+    let room_call = uuid::Uuid::new_v4().to_string();
+    let joined = store
+        .join_room(&room_id, &bob, "peer-bob", &room_call, now + 60)
+        .await
+        .expect("bob joins the private room he is invited to");
+    assert!(joined.newly_joined);
+    let private = store
+        .join_room(
+            &room_id,
+            &principal("mallory", false),
+            "peer-m",
+            "x",
+            now + 61,
+        )
+        .await
+        .expect_err("private");
+    assert_eq!(private.code(), "forbidden");
+    store
+        .join_room(&room_id, &alice, "peer-alice", "unused", now + 62)
+        .await
+        .expect("alice joins");
+    let live = store.live_calls(10).await.expect("live");
+    assert_eq!(live.calls.len(), 2, "the ringing call and the room call");
+    assert_eq!(live.rooms.get(&room_call).map(|r| r.peers.len()), Some(2));
+    assert_eq!(live.names.get("alice").map(String::as_str), Some("Alice"));
+    let refused = store
+        .end_room_call(&room_id, &room_call, &alice, now + 70)
+        .await
+        .expect_err("only admins");
+    assert_eq!(refused.code(), "forbidden");
+    let (room, call) = store
+        .end_room_call(&room_id, &room_call, &principal("admin", true), now + 70)
+        .await
+        .expect("admin ends it");
+    assert_eq!(room.peers.len(), 2);
+    assert_eq!(call.end_reason, Some(EndReason::Admin));
+    let again = store
+        .end_room_call(&room_id, &room_call, &principal("admin", true), now + 71)
+        .await
+        .expect_err("already over");
+    assert_eq!(again.code(), "call_ended");
+    assert!(store
+        .visible_room(&room_id, &bob)
+        .await
+        .expect("room stays")
+        .peers
+        .is_empty());
 }
