@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Host name or IP put in STUN/TURN URIs and links.
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,
+    /// PostgreSQL for lasting state (postgres://user:password@host/db) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// STUN/TURN listen addresses for UDP and TCP, one per family [default: [::]:3478, both].
     #[arg(long, value_name = "ADDR")]
     pub turn_listen: Option<String>,
@@ -209,6 +212,7 @@ impl ServeArgs {
         let scalars = [
             ("listen", "listen", &self.listen),
             ("public_host", "public-host", &self.public_host),
+            ("database_url", "database-url", &self.database_url),
             ("turn_listen", "turn-listen", &self.turn_listen),
             ("turn_tls_listen", "turn-tls-listen", &self.turn_tls_listen),
             ("tls_cert", "tls-cert", &self.tls_cert),

@@ -68,6 +68,7 @@ const fn list(name: &'static str, doc: &'static str) -> KeySpec {
 pub const KEYS: &[KeySpec] = &[
     key("listen", "[::]:8080", "HTTP, WebSocket (/rtc) and Socket.IO listen address; [::] takes IPv6 and IPv4 clients (dual-stack), 0.0.0.0 IPv4 only."),
     key("data_dir", "./signalbox-data", "Directory for the SQLite database and generated secrets."),
+    KeySpec { name: "database_url", default: "", list: false, secret: true, doc: "PostgreSQL for lasting state instead of SQLite (postgres://user:password@host:5432/db; no TLS). Empty: SQLite in data_dir." },
     key("public_host", "", "Host name or IP put in STUN/TURN URIs and links. Empty: the Host header of each request."),
     key("tls_cert", "", "PEM certificate chain: serve HTTPS on `listen`, which then also takes TURN over TLS and TCP, and TURN over TLS on turn_tls_listen (needs tls_key). Changed files are picked up live."),
     key("tls_key", "", "PEM private key matching tls_cert."),
@@ -472,6 +473,9 @@ pub struct SocketLimits {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` from `database_url`: lasting state in PostgreSQL; `None`: SQLite in
+    /// `data_dir`.
+    pub database_url: Option<String>,
     pub public_host: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Set when `acme_domains` is: the certificate comes from ACME (then `tls` is `None`).
@@ -604,6 +608,23 @@ fn parse_origin(s: &str) -> Result<String, String> {
             "`{s}` is not an origin like https://app.example.com"
         ))
     }
+}
+
+/// `database_url`: empty, or a `postgres://` (or `postgresql://`) URL with a host. The message
+/// never repeats the value: it may carry a password.
+fn parse_database_url(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| format!("is not a URL like postgres://user:password@host:5432/db: {why}");
+    let url = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(bad("the scheme must be postgres or postgresql"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(Some(s.to_string()))
 }
 
 fn parse_webhook_url(s: &str) -> Result<String, String> {
@@ -788,6 +809,7 @@ impl Config {
                     .map(PathBuf::from)
                     .ok_or_else(|| "must not be empty".to_string())
             })?,
+            database_url: l.parse("database_url", parse_database_url)?,
             public_host: l.parse("public_host", |s| {
                 if s.contains(['/', ' ', '?', '#']) {
                     Err(format!("`{s}` is not a host name or IP address"))
@@ -1160,6 +1182,36 @@ mod tests {
         let lines = l.describe().join("\n");
         assert!(lines.contains("jwt_secret = \"********\""), "{lines}");
         assert!(!lines.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn database_url_is_postgres_only_and_never_shown() {
+        let mut l = Layers::default();
+        assert_eq!(Config::from_layers(&l).expect("default").database_url, None);
+        let url = "postgres://signalbox:hunter2-pass@db.example:5432/signalbox";
+        l.apply_env(env(&[("SIGNALBOX_DATABASE_URL", url)]));
+        assert_eq!(
+            Config::from_layers(&l)
+                .expect("postgres")
+                .database_url
+                .as_deref(),
+            Some(url)
+        );
+        let lines = l.describe().join("\n");
+        assert!(lines.contains("database_url = \"********\""), "{lines}");
+        assert!(!lines.contains("hunter2"), "{lines}");
+        for bad in [
+            "mysql://u:hunter2@db/x",
+            "sqlite:///var/lib/x.db",
+            "postgres://",
+            "not a url",
+        ] {
+            let mut l = Layers::default();
+            l.apply_env(env(&[("SIGNALBOX_DATABASE_URL", bad)]));
+            let err = Config::from_layers(&l).expect_err(bad).to_string();
+            assert!(err.contains("database_url"), "{bad}: {err}");
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
     }
 
     #[test]

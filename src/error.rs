@@ -25,6 +25,10 @@ pub enum Error {
     /// Too many requests; retry after the given seconds.
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
+    /// A service we depend on (the database) does not answer now; retrying later may work.
+    /// Nothing was changed. Details are logged, not shown.
+    #[error("the database is unavailable; try again shortly")]
+    Unavailable(String),
     /// A fault on our side; details are logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -59,6 +63,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::RateLimited(_) => "rate_limited",
+            Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
     }

@@ -154,15 +154,18 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
 fn user(action: UserAction, layers: Layers) -> Result<(), Failure> {
     let config = load(&layers)?;
     secrets::ensure_data_dir(&config.data_dir).context("creating the data directory")?;
-    let store = store::Store::open(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("opening the database: {e:?}"))?;
     // The store's methods are async; one command needs no more than a current-thread runtime.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let store = runtime
+        .block_on(store::Store::from_config(&config))
+        .map_err(|e| anyhow::anyhow!("opening the database: {e:?}"))?;
     let db = |e: error::Error| match e {
-        error::Error::Internal(m) => Failure::Runtime(anyhow::anyhow!(m)),
+        error::Error::Internal(m) | error::Error::Unavailable(m) => {
+            Failure::Runtime(anyhow::anyhow!(m))
+        }
         other => Failure::Usage(other.to_string()),
     };
     match action {

@@ -46,6 +46,7 @@ const LIVE: &[Key] = keys![
 const RESTART: &[Key] = keys![
     "listen" => listen,
     "data_dir" => data_dir,
+    "database_url" => database_url,
     "public_host" => public_host,
     "acme_domains" => acme?.domains,
     "acme_email" => acme?.email,

@@ -46,9 +46,13 @@ pub async fn build_app(
         &config.turn.secrets,
     )
     .with_context(|| format!("preparing data directory {}", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let store = Store::from_config(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))
+        .with_context(|| match &config.database_url {
+            Some(_) => "opening the PostgreSQL database (database_url)".to_string(),
+            None => format!("opening the database in {}", config.data_dir.display()),
+        })?;
     let sfu = crate::sfu::start(&config).await?;
     if let Some((sfu, _)) = &sfu {
         println!(

@@ -25,6 +25,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::RateLimited(_) | Error::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -34,6 +35,9 @@ impl IntoResponse for Error {
         let status = status_of(&self);
         if let Error::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
+        }
+        if let Error::Unavailable(detail) = &self {
+            tracing::warn!(%detail, "database unavailable");
         }
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (status, Json(body)).into_response();

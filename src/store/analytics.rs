@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::store::calls::{self, CallEvent, CallRecord};
-use crate::store::Store;
+use crate::store::{pg, Store};
 
 /// The numbers pulled out of a client stats summary; the raw JSON is kept too.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -433,6 +433,13 @@ impl Store {
         now: i64,
         stats: Value,
     ) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::analytics::add_quality_report(
+                    pg, call_id, principal, now, stats,
+                ))
+                .await;
+        }
         let (id, me) = (call_id.to_string(), principal.clone());
         self.run(move |c| {
             let call = calls::get_visible(c, &id, &me)?;
@@ -450,6 +457,11 @@ impl Store {
         call_id: &str,
         limit: u32,
     ) -> Result<Vec<QualityReport>, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::analytics::call_quality_reports(pg, call_id, limit))
+                .await;
+        }
         let id = call_id.to_string();
         self.run(move |c| {
             calls::get(c, &id)?.ok_or(Error::NotFound("call"))?;
@@ -465,28 +477,49 @@ impl Store {
         principal: &Principal,
         now: i64,
     ) -> Result<CallAnalytics, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::analytics::call_analytics(pg, call_id, principal, now))
+                .await;
+        }
         let (id, me) = (call_id.to_string(), principal.clone());
         self.run(move |c| call_analytics(c, &id, &me, now)).await
     }
 
     /// Records the SFU's latest track figures (see [`SfuTrack`]), in one transaction.
     pub async fn upsert_sfu_tracks(&self, tracks: Vec<SfuTrack>) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::analytics::upsert_sfu_tracks(pg, tracks))
+                .await;
+        }
         self.run(move |c| upsert_sfu_tracks(c, &tracks)).await
     }
 
     /// Appends the SFU's quality samples, in one transaction.
     pub async fn insert_sfu_quality(&self, samples: Vec<SfuQuality>) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::analytics::insert_sfu_quality(pg, samples))
+                .await;
+        }
         self.run(move |c| insert_sfu_quality(c, &samples)).await
     }
 
     /// Records a TURN allocation when it opens.
     pub async fn relay_opened(&self, session: RelaySession) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::analytics::relay_opened(pg, session)).await;
+        }
         self.run(move |c| relay_opened(c, &session).map(|_| ()))
             .await
     }
 
     /// Completes a TURN allocation's row with its totals.
     pub async fn relay_closed(&self, session: RelaySession) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::analytics::relay_closed(pg, session)).await;
+        }
         self.run(move |c| relay_closed(c, &session)).await
     }
 }

@@ -15,7 +15,7 @@ use crate::signaling::call::{
     self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
 };
 use crate::store::rooms::Room;
-use crate::store::{rooms, users, webhooks, Store};
+use crate::store::{pg, rooms, users, webhooks, Store};
 use crate::webhooks::event as hook;
 
 /// Direct (1:1) or group (room) call.
@@ -658,6 +658,9 @@ fn live_overview(conn: &Connection, limit: u32) -> Result<LiveCalls, Error> {
 impl Store {
     /// A call with its participants; `NotFound` if there is none.
     pub async fn call(&self, id: &str) -> Result<CallRecord, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::call(pg, id)).await;
+        }
         let id = id.to_string();
         self.run(move |c| get(c, &id)?.ok_or(Error::NotFound("call")))
             .await
@@ -665,12 +668,18 @@ impl Store {
 
     /// A call `principal` may see; unknown and invisible calls are both `NotFound`.
     pub async fn visible_call(&self, id: &str, principal: &Principal) -> Result<CallRecord, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::visible_call(pg, id, principal)).await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| get_visible(c, &id, &principal)).await
     }
 
     /// Creates a ringing direct call.
     pub async fn create_call(&self, new: NewCall) -> Result<CallRecord, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::create_call(pg, new)).await;
+        }
         self.run(move |c| create_direct(c, &new)).await
     }
 
@@ -683,6 +692,11 @@ impl Store {
         action: Action,
         now: i64,
     ) -> Result<(CallRecord, Transition), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::apply_call_action(pg, id, principal, action, now))
+                .await;
+        }
         let (id, principal) = (id.to_string(), principal.cloned());
         self.run(move |c| apply_action(c, &id, principal.as_ref(), action, now))
             .await
@@ -695,6 +709,11 @@ impl Store {
         principal: &Principal,
         now: i64,
     ) -> Result<(CallRecord, bool), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::join_call_as_guest(pg, id, principal, now))
+                .await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| join_as_guest(c, &id, &principal, now))
             .await
@@ -709,6 +728,13 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<CallRecord, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::set_call_media(
+                    pg, id, principal, change, kind, now,
+                ))
+                .await;
+        }
         let (id, principal, kind) = (id.to_string(), principal.clone(), kind.to_string());
         self.run(move |c| set_media(c, &id, &principal, &change, &kind, now))
             .await
@@ -722,6 +748,11 @@ impl Store {
         caller: &Principal,
         callee: &str,
     ) -> Result<CallRecord, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::prepare_call_to_ring(pg, id, caller, callee))
+                .await;
+        }
         let (id, caller, callee) = (id.to_string(), caller.clone(), callee.to_string());
         self.run(move |c| prepare_to_ring(c, &id, &caller, &callee))
             .await
@@ -732,21 +763,35 @@ impl Store {
         &self,
         filter: HistoryFilter,
     ) -> Result<(Vec<CallRecord>, u64), Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::call_history(pg, filter)).await;
+        }
         self.run(move |c| history(c, &filter)).await
     }
 
     /// How many calls are in each status (for `/metrics`).
     pub async fn call_counts_by_status(&self) -> Result<Vec<(CallStatus, u64)>, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::call_counts_by_status(pg)).await;
+        }
         self.run(|c| count_by_status(c)).await
     }
 
     /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper).
     pub async fn ringing_calls_before(&self, cutoff: i64) -> Result<Vec<String>, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::ringing_calls_before(pg, cutoff))
+                .await;
+        }
         self.run(move |c| ringing_before(c, cutoff)).await
     }
 
     /// Ringing and active calls `user` takes part in, newest first (for `welcome`).
     pub async fn live_calls_for(&self, user: &str) -> Result<Vec<CallRecord>, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::live_calls_for(pg, user)).await;
+        }
         let user = user.to_string();
         self.run(move |c| live_for(c, &user)).await
     }
@@ -754,6 +799,9 @@ impl Store {
     /// Every ringing or active call (at most `limit`, oldest first), with the rooms of the room
     /// calls and the participants' display names (admin live view).
     pub async fn live_calls(&self, limit: u32) -> Result<LiveCalls, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::calls::live_calls(pg, limit)).await;
+        }
         self.run(move |c| live_overview(c, limit)).await
     }
 }

@@ -5,15 +5,21 @@
 //! seam for a second backend (issue #13: PostgreSQL), which can sit behind the same methods as a
 //! `Backend` enum without touching a caller.
 //!
-//! Today the one backend is SQLite: the connection pool, pragmas, migrations, and a private
-//! `run`, which moves every piece of database work onto tokio's blocking pool so the async
-//! runtime never waits on disk. Each method is one such piece, so a read-modify-write stays in
-//! one `begin_write` transaction. The sync SQL functions of the per-table files are that
-//! backend's implementation and stay private to this module.
+//! The backend is a [`Backend`]: SQLite (the default, embedded in `data_dir`) or PostgreSQL
+//! (`database_url`, in [`pg`]). Each method of a per-table file starts by handing its work to
+//! the PostgreSQL function of the same name when the store is on PostgreSQL (timed into the
+//! same latency histogram); otherwise it runs the SQLite implementation below it.
+//!
+//! For SQLite: the connection pool, pragmas, migrations, and a private `run`, which moves
+//! every piece of database work onto tokio's blocking pool so the async runtime never waits on
+//! disk. Each method is one such piece, so a read-modify-write stays in one `begin_write`
+//! transaction. The sync SQL functions of the per-table files are that backend's
+//! implementation and stay private to this module.
 
 pub mod analytics;
 pub mod calls;
 pub mod migrations;
+pub mod pg;
 pub mod rooms;
 pub mod users;
 pub mod webhooks;
@@ -82,11 +88,26 @@ impl From<r2d2::Error> for Error {
     }
 }
 
+/// Where lasting state lives.
+#[derive(Clone)]
+enum Backend {
+    /// `data_dir/signalbox.db`.
+    Sqlite(Pool<SqliteConnectionManager>),
+    /// `database_url`.
+    Postgres(pg::Pg),
+}
+
 /// A cloneable handle to the database.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<SqliteConnectionManager>,
+    backend: Backend,
     latency: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
 }
 
 fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -113,11 +134,50 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         Ok(Store {
-            pool,
-            latency: Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
+            backend: Backend::Sqlite(pool),
+            latency: latency_histogram(),
         })
+    }
+
+    /// Connects to PostgreSQL at `url` (`postgres://…`) and applies pending migrations.
+    pub async fn connect_postgres(url: &str) -> Result<Store, Error> {
+        Ok(Store {
+            backend: Backend::Postgres(pg::Pg::connect(url).await?),
+            latency: latency_histogram(),
+        })
+    }
+
+    /// The store `config` names: PostgreSQL at `database_url` if set, else SQLite in
+    /// `data_dir`.
+    pub async fn from_config(config: &crate::config::Config) -> Result<Store, Error> {
+        match &config.database_url {
+            Some(url) => Store::connect_postgres(url).await,
+            None => Store::open(&config.data_dir),
+        }
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Awaits one PostgreSQL operation, observing its time like `run` does for SQLite.
+    async fn timed<T>(&self, operation: impl std::future::Future<Output = T>) -> T {
+        let started = crate::clock::monotonic();
+        let result = operation.await;
+        self.latency.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The PostgreSQL backend, when the store is on one.
+    fn pg(&self) -> Option<&pg::Pg> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     /// Seconds spent per database operation (for `/metrics`).
@@ -127,6 +187,9 @@ impl Store {
 
     /// Whether the database answers (for `/healthz`).
     pub async fn ping(&self) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg.ping()).await;
+        }
         self.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
             .map(|_| ())
@@ -138,7 +201,12 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Err(Error::Internal(
+                "an SQLite operation on a PostgreSQL store".into(),
+            ));
+        };
+        let pool = pool.clone();
         let latency = self.latency.clone();
         tokio::task::spawn_blocking(move || {
             let started = crate::clock::monotonic();

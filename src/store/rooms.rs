@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
 use crate::store::calls::{self, CallRecord};
-use crate::store::{webhooks, Store};
+use crate::store::{pg, webhooks, Store};
 use crate::webhooks::event as hook;
 
 /// Someone currently in a room.
@@ -429,11 +429,17 @@ fn ended_call(
 impl Store {
     /// Creates a room.
     pub async fn create_room(&self, new: NewRoom) -> Result<Room, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::rooms::create_room(pg, new)).await;
+        }
         self.run(move |c| create(c, &new)).await
     }
 
     /// A room `principal` may see, with members and peers.
     pub async fn visible_room(&self, id: &str, principal: &Principal) -> Result<Room, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::rooms::visible_room(pg, id, principal)).await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| get_visible(c, &id, &principal)).await
     }
@@ -448,6 +454,18 @@ impl Store {
         new_call_id: &str,
         now: i64,
     ) -> Result<Joined, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::rooms::join_room(
+                    pg,
+                    id,
+                    principal,
+                    new_peer_id,
+                    new_call_id,
+                    now,
+                ))
+                .await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         let (peer, call) = (new_peer_id.to_string(), new_call_id.to_string());
         self.run(move |c| join(c, &id, &principal, &peer, &call, now))
@@ -461,6 +479,11 @@ impl Store {
         principal: &Principal,
         now: i64,
     ) -> Result<(Left, Option<CallRecord>), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::rooms::leave_room(pg, id, principal, now))
+                .await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| {
             let left = leave(c, &id, &principal, now)?;
@@ -478,6 +501,11 @@ impl Store {
         principal: &Principal,
         now: i64,
     ) -> Result<(Room, CallRecord), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::rooms::end_room_call(pg, id, call_id, principal, now))
+                .await;
+        }
         let (id, call_id, principal) = (id.to_string(), call_id.to_string(), principal.clone());
         self.run(move |c| {
             let room = end_call_as_admin(c, &id, &call_id, &principal, now)?;
@@ -494,6 +522,11 @@ impl Store {
         principal: &Principal,
         now: i64,
     ) -> Result<(Room, Option<CallRecord>), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::rooms::delete_room(pg, id, principal, now))
+                .await;
+        }
         let (id, principal) = (id.to_string(), principal.clone());
         self.run(move |c| {
             let room = delete(c, &id, &principal, now)?;

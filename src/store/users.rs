@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{pg, Store};
 
 /// An account as shown to clients (never the hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,22 +103,38 @@ pub(super) fn find_with_hash(conn: &Connection, id: &str) -> Result<Option<(User
 impl Store {
     /// Adds an account; `user_exists` if the id is taken.
     pub async fn add_user(&self, user: User, password_hash: String) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::users::add_user(pg, user, password_hash))
+                .await;
+        }
         self.run(move |c| add(c, &user, &password_hash)).await
     }
 
     /// Every account, by id.
     pub async fn users(&self) -> Result<Vec<User>, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::users::users(pg)).await;
+        }
         self.run(|c| list(c)).await
     }
 
     /// Removes an account; `NotFound` if there is none.
     pub async fn remove_user(&self, id: &str) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::users::remove_user(pg, id)).await;
+        }
         let id = id.to_string();
         self.run(move |c| remove(c, &id)).await
     }
 
     /// Replaces an account's password hash; `NotFound` if there is none.
     pub async fn set_password(&self, id: &str, password_hash: String) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::users::set_password(pg, id, password_hash))
+                .await;
+        }
         let id = id.to_string();
         self.run(move |c| set_password(c, &id, &password_hash))
             .await
@@ -126,6 +142,9 @@ impl Store {
 
     /// The account named `username` and its password hash (for login), if there is one.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<(User, String)>, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::users::user_by_username(pg, username)).await;
+        }
         let username = username.to_string();
         self.run(move |c| find_with_hash(c, &username)).await
     }

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{pg, Store};
 use crate::webhooks::event::WebhookEvent;
 use crate::webhooks::retry::{Next, RetryPolicy};
 
@@ -291,12 +291,22 @@ impl Store {
     /// Makes `urls` the receivers of new events at start-up: releases claims a previous run
     /// left and fails pending deliveries to URLs no longer configured (returns how many).
     pub async fn set_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::webhooks::set_webhook_endpoints(pg, urls))
+                .await;
+        }
         self.run(move |c| set_endpoints(c, &urls)).await
     }
 
     /// Makes `urls` the receivers of new events on a config reload: like
     /// [`Store::set_webhook_endpoints`], but attempts in flight keep their claims.
     pub async fn reload_webhook_endpoints(&self, urls: Vec<String>) -> Result<usize, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::webhooks::reload_webhook_endpoints(pg, urls))
+                .await;
+        }
         self.run(move |c| reload_endpoints(c, &urls)).await
     }
 
@@ -307,6 +317,11 @@ impl Store {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<Claimed>, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::webhooks::claim_webhooks(pg, now, lease_ms, limit))
+                .await;
+        }
         self.run(move |c| claim(c, now, lease_ms, limit)).await
     }
 
@@ -318,22 +333,40 @@ impl Store {
         attempt: Attempt,
         policy: RetryPolicy,
     ) -> Result<(), Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::webhooks::record_webhook_attempt(
+                    pg, seq, now, attempt, policy,
+                ))
+                .await;
+        }
         self.run(move |c| record(c, seq, now, &attempt, &policy))
             .await
     }
 
     /// The `limit` most recent deliveries, newest first.
     pub async fn recent_webhook_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::webhooks::recent_webhook_deliveries(pg, limit))
+                .await;
+        }
         self.run(move |c| recent(c, limit)).await
     }
 
     /// How many deliveries are in each status (for `/metrics`), every status listed.
     pub async fn webhook_counts_by_status(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::webhooks::webhook_counts_by_status(pg)).await;
+        }
         self.run(|c| count_by_status(c)).await
     }
 
     /// Deletes delivered and failed deliveries of events older than `cutoff`; returns how many.
     pub async fn prune_webhooks(&self, cutoff: i64) -> Result<usize, Error> {
+        if let Some(pg) = self.pg() {
+            return self.timed(pg::webhooks::prune_webhooks(pg, cutoff)).await;
+        }
         self.run(move |c| prune(c, cutoff)).await
     }
 }

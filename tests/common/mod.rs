@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod postgres;
 pub mod turnutils;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
