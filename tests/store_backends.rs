@@ -490,6 +490,67 @@ async fn postgres_down_answers_503_and_recovers() {
     assert_eq!(alice.get("/calls/history").await.expect(200)["total"], 2);
 }
 
+/// A PostgreSQL that takes a statement but does not finish it (here: a table locked by another
+/// session) gets it cancelled by the statement timeout, and the request answers 503
+/// `unavailable` instead of waiting. The URL's own `options` set a short timeout; the default
+/// is 30 s.
+#[tokio::test]
+async fn a_statement_that_does_not_finish_answers_503() {
+    let pg = Postgres::start();
+    let url = pg.fresh_database("stuck");
+    let url = format!("{url}?options=-c%20statement_timeout%3D500");
+    let s = Server::start_with(&["--database-url", &url, "--no-turn", "--no-sfu"], &[]);
+    let alice = s.client("alice");
+    alice.get("/calls/history").await.expect(200);
+    // Another session holds the calls table for 20 s.
+    let mut holder = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "stuck"])
+        .args(["-p", &pg.port.to_string()])
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE calls IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    eventually(
+        "the other session holding the calls table",
+        Duration::from_secs(10),
+        || {
+            let held = pg.psql_in(
+                "stuck",
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'calls' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+            );
+            async move { (held == "1").then_some(()) }
+        },
+    )
+    .await;
+    let message = alice
+        .get("/calls/history")
+        .await
+        .expect_error(503, "unavailable");
+    assert!(message.contains("database"), "{message}");
+    // End the other session (its server process, not only the psql client).
+    pg.psql_in(
+        "stuck",
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'calls' AND l.mode = 'AccessExclusiveLock'",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    eventually(
+        "history answers again once the lock is gone",
+        Duration::from_secs(10),
+        || {
+            let alice = alice.clone();
+            async move { (alice.get("/calls/history").await.status.as_u16() == 200).then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// PostgreSQL's migrations: the same versions as SQLite's, applied once (a second start applies
 /// none), recorded in `schema_migrations`; a schema from a newer release is refused.
 #[tokio::test]

@@ -23,6 +23,14 @@ use crate::error::Error;
 
 /// How long an operation waits for a connection (and a new connection for the server).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one statement may run (a PostgreSQL that accepts but does not answer, a lock
+/// held elsewhere) before it is cancelled and answered as unavailable; a URL's own `options`
+/// win.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection whose peer went silent is found out by TCP keepalive after this idle time...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ...and one with unacknowledged data is dropped after this.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Something queries run on: a pooled connection or a transaction.
 pub(crate) trait Db: GenericClient + Sync {}
@@ -41,8 +49,13 @@ impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
-            // Connection exceptions, the server shutting down or starting, too many clients.
-            if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+            // Connection exceptions, the server shutting down or starting, too many clients,
+            // a statement cancelled by statement_timeout (the server does not answer in time).
+            if code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || code == "57014"
+            {
                 return Error::Unavailable(format!("postgres: {e}"));
             }
             return Error::Internal(format!("postgres: {e}"));
@@ -72,6 +85,15 @@ impl Pg {
             .parse()
             .map_err(|e| Error::Internal(format!("database_url: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
+        config.keepalives(true);
+        config.keepalives_idle(KEEPALIVE_IDLE);
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        if config.get_options().is_none() {
+            config.options(format!(
+                "-c statement_timeout={}",
+                STATEMENT_TIMEOUT.as_millis()
+            ));
+        }
         if config.get_application_name().is_none() {
             config.application_name("signalbox");
         }
