@@ -368,18 +368,23 @@ pub(super) fn apply_action(
     tx.commit()?;
     Ok((call, t))
 }
+/// What joining a direct call as its guest does (see [`guest_join_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuestJoin {
+    /// The principal already is the call's guest and it is active: nothing to do.
+    AlreadyActive,
+    /// The principal is the callee already: the call only needs accepting.
+    Accept,
+    /// The principal becomes the callee (with video for a video call), then accepts.
+    AddThenAccept { video: bool },
+}
 
-/// Seed 000's guest join: the first other user to join a host-only call becomes its callee and
-/// the call turns active. Joining again as the same guest returns the call unchanged. The flag
-/// says whether this join accepted the call (so callers notify only once).
-pub(super) fn join_as_guest(
-    conn: &mut Connection,
-    id: &str,
+/// Decides, from the call alone, what joining it as its guest does; the same rules for both
+/// backends.
+pub(crate) fn guest_join_step(
+    call: &CallRecord,
     principal: &Principal,
-    now: i64,
-) -> Result<(CallRecord, bool), Error> {
-    let tx = super::begin_write(conn)?;
-    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+) -> Result<GuestJoin, Error> {
     if call.kind != CallKind::Direct {
         return Err(Error::conflict(
             "not_direct",
@@ -395,19 +400,41 @@ pub(super) fn join_as_guest(
     match call.callee_id.as_deref() {
         Some(guest) if guest == principal.id => {
             if call.status == CallStatus::Active {
-                return Ok((call, false));
+                return Ok(GuestJoin::AlreadyActive);
             }
+            Ok(GuestJoin::Accept)
         }
         Some(_) => {
             // Someone else is the guest: this user may not even see the call.
             if !principal.admin {
                 return Err(Error::NotFound("call"));
             }
-            return Err(Error::conflict("call_full", "the call already has a guest"));
+            Err(Error::conflict("call_full", "the call already has a guest"))
         }
         None => {
             call::check_media_change(call.status)?;
-            let video = call.call_type == CallType::Video;
+            Ok(GuestJoin::AddThenAccept {
+                video: call.call_type == CallType::Video,
+            })
+        }
+    }
+}
+
+/// Seed 000's guest join: the first other user to join a host-only call becomes its callee and
+/// the call turns active. Joining again as the same guest returns the call unchanged. The flag
+/// says whether this join accepted the call (so callers notify only once).
+pub(super) fn join_as_guest(
+    conn: &mut Connection,
+    id: &str,
+    principal: &Principal,
+    now: i64,
+) -> Result<(CallRecord, bool), Error> {
+    let tx = super::begin_write(conn)?;
+    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    match guest_join_step(&call, principal)? {
+        GuestJoin::AlreadyActive => return Ok((call, false)),
+        GuestJoin::Accept => {}
+        GuestJoin::AddThenAccept { video } => {
             tx.execute(
                 "UPDATE calls SET callee_id = ?2 WHERE id = ?1",
                 params![id, principal.id],

@@ -158,25 +158,18 @@ pub struct Joined {
     pub newly_joined: bool,
 }
 
-/// Enters a room: admits, checks capacity, assigns a peer id, joins (or starts) the room call.
-pub(super) fn join(
-    conn: &mut Connection,
-    id: &str,
-    p: &Principal,
-    new_peer_id: &str,
-    new_call_id: &str,
-    now: i64,
-) -> Result<Joined, Error> {
-    let tx = super::begin_write(conn)?;
-    let room = get_visible(&tx, id, p)?;
+/// Joining `room`, decided before anything is written (the same rules for both backends):
+/// `Ok(joined)` when `p` is in it already (its peer id and the room's call), `Err(room)` handed
+/// back to go on with, and the outer error when the room is full.
+pub(crate) fn join_step(room: Room, p: &Principal) -> Result<Result<Joined, Room>, Error> {
     if let (Some(peer), Some(call_id)) = (room.peer_of(&p.id), room.call_id.clone()) {
         let peer_id = peer.peer_id.clone();
-        return Ok(Joined {
+        return Ok(Ok(Joined {
             room,
             peer_id,
             call_id,
             newly_joined: false,
-        });
+        }));
     }
     if room.peers.len() >= room.max_participants as usize {
         return Err(Error::conflict(
@@ -188,6 +181,24 @@ pub(super) fn join(
             ),
         ));
     }
+    Ok(Err(room))
+}
+
+/// Enters a room: admits, checks capacity, assigns a peer id, joins (or starts) the room call.
+pub(super) fn join(
+    conn: &mut Connection,
+    id: &str,
+    p: &Principal,
+    new_peer_id: &str,
+    new_call_id: &str,
+    now: i64,
+) -> Result<Joined, Error> {
+    let tx = super::begin_write(conn)?;
+    let room = get_visible(&tx, id, p)?;
+    let room = match join_step(room, p)? {
+        Ok(already) => return Ok(already),
+        Err(room) => room,
+    };
     tx.execute(
         "INSERT INTO room_members (room_id, user_id, invited, peer_id, joined_at)
          VALUES (?1, ?2, 0, ?3, ?4)

@@ -16,7 +16,8 @@ use crate::signaling::call::{
     self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
 };
 use crate::store::calls::{
-    CallEvent, CallKind, CallRecord, HistoryFilter, LiveCalls, MediaChange, NewCall, Participant,
+    guest_join_step, CallEvent, CallKind, CallRecord, GuestJoin, HistoryFilter, LiveCalls,
+    MediaChange, NewCall, Participant,
 };
 use crate::store::pg::{corrupt, rooms, unsigned, users, webhooks, Db, Pg};
 use crate::webhooks::event as hook;
@@ -316,33 +317,10 @@ pub async fn join_call_as_guest(
     let mut conn = pg.conn().await?;
     let tx = conn.transaction().await?;
     let call = lock(&*tx, id).await?.ok_or(Error::NotFound("call"))?;
-    if call.kind != CallKind::Direct {
-        return Err(Error::conflict(
-            "not_direct",
-            "room calls are joined through their room",
-        ));
-    }
-    if call.caller_id == principal.id {
-        return Err(Error::conflict(
-            "host_cannot_join",
-            "the host cannot join their own call as guest",
-        ));
-    }
-    match call.callee_id.as_deref() {
-        Some(guest) if guest == principal.id => {
-            if call.status == CallStatus::Active {
-                return Ok((call, false));
-            }
-        }
-        Some(_) => {
-            if !principal.admin {
-                return Err(Error::NotFound("call"));
-            }
-            return Err(Error::conflict("call_full", "the call already has a guest"));
-        }
-        None => {
-            call::check_media_change(call.status)?;
-            let video = call.call_type == CallType::Video;
+    match guest_join_step(&call, principal)? {
+        GuestJoin::AlreadyActive => return Ok((call, false)),
+        GuestJoin::Accept => {}
+        GuestJoin::AddThenAccept { video } => {
             tx.execute(
                 "UPDATE calls SET callee_id = $2 WHERE id = $1",
                 &[&id, &principal.id],

@@ -7,7 +7,7 @@ use crate::signaling::call::{CallStatus, CallType, EndReason, Role};
 use crate::signaling::topology::RoomMode;
 use crate::store::calls::CallRecord;
 use crate::store::pg::{calls, unsigned, webhooks, Db, Pg};
-use crate::store::rooms::{Joined, Left, NewRoom, Room, RoomPeer};
+use crate::store::rooms::{join_step, Joined, Left, NewRoom, Room, RoomPeer};
 use crate::webhooks::event as hook;
 
 /// Loads a room with members and peers.
@@ -127,25 +127,10 @@ pub async fn join_room(
     let mut conn = pg.conn().await?;
     let tx = conn.transaction().await?;
     let room = visible(lock(&*tx, id).await?, p)?;
-    if let (Some(peer), Some(call_id)) = (room.peer_of(&p.id), room.call_id.clone()) {
-        let peer_id = peer.peer_id.clone();
-        return Ok(Joined {
-            room,
-            peer_id,
-            call_id,
-            newly_joined: false,
-        });
-    }
-    if room.peers.len() >= room.max_participants as usize {
-        return Err(Error::conflict(
-            "room_full",
-            format!(
-                "the room is full ({} of {})",
-                room.peers.len(),
-                room.max_participants
-            ),
-        ));
-    }
+    let room = match join_step(room, p)? {
+        Ok(already) => return Ok(already),
+        Err(room) => room,
+    };
     tx.execute(
         "INSERT INTO room_members (room_id, user_id, invited, peer_id, joined_at)
          VALUES ($1, $2, FALSE, $3, $4)
