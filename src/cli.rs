@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// PostgreSQL for lasting state (postgres://user:password@host/db) instead of SQLite.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Redis for cluster mode (redis://host:6379): several nodes share calls.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// This node's name in a cluster [default: random].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// STUN/TURN listen addresses for UDP and TCP, one per family [default: [::]:3478, both].
     #[arg(long, value_name = "ADDR")]
     pub turn_listen: Option<String>,
@@ -213,6 +219,8 @@ impl ServeArgs {
             ("listen", "listen", &self.listen),
             ("public_host", "public-host", &self.public_host),
             ("database_url", "database-url", &self.database_url),
+            ("redis_url", "redis-url", &self.redis_url),
+            ("node_name", "node-name", &self.node_name),
             ("turn_listen", "turn-listen", &self.turn_listen),
             ("turn_tls_listen", "turn-tls-listen", &self.turn_tls_listen),
             ("tls_cert", "tls-cert", &self.tls_cert),

@@ -69,6 +69,8 @@ pub const KEYS: &[KeySpec] = &[
     key("listen", "[::]:8080", "HTTP, WebSocket (/rtc) and Socket.IO listen address; [::] takes IPv6 and IPv4 clients (dual-stack), 0.0.0.0 IPv4 only."),
     key("data_dir", "./signalbox-data", "Directory for the SQLite database and generated secrets."),
     KeySpec { name: "database_url", default: "", list: false, secret: true, doc: "PostgreSQL for lasting state instead of SQLite (postgres://user:password@host:5432/db; no TLS). Empty: SQLite in data_dir." },
+    KeySpec { name: "redis_url", default: "", list: false, secret: true, doc: "Redis for cluster mode (redis://[:password@]host:6379[/db]): node registry, presence and deliveries between nodes. Empty: one node." },
+    key("node_name", "", "This node's name in a cluster (letters, digits, . _ -). Empty: a random name at each start."),
     key("public_host", "", "Host name or IP put in STUN/TURN URIs and links. Empty: the Host header of each request."),
     key("tls_cert", "", "PEM certificate chain: serve HTTPS on `listen`, which then also takes TURN over TLS and TCP, and TURN over TLS on turn_tls_listen (needs tls_key). Changed files are picked up live."),
     key("tls_key", "", "PEM private key matching tls_cert."),
@@ -476,6 +478,10 @@ pub struct Config {
     /// `postgres://…` from `database_url`: lasting state in PostgreSQL; `None`: SQLite in
     /// `data_dir`.
     pub database_url: Option<String>,
+    /// `redis://…` from `redis_url`: cluster mode; `None`: one node.
+    pub redis_url: Option<String>,
+    /// `node_name`, when set (cluster mode picks a random one otherwise).
+    pub node_name: Option<String>,
     pub public_host: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Set when `acme_domains` is: the certificate comes from ACME (then `tls` is `None`).
@@ -625,6 +631,43 @@ fn parse_database_url(s: &str) -> Result<Option<String>, String> {
         return Err(bad("it has no host"));
     }
     Ok(Some(s.to_string()))
+}
+
+/// `redis_url`: empty, or a `redis://` (or `rediss://`) URL with a host. The message never
+/// repeats the value: it may carry a password.
+fn parse_redis_url(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| format!("is not a URL like redis://host:6379: {why}");
+    let url = reqwest::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "redis" {
+        return Err(bad(
+            "the scheme must be redis (TLS to Redis is not supported yet)",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// `node_name`: empty, or up to 64 letters, digits, `.`, `_` and `-` (it is part of Redis keys
+/// and channel names).
+fn parse_node_name(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let ok = s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(format!(
+            "`{s}` is not a node name: at most 64 letters, digits, `.`, `_` and `-`"
+        ))
+    }
 }
 
 fn parse_webhook_url(s: &str) -> Result<String, String> {
@@ -790,6 +833,23 @@ impl Config {
                 Ok(s.to_string())
             }
         })?;
+        let redis_url = l.parse("redis_url", parse_redis_url)?;
+        if redis_url.is_some() {
+            // Every node must accept the others' tokens and TURN credentials: secrets
+            // generated into each node's own data_dir would differ.
+            if jwt_secret.is_none() {
+                return Err(l.invalid(
+                    "jwt_secret",
+                    "redis_url (cluster mode) needs jwt_secret set, the same on every node",
+                ));
+            }
+            if secrets.is_empty() {
+                return Err(l.invalid(
+                    "turn_secret",
+                    "redis_url (cluster mode) needs turn_secret set, the same on every node",
+                ));
+            }
+        }
         let webhook_urls = l.parse_list("webhook_urls", parse_webhook_url)?;
         let webhook_secret = l.parse("webhook_secret", |s| match s {
             "" => Ok(None),
@@ -810,6 +870,8 @@ impl Config {
                     .ok_or_else(|| "must not be empty".to_string())
             })?,
             database_url: l.parse("database_url", parse_database_url)?,
+            redis_url,
+            node_name: l.parse("node_name", parse_node_name)?,
             public_host: l.parse("public_host", |s| {
                 if s.contains(['/', ' ', '?', '#']) {
                     Err(format!("`{s}` is not a host name or IP address"))
@@ -1182,6 +1244,46 @@ mod tests {
         let lines = l.describe().join("\n");
         assert!(lines.contains("jwt_secret = \"********\""), "{lines}");
         assert!(!lines.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn cluster_mode_needs_shared_secrets_and_a_redis_url() {
+        let mut l = Layers::default();
+        l.apply_env(env(&[("SIGNALBOX_REDIS_URL", "redis://127.0.0.1:6379")]));
+        let err = Config::from_layers(&l)
+            .expect_err("no jwt_secret")
+            .to_string();
+        assert!(
+            err.contains("jwt_secret") && err.contains("redis_url"),
+            "{err}"
+        );
+        l.apply_env(env(&[("SIGNALBOX_JWT_SECRET", &"j".repeat(32))]));
+        let err = Config::from_layers(&l)
+            .expect_err("no turn_secret")
+            .to_string();
+        assert!(err.contains("turn_secret"), "{err}");
+        l.apply_env(env(&[("SIGNALBOX_TURN_SECRET", &"t".repeat(16))]));
+        let c = Config::from_layers(&l).expect("cluster config");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        for bad in ["http://x.example", "redis:nohost", "nonsense"] {
+            let mut l = Layers::default();
+            l.apply_env(env(&[("SIGNALBOX_REDIS_URL", bad)]));
+            let err = Config::from_layers(&l).expect_err(bad).to_string();
+            assert!(
+                err.contains("redis_url") && !err.contains(bad),
+                "{bad}: {err}"
+            );
+        }
+        for (name, ok) in [
+            ("node-1.a_b", true),
+            ("", true),
+            ("bad name", false),
+            ("a:b", false),
+        ] {
+            let mut l = Layers::default();
+            l.apply_env(env(&[("SIGNALBOX_NODE_NAME", name)]));
+            assert_eq!(Config::from_layers(&l).is_ok(), ok, "{name}");
+        }
     }
 
     #[test]

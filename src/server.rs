@@ -113,8 +113,25 @@ pub async fn build_app(
             "pending webhook deliveries to URLs no longer in webhook_urls were marked failed"
         );
     }
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            let node = config
+                .node_name
+                .clone()
+                .unwrap_or_else(crate::cluster::keys::random_node_name);
+            let cluster = crate::cluster::Cluster::new(url, node)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("preparing cluster mode (redis_url)")?;
+            collectors.push(Box::new(crate::cluster::ClusterMetrics(cluster.clone())));
+            Some(cluster)
+        }
+        None => None,
+    };
     let metrics = Metrics::new(store.latency_histogram(), collectors);
     let app = Arc::new(App::new(config, store, secrets, metrics, relay, tls));
+    if let Some(cluster) = cluster {
+        app.signaling.attach_cluster(cluster);
+    }
     if let Some((sfu, notices)) = sfu {
         crate::sfu::attach(&app.signaling, &app.config, &sfu, notices);
     }
@@ -223,6 +240,31 @@ fn start_webhooks(
     Ok(Some(tokio::spawn(worker.run(stop))))
 }
 
+/// Joins the cluster when `redis_url` is set: this node's relays (on `public_host`) go into
+/// the registry for the other nodes' `/ice-config`, and the heartbeat, inbox and publisher start.
+fn start_cluster(
+    app: &AppState,
+    tls: &Option<Arc<crate::tls::Tls>>,
+    local: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(cluster) = app.signaling.cluster() else {
+        return Vec::new();
+    };
+    if let (Some(host), Some(relay)) = (&app.config.public_host, &app.relay) {
+        let front = tls.as_ref().map(|_| local.port());
+        let ports = crate::http::ice::relay_ports(&relay.addrs, host, front);
+        let (stun, turn) = crate::http::ice::relay_uris(host, Some(ports));
+        cluster.set_relays(stun, turn);
+    } else if app.relay.is_some() {
+        tracing::warn!(
+            "cluster mode without public_host: the other nodes cannot offer this node's relay"
+        );
+    }
+    println!("signalbox cluster node {}", cluster.node());
+    cluster.start(app.signaling.clone(), stop)
+}
+
 /// Runs the server until a shutdown signal; SIGHUP reloads the configuration with `reload`.
 pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -258,6 +300,7 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("{e}"),
     };
     let timers = tokio::spawn(app.signaling.clone().run_timers(stop_rx.clone()));
+    let cluster_tasks = start_cluster(&app, &tls, local, stop_rx.clone());
     let reloader = tokio::spawn(reload_on_hangup(app.clone(), reload));
     let router = http::router(app.clone());
     // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
@@ -297,6 +340,9 @@ pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     reloader.abort();
     let _ = timers.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
     if let Some(worker) = webhooks {
         let _ = worker.await;
     }

@@ -184,7 +184,7 @@ impl Signaling {
                 self.store.create_call(new).await?
             }
         };
-        if !self.board().reachable(&to) {
+        if !self.reachable_anywhere(&to).await {
             // Nobody to ring: the call is recorded as missed, and the caller told at once.
             let (ended, _) = self
                 .store

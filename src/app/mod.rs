@@ -11,6 +11,7 @@
 //! the sender first and a REST handler needs no code at all to notify the other side.
 
 pub mod calls;
+pub mod cluster;
 pub mod delivery;
 pub mod live;
 pub mod requests;
@@ -129,6 +130,8 @@ pub struct Signaling {
     webhooks: OnceLock<Arc<Notify>>,
     /// Whether any webhook receiver is configured (see [`Signaling::set_webhooks_on`]).
     webhooks_on: std::sync::atomic::AtomicBool,
+    /// Cluster mode, once attached (see [`Signaling::attach_cluster`]).
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 pub(crate) fn participants(call: &CallRecord) -> Vec<String> {
@@ -167,6 +170,7 @@ impl Signaling {
             connections: Mutex::new(HashMap::new()),
             webhooks: OnceLock::new(),
             webhooks_on: std::sync::atomic::AtomicBool::new(false),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -212,6 +216,7 @@ impl Signaling {
 
     /// The `welcome` event: who you are and your ringing or active calls.
     pub async fn welcome(&self, session: SessionId, me: &Principal) -> Result<Event, Error> {
+        self.announce(&me.id).await;
         let live = self.store.live_calls_for(&me.id).await?;
         let now = now_ms();
         Ok(Event::new(
@@ -260,6 +265,11 @@ impl Signaling {
                     tokio::spawn(async move { this.expire(call_id, action).await });
                 }
                 Output::SfuLeave { peer_id } => self.sfu_forget(peer_id),
+                Output::Relay { users, remote } => {
+                    if let Some(cluster) = self.cluster.get() {
+                        cluster.publish(users, remote);
+                    }
+                }
                 Output::RoomLeft { room_id, user } => {
                     let this = self.clone();
                     tokio::spawn(async move {

@@ -96,16 +96,8 @@ pub struct IceConfig {
 }
 
 /// Builds the response for `user` at `now_secs`; `relay` is `None` when the embedded relay is off.
-pub fn ice_config(
-    turn: &TurnSettings,
-    relay: Option<RelayPorts>,
-    secret: &[u8],
-    user: &str,
-    host: &str,
-    now_secs: u64,
-) -> Value {
-    let ttl = turn.credential_ttl.as_secs();
-    let cred = signalbox_turn::credentials::mint(secret, user, now_secs, ttl);
+/// The STUN and TURN URIs of a relay on `host` with `ports`.
+pub fn relay_uris(host: &str, relay: Option<RelayPorts>) -> (Vec<String>, Vec<String>) {
     let host = bracket(host);
     let mut stun = Vec::new();
     let mut turn_uris = Vec::new();
@@ -123,6 +115,40 @@ pub fn ice_config(
         if let Some(port) = ports.front_tls.filter(|p| Some(*p) != ports.tls) {
             turn_uris.push(format!("turns:{host}:{port}?transport=tcp"));
         }
+    }
+    (stun, turn_uris)
+}
+
+/// The ICE configuration for `user`: this node's relay first, then the relays of the other
+/// live nodes of a cluster (`peers`, as (STUN, TURN) URIs; they share the TURN secret), then
+/// `turn_external_urls`.
+pub fn ice_config(
+    turn: &TurnSettings,
+    relay: Option<RelayPorts>,
+    peers: &[(Vec<String>, Vec<String>)],
+    secret: &[u8],
+    user: &str,
+    host: &str,
+    now_secs: u64,
+) -> Value {
+    let ttl = turn.credential_ttl.as_secs();
+    let cred = signalbox_turn::credentials::mint(secret, user, now_secs, ttl);
+    let (mut stun, mut turn_uris) = relay_uris(host, relay);
+    for (peer_stun, peer_turn) in peers {
+        stun.extend(
+            peer_stun
+                .iter()
+                .filter(|u| !stun.contains(u))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        turn_uris.extend(
+            peer_turn
+                .iter()
+                .filter(|u| !turn_uris.contains(u))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
     }
     turn_uris.extend(turn.external_urls.iter().cloned());
     let mut servers = Vec::new();
@@ -157,7 +183,11 @@ pub fn ice_config(
 /// The relay's ports for URIs naming `host`: those of the IPv6 listeners for an IPv6 literal,
 /// of the IPv4 ones otherwise (the same ports unless the listen addresses differ, as with
 /// port 0 in tests), each falling back to the other family's.
-fn relay_ports(a: &signalbox_turn::LocalAddrs, host: &str, front_tls: Option<u16>) -> RelayPorts {
+pub fn relay_ports(
+    a: &signalbox_turn::LocalAddrs,
+    host: &str,
+    front_tls: Option<u16>,
+) -> RelayPorts {
     let v6 = host
         .trim_matches(['[', ']'])
         .parse::<std::net::Ipv6Addr>()
@@ -193,9 +223,15 @@ pub async fn get_ice_config(
         .relay
         .as_ref()
         .map(|r| relay_ports(&r.addrs, &host, front));
+    let peers: Vec<(Vec<String>, Vec<String>)> = app
+        .signaling
+        .cluster()
+        .map(|c| c.peers().into_iter().map(|p| (p.stun, p.turn)).collect())
+        .unwrap_or_default();
     Ok(Json(ice_config(
         &app.config.turn,
         relay,
+        &peers,
         secret,
         &me.id,
         &host,
@@ -227,6 +263,7 @@ mod tests {
         let v = ice_config(
             &turn(),
             PORTS,
+            &[],
             b"secret",
             "alice",
             "calls.example.com",
@@ -251,14 +288,34 @@ mod tests {
     }
 
     #[test]
+    fn lists_the_relays_of_other_nodes_after_its_own() {
+        let peers = vec![(
+            vec!["stun:b.example:3478".to_string()],
+            vec!["turn:b.example:3478?transport=udp".to_string()],
+        )];
+        let v = ice_config(&turn(), PORTS, &peers, b"s", "a", "a.example", 0);
+        let stun = &v["iceServers"][0]["urls"];
+        assert_eq!(stun[0], "stun:a.example:3478");
+        assert_eq!(stun[1], "stun:b.example:3478");
+        let uris = v["uris"].as_array().expect("uris");
+        assert_eq!(uris[0], "turn:a.example:3478?transport=udp");
+        assert_eq!(
+            uris.last().and_then(|u| u.as_str()),
+            Some("turn:b.example:3478?transport=udp")
+        );
+        // One credential for every relay: the nodes share the TURN secret.
+        assert_eq!(v["iceServers"][1]["credential"], v["password"]);
+    }
+
+    #[test]
     fn no_turn_lists_only_external_servers() {
         let mut t = turn();
         assert_eq!(
-            ice_config(&t, None, b"s", "a", "h", 0)["iceServers"],
+            ice_config(&t, None, &[], b"s", "a", "h", 0)["iceServers"],
             json!([])
         );
         t.external_urls = vec!["turn:relay.example.net:3478".into()];
-        let v = ice_config(&t, None, b"s", "a", "h", 0);
+        let v = ice_config(&t, None, &[], b"s", "a", "h", 0);
         assert_eq!(
             v["iceServers"][0]["urls"],
             json!(["turn:relay.example.net:3478"])
@@ -283,6 +340,7 @@ mod tests {
         let v = ice_config(
             &turn(),
             Some(relay_ports(&a, "[::1]", None)),
+            &[],
             b"s",
             "a",
             "[::1]",
@@ -298,7 +356,15 @@ mod tests {
             front_tls,
             ..PORTS.expect("ports")
         };
-        let v = ice_config(&turn(), Some(with(Some(443))), b"s", "a", "h.example", 0);
+        let v = ice_config(
+            &turn(),
+            Some(with(Some(443))),
+            &[],
+            b"s",
+            "a",
+            "h.example",
+            0,
+        );
         let uris: Vec<&str> = v["uris"]
             .as_array()
             .expect("uris")
@@ -314,7 +380,15 @@ mod tests {
                 "turns:h.example:443?transport=tcp",
             ]
         );
-        let v = ice_config(&turn(), Some(with(Some(5349))), b"s", "a", "h.example", 0);
+        let v = ice_config(
+            &turn(),
+            Some(with(Some(5349))),
+            &[],
+            b"s",
+            "a",
+            "h.example",
+            0,
+        );
         assert_eq!(v["uris"].as_array().expect("uris").len(), 3, "{v}");
     }
 

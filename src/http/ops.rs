@@ -18,10 +18,29 @@ use crate::signaling::call::CallStatus;
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Healthy {
-    #[schema(pattern = "^ok$")]
+    /// `ok`, or `degraded` in cluster mode while Redis is away (the node still serves its own
+    /// users).
+    #[schema(pattern = "^(ok|degraded)$")]
     pub status: &'static str,
     /// The server's version.
     pub version: &'static str,
+    /// Cluster mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// This node's view of its cluster.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterHealth {
+    /// This node's name.
+    pub node: String,
+    /// `ok` while Redis answers, else `unavailable`.
+    #[schema(pattern = "^(ok|unavailable)$")]
+    pub redis: &'static str,
+    /// Live nodes, this one included, as of the last heartbeat.
+    #[schema(minimum = 1)]
+    pub nodes: usize,
 }
 
 /// `GET /healthz` when the database does not answer.
@@ -40,11 +59,20 @@ pub struct Unavailable {
     ))]
 pub async fn healthz(State(app): State<AppState>) -> Response {
     match app.store.ping().await {
-        Ok(()) => Json(Healthy {
-            status: "ok",
-            version: env!("CARGO_PKG_VERSION"),
-        })
-        .into_response(),
+        Ok(()) => {
+            let cluster = app.signaling.cluster().map(|c| ClusterHealth {
+                node: c.node().to_string(),
+                redis: if c.redis_up() { "ok" } else { "unavailable" },
+                nodes: c.peers().len() + 1,
+            });
+            let degraded = cluster.as_ref().is_some_and(|c| c.redis != "ok");
+            Json(Healthy {
+                status: if degraded { "degraded" } else { "ok" },
+                version: env!("CARGO_PKG_VERSION"),
+                cluster,
+            })
+            .into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (

@@ -374,6 +374,9 @@ async fn work(
         mut closed,
     } = inputs;
     let mut outbox = Some(outbox);
+    // Cluster mode: this node holds a session of the user from now on, before any of its
+    // events is handled (the `/rtc` transport does the same in its welcome).
+    app.signaling.announce(&me.id).await;
     // A socket can also vanish without its disconnect handler (socketioxide drops it when the
     // CONNECT answer cannot be sent): check now and then that it is still connected, so its
     // session and its place under the connection caps are never leaked.

@@ -6,10 +6,12 @@
 //! - [`switchboard`]: who is connected where, ring deadlines, disconnect grace, room peers;
 //! - [`topology`]: room modes and when a room's media goes through the SFU;
 //! - [`wire`]: the one parser and validator of socket input (`/rtc` frames, Socket.IO events);
-//! - [`event`]: a server-to-client event, independent of transport.
+//! - [`event`]: a server-to-client event, independent of transport;
+//! - [`remote`]: what a node tells the others about a live call in cluster mode.
 
 pub mod call;
 pub mod event;
+pub mod remote;
 pub mod switchboard;
 pub mod topology;
 pub mod wire;
@@ -23,6 +25,7 @@ mod layering {
         let files = [
             ("call.rs", include_str!("call.rs")),
             ("event.rs", include_str!("event.rs")),
+            ("remote.rs", include_str!("remote.rs")),
             ("switchboard.rs", include_str!("switchboard.rs")),
             ("topology.rs", include_str!("topology.rs")),
             ("wire.rs", include_str!("wire.rs")),

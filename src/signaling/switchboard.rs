@@ -5,7 +5,7 @@
 //! carries out. Call *status* lives in the database and changes only through
 //! [`crate::signaling::call::transition`]; this type only routes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::signaling::call::Action;
 use crate::signaling::event::Event;
+use crate::signaling::remote::{Remote, WireEvent};
 use crate::signaling::topology::{Decision, RoomMode, Topology, TopologyPolicy};
 
 /// A connection (a `/rtc` WebSocket or a Socket.IO socket).
@@ -31,6 +32,17 @@ pub enum Output {
     RoomLeft { room_id: String, user: String },
     /// A peer is gone from its room: its SFU connection (if any) ends.
     SfuLeave { peer_id: String },
+    /// Cluster mode: tell the other nodes holding sessions of `users` about this change.
+    Relay { users: Vec<String>, remote: Remote },
+}
+
+/// A side of a call that speaks from another node (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSide {
+    pub node: String,
+    /// When that node was last seen missing from the registry: after the grace period the
+    /// call ends as if the side's connection had dropped.
+    lost_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -52,12 +64,70 @@ pub struct LiveCall {
     ring_deadline: Option<Instant>,
     caller_session: Option<SessionId>,
     callee_session: Option<SessionId>,
+    caller_remote: Option<RemoteSide>,
+    callee_remote: Option<RemoteSide>,
 }
 
 impl LiveCall {
     /// The sessions speaking for the caller's and the callee's side, once bound.
     pub fn sides(&self) -> (Option<SessionId>, Option<SessionId>) {
         (self.caller_session, self.callee_session)
+    }
+
+    /// The nodes the caller's and the callee's side speak from, when another node's.
+    pub fn remote_sides(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.caller_remote.as_ref().map(|r| r.node.as_str()),
+            self.callee_remote.as_ref().map(|r| r.node.as_str()),
+        )
+    }
+
+    fn new(id: &str, caller: &str, callee: &str, active: bool) -> LiveCall {
+        LiveCall {
+            id: id.to_string(),
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            active,
+            ring_deadline: None,
+            caller_session: None,
+            callee_session: None,
+            caller_remote: None,
+            callee_remote: None,
+        }
+    }
+
+    /// Binds `user`'s side to a local session.
+    fn bind_local(&mut self, user: &str, session: SessionId) {
+        if user == self.caller {
+            self.caller_session = Some(session);
+            self.caller_remote = None;
+        } else {
+            self.callee_session = Some(session);
+            self.callee_remote = None;
+        }
+    }
+
+    /// Binds `user`'s side to another node.
+    fn bind_remote(&mut self, user: &str, node: &str) {
+        let side = Some(RemoteSide {
+            node: node.to_string(),
+            lost_at: None,
+        });
+        if user == self.caller {
+            self.caller_session = None;
+            self.caller_remote = side;
+        } else {
+            self.callee_session = None;
+            self.callee_remote = side;
+        }
+    }
+
+    fn remote_of(&self, user: &str) -> Option<&RemoteSide> {
+        if user == self.caller {
+            self.caller_remote.as_ref()
+        } else {
+            self.callee_remote.as_ref()
+        }
     }
 }
 
@@ -130,6 +200,9 @@ pub struct Switchboard {
     calls: HashMap<String, LiveCall>,
     rooms: HashMap<String, LiveRoom>,
     topology: TopologyPolicy,
+    /// This node's name in cluster mode: changes to calls are then also emitted as
+    /// [`Output::Relay`] for the other nodes.
+    node: Option<String>,
 }
 
 fn deliver(out: &mut Vec<Output>, to: SessionId, event: &Arc<Event>) {
@@ -149,6 +222,23 @@ impl Switchboard {
             calls: HashMap::new(),
             rooms: HashMap::new(),
             topology: TopologyPolicy::default(),
+            node: None,
+        }
+    }
+
+    /// Cluster mode: this node is `node`, and call changes are relayed to the others.
+    pub fn set_node(&mut self, node: &str) {
+        self.node = Some(node.to_string());
+    }
+
+    /// Users with a session here, connected or within its grace period (cluster presence).
+    pub fn users(&self) -> Vec<String> {
+        self.by_user.keys().cloned().collect()
+    }
+
+    fn relay(&self, out: &mut Vec<Output>, users: Vec<String>, remote: Remote) {
+        if self.node.is_some() && !users.is_empty() {
+            out.push(Output::Relay { users, remote });
         }
     }
 
@@ -284,23 +374,22 @@ impl Switchboard {
         invite: Event,
         now: Instant,
     ) -> Vec<Output> {
-        self.calls.insert(
-            call_id.to_string(),
-            LiveCall {
-                id: call_id.to_string(),
-                caller: caller.to_string(),
-                callee: callee.to_string(),
-                active: false,
-                ring_deadline: Some(now + self.ring_timeout),
-                caller_session,
-                callee_session: None,
-            },
-        );
-        let invite = Arc::new(invite);
+        let mut call = LiveCall::new(call_id, caller, callee, false);
+        call.ring_deadline = Some(now + self.ring_timeout);
+        call.caller_session = caller_session;
+        self.calls.insert(call_id.to_string(), call);
         let mut out = Vec::new();
+        let remote = Remote::Ring {
+            call_id: call_id.to_string(),
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            invite: WireEvent::of(&invite),
+        };
+        let invite = Arc::new(invite);
         for s in self.sessions_of(callee) {
             deliver(&mut out, s, &invite);
         }
+        self.relay(&mut out, vec![callee.to_string()], remote);
         out
     }
 
@@ -308,20 +397,16 @@ impl Switchboard {
     pub fn adopt(&mut self, call_id: &str, caller: &str, callee: &str, active: bool) {
         self.calls
             .entry(call_id.to_string())
-            .or_insert_with(|| LiveCall {
-                id: call_id.to_string(),
-                caller: caller.to_string(),
-                callee: callee.to_string(),
-                active,
-                ring_deadline: None,
-                caller_session: None,
-                callee_session: None,
-            });
+            .or_insert_with(|| LiveCall::new(call_id, caller, callee, active));
     }
 
     /// Sessions that should receive what `user`'s side of a call is sent: the session bound to
     /// that side, or every connected session of the user while none is bound.
     fn side_sessions(&self, call: &LiveCall, user: &str) -> Vec<SessionId> {
+        if call.remote_of(user).is_some() {
+            // That side speaks from another node, which delivers to it.
+            return Vec::new();
+        }
         let bound = if user == call.caller {
             call.caller_session
         } else {
@@ -349,8 +434,9 @@ impl Switchboard {
         };
         call.active = true;
         call.ring_deadline = None;
-        if session.is_some() {
-            call.callee_session = session;
+        if let Some(session) = session {
+            let callee = call.callee.clone();
+            call.bind_local(&callee, session);
         }
         let call = call.clone();
         let accept = Arc::new(Event::new(
@@ -369,6 +455,12 @@ impl Switchboard {
                 deliver(&mut out, s, &elsewhere);
             }
         }
+        let remote = Remote::Accepted {
+            call_id: call.id.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+        };
+        self.relay(&mut out, vec![call.caller, call.callee], remote);
         out
     }
 
@@ -403,18 +495,30 @@ impl Switchboard {
             }
         }
         // Only an accepted message moves its side to the sender's session.
-        if from_caller {
-            call.caller_session = Some(session);
-        } else if call.active {
-            call.callee_session = Some(session);
+        if from_caller || call.active {
+            call.bind_local(user, session);
         }
         body.insert("callId".into(), Value::String(call.id.clone()));
         body.insert("from".into(), Value::String(user.to_string()));
-        let event = Arc::new(Event { kind, body });
+        let event = Event { kind, body };
         let call = self.calls.get(call_id).ok_or(Error::NotFound("call"))?;
         let mut out = Vec::new();
+        let remote = self.node.as_ref().map(|_| Remote::Forward {
+            call_id: call.id.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            active: call.active,
+            from: user.to_string(),
+            event: WireEvent::of(&event),
+        });
+        let event = Arc::new(event);
         for s in self.side_sessions(call, &other) {
             deliver(&mut out, s, &event);
+        }
+        if let Some(remote) = remote {
+            // Both users: the other side's node delivers, the sender's other nodes learn that
+            // its side now speaks from here.
+            self.relay(&mut out, vec![other, user.to_string()], remote);
         }
         Ok(out)
     }
@@ -422,6 +526,29 @@ impl Switchboard {
     /// A call reached a final status: `notice` (e.g. `call-hangup`) goes to the other side of
     /// `actor`, then `call-ended` to every session of every participant, and the call is dropped.
     pub fn ended(
+        &mut self,
+        call_id: &str,
+        participants: &[String],
+        reason: &str,
+        notice: Option<(&str, Event)>,
+    ) -> Vec<Output> {
+        let remote = self.node.as_ref().map(|_| Remote::Ended {
+            call_id: call_id.to_string(),
+            participants: participants.to_vec(),
+            reason: reason.to_string(),
+            notice: notice
+                .as_ref()
+                .map(|(actor, e)| (actor.to_string(), WireEvent::of(e))),
+        });
+        let mut out = self.end_here(call_id, participants, reason, notice);
+        if let Some(remote) = remote {
+            self.relay(&mut out, participants.to_vec(), remote);
+        }
+        out
+    }
+
+    /// [`Switchboard::ended`] for this node's sessions only.
+    fn end_here(
         &mut self,
         call_id: &str,
         participants: &[String],
@@ -456,12 +583,154 @@ impl Switchboard {
 
     /// Sends an event to every connected session of a user (REST-originated changes).
     pub fn notify(&self, user: &str, event: Event) -> Vec<Output> {
+        let remote = self.node.as_ref().map(|_| Remote::Notify {
+            user: user.to_string(),
+            event: WireEvent::of(&event),
+        });
+        let mut out = self.notify_here(user, event);
+        if let Some(remote) = remote {
+            self.relay(&mut out, vec![user.to_string()], remote);
+        }
+        out
+    }
+
+    fn notify_here(&self, user: &str, event: Event) -> Vec<Output> {
         let event = Arc::new(event);
         let mut out = Vec::new();
         for s in self.sessions_of(user) {
             deliver(&mut out, s, &event);
         }
         out
+    }
+
+    /// Applies what node `node` reported about a call: deliveries to this node's sessions,
+    /// and the call's sides rebound to that node where it now speaks from. Never relays.
+    pub fn apply_remote(&mut self, node: &str, remote: Remote, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        match remote {
+            Remote::Ring {
+                call_id,
+                caller,
+                callee,
+                invite,
+            } => {
+                let Some(invite) = invite.into_event() else {
+                    return out;
+                };
+                let ring_timeout = self.ring_timeout;
+                let call = self
+                    .calls
+                    .entry(call_id.clone())
+                    .or_insert_with(|| LiveCall::new(&call_id, &caller, &callee, false));
+                if call.active {
+                    return out;
+                }
+                call.ring_deadline.get_or_insert(now + ring_timeout);
+                call.bind_remote(&caller, node);
+                let invite = Arc::new(invite);
+                for s in self.sessions_of(&callee) {
+                    deliver(&mut out, s, &invite);
+                }
+            }
+            Remote::Accepted {
+                call_id,
+                caller,
+                callee,
+            } => {
+                let call = self
+                    .calls
+                    .entry(call_id.clone())
+                    .or_insert_with(|| LiveCall::new(&call_id, &caller, &callee, true));
+                call.active = true;
+                call.ring_deadline = None;
+                call.bind_remote(&callee, node);
+                let call = call.clone();
+                let accept = Arc::new(Event::new(
+                    "call-accept",
+                    json!({ "callId": call.id, "from": call.callee }),
+                ));
+                for s in self.side_sessions(&call, &call.caller) {
+                    deliver(&mut out, s, &accept);
+                }
+                let elsewhere = Arc::new(Event::new(
+                    "call-accepted-elsewhere",
+                    json!({ "callId": call.id }),
+                ));
+                for s in self.sessions_of(&call.callee) {
+                    deliver(&mut out, s, &elsewhere);
+                }
+            }
+            Remote::Forward {
+                call_id,
+                caller,
+                callee,
+                active,
+                from,
+                event,
+            } => {
+                let Some(event) = event.into_event() else {
+                    return out;
+                };
+                if from != caller && from != callee {
+                    return out;
+                }
+                let call = self
+                    .calls
+                    .entry(call_id.clone())
+                    .or_insert_with(|| LiveCall::new(&call_id, &caller, &callee, active));
+                if active {
+                    call.active = true;
+                    call.ring_deadline = None;
+                }
+                if from == call.caller || call.active {
+                    call.bind_remote(&from, node);
+                }
+                let other = if from == call.caller {
+                    call.callee.clone()
+                } else {
+                    call.caller.clone()
+                };
+                let call = call.clone();
+                let event = Arc::new(event);
+                for s in self.side_sessions(&call, &other) {
+                    deliver(&mut out, s, &event);
+                }
+            }
+            Remote::Ended {
+                call_id,
+                participants,
+                reason,
+                notice,
+            } => {
+                let notice = notice.and_then(|(actor, e)| Some((actor, e.into_event()?)));
+                let notice = notice.as_ref().map(|(a, e)| (a.as_str(), e.clone()));
+                out = self.end_here(&call_id, &participants, &reason, notice);
+            }
+            Remote::Notify { user, event } => {
+                if let Some(event) = event.into_event() {
+                    out = self.notify_here(&user, event);
+                }
+            }
+        }
+        out
+    }
+
+    /// The nodes the registry lists as alive: sides speaking from any other node count as
+    /// lost from `now` (their calls end after the grace period unless the node comes back or
+    /// the side speaks again from somewhere else).
+    pub fn nodes_alive(&mut self, alive: &HashSet<String>, now: Instant) {
+        for call in self.calls.values_mut() {
+            for side in [&mut call.caller_remote, &mut call.callee_remote]
+                .into_iter()
+                .flatten()
+            {
+                if alive.contains(&side.node) {
+                    side.lost_at = None;
+                } else {
+                    side.lost_at.get_or_insert(now);
+                }
+            }
+        }
     }
 
     /// `session` entered a room as `peer_id`: the others get `room-topology` when the join
@@ -680,12 +949,28 @@ impl Switchboard {
                 }
             }
         }
+        let grace = self.grace;
         for call in self.calls.values_mut() {
             if call.ring_deadline.is_some_and(|d| now >= d) {
                 call.ring_deadline = None;
                 out.push(Output::Expire {
                     call_id: call.id.clone(),
                     action: Action::Timeout,
+                });
+            }
+            // A side on a node gone from the registry for the grace period: its connection is
+            // as good as dropped (a ringing call is left to its ring deadline).
+            let lost = |r: &Option<RemoteSide>| {
+                r.as_ref()
+                    .and_then(|r| r.lost_at)
+                    .is_some_and(|t| now.duration_since(t) >= grace)
+            };
+            if call.active && (lost(&call.caller_remote) || lost(&call.callee_remote)) {
+                call.caller_remote = None;
+                call.callee_remote = None;
+                out.push(Output::Expire {
+                    call_id: call.id.clone(),
+                    action: Action::Disconnect,
                 });
             }
         }

@@ -19,6 +19,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub mod postgres;
+pub mod redis;
 pub mod turnutils;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
