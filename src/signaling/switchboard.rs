@@ -1521,3 +1521,208 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+// Tests start from an arbitrary instant and advance time by hand.
+#[allow(clippy::disallowed_methods)]
+mod cluster_tests {
+    //! Two switchboards standing for two nodes, their relays carried by hand.
+    use super::*;
+
+    const RING: Duration = Duration::from_secs(45);
+    const GRACE: Duration = Duration::from_secs(20);
+
+    fn node(name: &str) -> Switchboard {
+        let mut b = Switchboard::new(RING, GRACE);
+        b.set_node(name);
+        b
+    }
+
+    fn delivered(out: &[Output]) -> Vec<(SessionId, &'static str)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Deliver { to, event } => Some((*to, event.kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The relays in `out`, as (users, message).
+    fn relays(out: &[Output]) -> Vec<(Vec<String>, Remote)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Relay { users, remote } => Some((users.clone(), remote.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Carries every relay in `out` from `from` to `to`; what `to` delivered.
+    fn carry(out: &[Output], from: &str, to: &mut Switchboard, now: Instant) -> Vec<Output> {
+        let mut got = Vec::new();
+        for (_, remote) in relays(out) {
+            let applied = to.apply_remote(from, remote, now);
+            assert!(relays(&applied).is_empty(), "applying never relays again");
+            got.extend(applied);
+        }
+        got
+    }
+
+    fn invite() -> Event {
+        Event::new("call-initiate", json!({ "callId": "c1", "from": "alice" }))
+    }
+
+    fn candidate() -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("candidate".into(), json!({ "candidate": "candidate:1" }));
+        m
+    }
+
+    /// alice (session 1) on a; bob on b (session 7) and on a (session 2).
+    fn ringing(now: Instant) -> (Switchboard, Switchboard) {
+        let (mut a, mut b) = (node("a"), node("b"));
+        a.connect(1, "alice");
+        a.connect(2, "bob");
+        b.connect(7, "bob");
+        let out = a.ring("c1", "alice", "bob", Some(1), invite(), now);
+        assert_eq!(delivered(&out), vec![(2, "call-initiate")]);
+        assert_eq!(relays(&out)[0].0, vec!["bob".to_string()]);
+        let got = carry(&out, "a", &mut b, now);
+        assert_eq!(delivered(&got), vec![(7, "call-initiate")]);
+        (a, b)
+    }
+
+    /// Accepted on b (session 7), carried to a.
+    fn accepted(now: Instant) -> (Switchboard, Switchboard) {
+        let (mut a, mut b) = ringing(now);
+        let out = b.accepted("c1", Some(7));
+        assert!(
+            delivered(&out).is_empty(),
+            "nobody else of the call is on b"
+        );
+        let got = carry(&out, "b", &mut a, now);
+        assert_eq!(
+            delivered(&got),
+            vec![(1, "call-accept"), (2, "call-accepted-elsewhere")]
+        );
+        (a, b)
+    }
+
+    #[test]
+    fn one_node_relays_nothing() {
+        let mut b = Switchboard::new(RING, GRACE);
+        b.connect(1, "alice");
+        let out = b.ring("c1", "alice", "bob", Some(1), invite(), Instant::now());
+        assert!(relays(&out).is_empty());
+    }
+
+    #[test]
+    fn signaling_crosses_to_the_accepting_device_only() {
+        let now = Instant::now();
+        let (mut a, mut b) = accepted(now);
+        // alice's candidate: nothing local on a (bob's side speaks from b), b delivers to 7.
+        let out = a
+            .forward("c1", 1, "alice", None, "ice-candidate", candidate())
+            .expect("forward");
+        assert!(delivered(&out).is_empty(), "{out:?}");
+        let (users, _) = &relays(&out)[0];
+        assert_eq!(users, &vec!["bob".to_string(), "alice".to_string()]);
+        assert_eq!(
+            delivered(&carry(&out, "a", &mut b, now)),
+            vec![(7, "ice-candidate")]
+        );
+        // bob's answer goes back to alice's bound session.
+        let out = b
+            .forward("c1", 7, "bob", None, "call-answer", candidate())
+            .expect("forward");
+        assert!(delivered(&out).is_empty());
+        assert_eq!(
+            delivered(&carry(&out, "b", &mut a, now)),
+            vec![(1, "call-answer")]
+        );
+    }
+
+    #[test]
+    fn the_end_reaches_every_session_on_every_node() {
+        let now = Instant::now();
+        let (mut a, mut b) = accepted(now);
+        let parts = vec!["alice".to_string(), "bob".to_string()];
+        let notice = Event::new("call-hangup", json!({ "callId": "c1", "from": "alice" }));
+        let out = a.ended("c1", &parts, "hangup", Some(("alice", notice)));
+        assert_eq!(delivered(&out), vec![(1, "call-ended"), (2, "call-ended")]);
+        assert_eq!(
+            delivered(&carry(&out, "a", &mut b, now)),
+            vec![(7, "call-hangup"), (7, "call-ended")]
+        );
+        assert!(a.call("c1").is_none() && b.call("c1").is_none());
+    }
+
+    #[test]
+    fn a_lost_node_ends_active_calls_after_the_grace_unless_it_comes_back() {
+        let now = Instant::now();
+        let (mut a, _) = accepted(now);
+        let only_a: HashSet<String> = ["a".to_string()].into();
+        let both: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        a.nodes_alive(&only_a, now);
+        assert!(a.tick(now + GRACE / 2).is_empty());
+        // b is back before the grace ran out: nothing ends.
+        a.nodes_alive(&both, now + GRACE / 2);
+        assert!(a.tick(now + GRACE * 2).is_empty());
+        // Lost again, for the whole grace period.
+        a.nodes_alive(&only_a, now + GRACE * 2);
+        let out = a.tick(now + GRACE * 3);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Expire {
+                    action: Action::Disconnect,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_reconnect_on_another_node_keeps_the_call_past_the_grace() {
+        let now = Instant::now();
+        let (mut a, mut b) = accepted(now);
+        // bob's connection to b drops; he comes back on a (session 3) and speaks.
+        assert!(b.disconnect(7, now).is_empty());
+        a.connect(3, "bob");
+        let out = a
+            .forward("c1", 3, "bob", None, "ice-candidate", candidate())
+            .expect("forward");
+        assert_eq!(delivered(&out), vec![(1, "ice-candidate")]);
+        // b learns that bob's side speaks from a: its grace for session 7 ends nothing.
+        let got = carry(&out, "a", &mut b, now);
+        assert!(delivered(&got).is_empty());
+        let out = b.tick(now + GRACE * 2);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Expire { .. })),
+            "{out:?}"
+        );
+        assert_eq!(
+            b.call("c1").map(|c| c.remote_sides()),
+            Some((Some("a"), Some("a")))
+        );
+    }
+
+    #[test]
+    fn foreign_event_names_from_the_bus_are_not_delivered() {
+        let now = Instant::now();
+        let (_, mut b) = ringing(now);
+        let out = b.apply_remote(
+            "a",
+            Remote::Notify {
+                user: "bob".into(),
+                event: WireEvent {
+                    kind: "shutdown".into(),
+                    body: serde_json::Map::new(),
+                },
+            },
+            now,
+        );
+        assert!(out.is_empty());
+    }
+}
