@@ -2,9 +2,10 @@
 //! (`data_dir`) and once on a PostgreSQL instance of its own (`--database-url`), and must give
 //! the same answers: the REST call lifecycle and history, rooms, accounts and login, analytics,
 //! and the webhook outbox. On PostgreSQL also: many concurrent accepts and rejects of one
-//! ringing call through two servers sharing the database have exactly one winner, and with
-//! PostgreSQL stopped mid-run REST answers 503 with a JSON error, writes nothing, and works
-//! again once it is back.
+//! ringing call through two servers sharing the database have exactly one winner, two ring
+//! sweepers on one database never take the same call (and pass by a call another session holds),
+//! and with PostgreSQL stopped mid-run REST answers 503 with a JSON error, writes nothing, and
+//! works again once it is back.
 
 mod common;
 
@@ -61,6 +62,7 @@ on_both_backends!(
     analytics_of_a_call,
     webhook_outbox_delivers_call_events,
     store_api_outbox_media_figures_and_live_views,
+    ring_sweeper_times_out_due_calls_once,
 );
 
 const JWT_SECRET: &str = "store-backends-test-jwt-secret-0123456789";
@@ -935,4 +937,321 @@ async fn store_api_outbox_media_figures_and_live_views(db: Backend) {
         .expect("room stays")
         .peers
         .is_empty());
+}
+
+/// A ringing direct call from alice to bob created at `at`.
+fn ringing_call(id: &str, at: i64) -> signalbox::store::calls::NewCall {
+    signalbox::store::calls::NewCall {
+        id: id.into(),
+        call_type: signalbox::signaling::call::CallType::Audio,
+        caller_id: "alice".into(),
+        callee_id: Some("bob".into()),
+        room_name: None,
+        now: at,
+    }
+}
+
+/// The ring sweeper (`expire_ringing_before`): ringing direct calls created at or before the
+/// cutoff become `missed` with reason `timeout`, oldest first, at most `limit` a sweep, each
+/// returned once, with the same rows, timeline and webhook events as a timeout through
+/// `apply_call_action`; a newer ringing call and an active one are left alone.
+async fn ring_sweeper_times_out_due_calls_once(db: Backend) {
+    use signalbox::signaling::call::{Action, CallStatus, EndReason, Transition};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = db.store(tmp.path()).await;
+    store
+        .set_webhook_endpoints(vec!["http://127.0.0.1:1/hooks".into()])
+        .await
+        .expect("endpoints");
+    let (alice, bob) = (principal("alice", false), principal("bob", false));
+    let now = 2_000_000_000;
+    let cutoff = now + 50;
+    let swept_at = now + 1000;
+    let id = |n: &str| format!("{n}-{}", uuid::Uuid::new_v4());
+    // Three due calls (the last one exactly at the cutoff), created out of order.
+    let due = [id("due0"), id("due1"), id("due2")];
+    for (call, at) in [(&due[1], now + 10), (&due[0], now), (&due[2], cutoff)] {
+        store
+            .create_call(ringing_call(call, at))
+            .await
+            .expect("due");
+    }
+    let newer = id("newer");
+    store
+        .create_call(ringing_call(&newer, cutoff + 1))
+        .await
+        .expect("newer");
+    let active = id("active");
+    store
+        .create_call(ringing_call(&active, now))
+        .await
+        .expect("active");
+    store
+        .apply_call_action(&active, Some(&bob), Action::Accept, now + 5)
+        .await
+        .expect("accept");
+    // The reference: a newer call timed out the way run_timers does it today.
+    let control = id("control");
+    store
+        .create_call(ringing_call(&control, cutoff + 2))
+        .await
+        .expect("control");
+    let (control_call, control_t) = store
+        .apply_call_action(&control, None, Action::Timeout, swept_at)
+        .await
+        .expect("control times out");
+
+    let first = store
+        .expire_ringing_before(cutoff, swept_at, 2)
+        .await
+        .expect("first sweep");
+    let second = store
+        .expire_ringing_before(cutoff, swept_at, 2)
+        .await
+        .expect("second sweep");
+    let third = store
+        .expire_ringing_before(cutoff, swept_at, 2)
+        .await
+        .expect("third sweep");
+    let ids = |batch: &[(signalbox::store::calls::CallRecord, Transition)]| {
+        batch.iter().map(|(c, _)| c.id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&first),
+        [due[0].clone(), due[1].clone()],
+        "oldest first, limit 2"
+    );
+    assert_eq!(
+        ids(&second),
+        [due[2].clone()],
+        "the rest, the one at the cutoff too"
+    );
+    assert!(third.is_empty(), "each due call returned once: {third:?}");
+
+    let timeout = Transition {
+        to: CallStatus::Missed,
+        reason: Some(EndReason::Timeout),
+    };
+    assert_eq!(control_t, timeout);
+    for (call, t) in first.iter().chain(&second) {
+        assert_eq!(*t, timeout, "{call:?}");
+        assert_eq!(call.status, CallStatus::Missed, "{call:?}");
+        assert_eq!(call.end_reason, Some(EndReason::Timeout), "{call:?}");
+        assert_eq!(call.ended_at, Some(swept_at), "{call:?}");
+        assert_eq!(
+            store.call(&call.id).await.expect("stored"),
+            *call,
+            "returned as stored"
+        );
+        // Exactly what apply_call_action writes, but for the id and the creation (and so the
+        // caller's join) time.
+        let normal = |c: &signalbox::store::calls::CallRecord| {
+            let mut c = c.clone();
+            c.id = String::new();
+            c.room_id = None; // a direct call's room id is its id
+            c.created_at = 0;
+            for p in &mut c.participants {
+                p.joined_at = p.joined_at.map(|_| 0);
+            }
+            c
+        };
+        assert_eq!(normal(call), normal(&control_call));
+        let timeline = |id: String| {
+            let (store, alice) = (&store, &alice);
+            async move {
+                store
+                    .call_analytics(&id, alice, swept_at)
+                    .await
+                    .expect("analytics")
+                    .events
+                    .into_iter()
+                    .map(|e| (e.at, e.user_id, e.kind, e.data))
+                    .skip(1) // `created`, at each call's own time
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            timeline(call.id.clone()).await,
+            timeline(control.clone()).await
+        );
+    }
+    assert_eq!(
+        store.call(&newer).await.expect("newer").status,
+        CallStatus::Ringing
+    );
+    let still_active = store.call(&active).await.expect("active");
+    assert_eq!(still_active.status, CallStatus::Active);
+    assert_eq!(still_active.ended_at, None);
+
+    // One call.missed per timed-out call (three swept, the control), each once.
+    let deliveries = store.recent_webhook_deliveries(50).await.expect("outbox");
+    let missed: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.event == "call.missed")
+        .collect();
+    assert_eq!(missed.len(), 4, "{deliveries:?}");
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d.event == "call.started")
+            .count(),
+        1,
+        "{deliveries:?}"
+    );
+}
+
+/// Two nodes sweeping one PostgreSQL database at once (two stores, two pools): the sets they
+/// time out are disjoint and together are every due call, each ended exactly once. A call whose
+/// row another session holds is passed by at once (SKIP LOCKED), not waited for, and taken by a
+/// later sweep once that session is gone.
+#[tokio::test]
+async fn postgres_concurrent_ring_sweeps_never_take_the_same_call() {
+    use std::collections::BTreeSet;
+
+    use signalbox::signaling::call::CallStatus;
+    use signalbox::store::Store;
+
+    let pg = Postgres::start();
+    let url = pg.fresh_database("sweep");
+    let a = Store::connect_postgres(&url).await.expect("node a");
+    let b = Store::connect_postgres(&url).await.expect("node b");
+    let now = 3_000_000_000;
+    let window = 1000;
+    let mut all_due = BTreeSet::new();
+    for round in 0..5i64 {
+        let base = now + round * 10_000;
+        let mut due = BTreeSet::new();
+        for n in 0..20 {
+            let id = format!("r{round}-due{n:02}-{}", uuid::Uuid::new_v4());
+            a.create_call(ringing_call(&id, base + n % 7))
+                .await
+                .expect("due call");
+            due.insert(id);
+        }
+        let (on_a, on_b) = tokio::join!(
+            a.expire_ringing_before(base + window, base + window, 50),
+            b.expire_ringing_before(base + window, base + window, 50),
+        );
+        let on_a: BTreeSet<String> = on_a
+            .expect("sweep on a")
+            .into_iter()
+            .map(|(c, _)| c.id)
+            .collect();
+        let on_b: BTreeSet<String> = on_b
+            .expect("sweep on b")
+            .into_iter()
+            .map(|(c, _)| c.id)
+            .collect();
+        assert!(
+            on_a.is_disjoint(&on_b),
+            "round {round}: both took {:?}",
+            on_a.intersection(&on_b).collect::<Vec<_>>()
+        );
+        let union: BTreeSet<String> = on_a.union(&on_b).cloned().collect();
+        assert_eq!(
+            union,
+            due,
+            "round {round}: a took {}, b took {}",
+            on_a.len(),
+            on_b.len()
+        );
+        all_due.extend(due);
+    }
+    // Calls not due yet (created after every cutoff above) were left ringing until now.
+    for n in 0..3 {
+        let id = format!("later{n}-{}", uuid::Uuid::new_v4());
+        b.create_call(ringing_call(&id, now + 1_000_000 + n))
+            .await
+            .expect("later call");
+        all_due.insert(id);
+    }
+    let (rest_a, rest_b) = tokio::join!(
+        a.expire_ringing_before(now + 1_000_000, now + 2_000_000, 50),
+        b.expire_ringing_before(now + 1_000_000, now + 2_000_000, 50),
+    );
+    let rest = rest_a.expect("sweep on a").len() + rest_b.expect("sweep on b").len();
+    assert_eq!(rest, 1, "only the first later call is due at that cutoff");
+    let last = a
+        .expire_ringing_before(i64::MAX, now + 2_000_000, 50)
+        .await
+        .expect("last sweep");
+    assert_eq!(last.len(), 2, "{last:?}");
+    let ended = pg.psql_in(
+        "sweep",
+        "SELECT count(*), count(DISTINCT call_id) FROM call_events WHERE kind = 'ended'",
+    );
+    assert_eq!(ended, format!("{0}|{0}", all_due.len()), "one end per call");
+    let missed = pg.psql_in(
+        "sweep",
+        "SELECT count(*) FROM calls WHERE status = 'missed' AND end_reason = 'timeout'",
+    );
+    assert_eq!(missed, all_due.len().to_string());
+
+    // Another session holds one due call's row: a sweep passes it by without waiting.
+    let held = format!("held-{}", uuid::Uuid::new_v4());
+    let free = format!("free-{}", uuid::Uuid::new_v4());
+    for id in [&held, &free] {
+        a.create_call(ringing_call(id, now)).await.expect("call");
+    }
+    let mut holder = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "sweep"])
+        .args(["-p", &pg.port.to_string()])
+        .args([
+            "-c",
+            &format!(
+                "BEGIN; SELECT id FROM calls WHERE id = '{held}' FOR UPDATE; \
+                 SELECT pg_sleep(30); COMMIT;"
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    eventually(
+        "the other session holding the call's row",
+        Duration::from_secs(10),
+        || {
+            let sleeping = pg.psql_in(
+                "sweep",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' \
+                 AND wait_event = 'PgSleep'",
+            );
+            async move { (sleeping == "1").then_some(()) }
+        },
+    )
+    .await;
+    let started = signalbox::clock::monotonic();
+    let swept = b
+        .expire_ringing_before(now, now + 200_000, 50)
+        .await
+        .expect("sweep beside a held row");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the sweep waited for the held row: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        swept.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(),
+        [free.as_str()]
+    );
+    assert_eq!(
+        a.call(&held).await.expect("held").status,
+        CallStatus::Ringing
+    );
+    pg.psql_in(
+        "sweep",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let later = a
+        .expire_ringing_before(now, now + 300_000, 50)
+        .await
+        .expect("sweep once the row is free");
+    assert_eq!(
+        later.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(),
+        [held.as_str()]
+    );
 }

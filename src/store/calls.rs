@@ -357,17 +357,57 @@ pub(super) fn apply_action(
     now: i64,
 ) -> Result<(CallRecord, Transition), Error> {
     let tx = super::begin_write(conn)?;
-    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
+    let changed = apply_action_in(&tx, id, principal, action, now)?;
+    tx.commit()?;
+    Ok(changed)
+}
+
+/// [`apply_action`]'s rules inside the caller's open write transaction: re-reads the call,
+/// checks the transition, writes it; the caller commits.
+fn apply_action_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    principal: Option<&Principal>,
+    action: Action,
+    now: i64,
+) -> Result<(CallRecord, Transition), Error> {
+    let call = get(tx, id)?.ok_or(Error::NotFound("call"))?;
     let actor = match principal {
         Some(p) => call.actor(p)?,
         None => Actor::System,
     };
     let t = call::transition(call.status, actor, action)?;
-    write_transition(&tx, &call, principal.map(|p| p.id.as_str()), t, now)?;
-    let call = get(&tx, id)?.ok_or(Error::NotFound("call"))?;
-    tx.commit()?;
+    write_transition(tx, &call, principal.map(|p| p.id.as_str()), t, now)?;
+    let call = get(tx, id)?.ok_or(Error::NotFound("call"))?;
     Ok((call, t))
 }
+
+/// Times out (as the server) the oldest ringing direct calls created at or before `cutoff`, at
+/// most `limit`, in one write transaction that selects and applies: SQLite has one writer, so
+/// no other sweeper can take the same calls meanwhile.
+pub(super) fn expire_ringing(
+    conn: &mut Connection,
+    cutoff: i64,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<(CallRecord, Transition)>, Error> {
+    let tx = super::begin_write(conn)?;
+    let ids = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= ?1
+             ORDER BY created_at, rowid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![cutoff, limit], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    let mut expired = Vec::with_capacity(ids.len());
+    for id in ids {
+        expired.push(apply_action_in(&tx, &id, None, Action::Timeout, now)?);
+    }
+    tx.commit()?;
+    Ok(expired)
+}
+
 /// What joining a direct call as its guest does (see [`guest_join_step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GuestJoin {
@@ -804,7 +844,9 @@ impl Store {
         self.run(|c| count_by_status(c)).await
     }
 
-    /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper).
+    /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper). Every
+    /// node sees the same ids; [`Store::expire_ringing_before`] claims and ends them instead, so
+    /// that nodes sharing one database never take the same call.
     pub async fn ringing_calls_before(&self, cutoff: i64) -> Result<Vec<String>, Error> {
         if let Some(pg) = self.pg() {
             return self
@@ -812,6 +854,31 @@ impl Store {
                 .await;
         }
         self.run(move |c| ringing_before(c, cutoff)).await
+    }
+
+    /// Ends ringing direct calls created at or before `cutoff` as timed out (missed), at most
+    /// `limit` per invocation, each in the same transaction that claimed it; on PostgreSQL the
+    /// rows are claimed with `FOR UPDATE SKIP LOCKED`, so several nodes sweeping at once never
+    /// take the same call.
+    ///
+    /// Oldest first. Each call gets exactly what [`Store::apply_call_action`] with
+    /// [`Action::Timeout`] by the server writes (status `missed`, end reason `timeout`, the
+    /// participants' leave times, an `ended` event, the `call.missed` webhook events); the
+    /// returned calls are as they are after the change, with their transitions. A call that is
+    /// answered or ended meanwhile is not returned. An error rolls the whole batch back.
+    pub async fn expire_ringing_before(
+        &self,
+        cutoff: i64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(CallRecord, Transition)>, Error> {
+        if let Some(pg) = self.pg() {
+            return self
+                .timed(pg::calls::expire_ringing_before(pg, cutoff, now, limit))
+                .await;
+        }
+        self.run(move |c| expire_ringing(c, cutoff, now, limit))
+            .await
     }
 
     /// Ringing and active calls `user` takes part in, newest first (for `welcome`).

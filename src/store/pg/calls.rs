@@ -2,7 +2,9 @@
 //! locks the call's row (`FOR UPDATE`) in its transaction, re-reads it, applies the same pure
 //! transition rules, and writes the new status compare-and-set (`WHERE id = $1 AND status = …`,
 //! checking the row count), so accept, reject, cancel and timeout arriving on different nodes
-//! at once have exactly one winner; the others get the answer SQLite gives to the loser.
+//! at once have exactly one winner; the others get the answer SQLite gives to the loser. The
+//! ring-timeout sweeper claims its calls with `FOR UPDATE SKIP LOCKED`, so sweepers on several
+//! nodes never take the same call.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -296,16 +298,59 @@ pub async fn apply_call_action(
 ) -> Result<(CallRecord, Transition), Error> {
     let mut conn = pg.conn().await?;
     let tx = conn.transaction().await?;
-    let call = lock(&*tx, id).await?.ok_or(Error::NotFound("call"))?;
+    let changed = apply_action_in(&*tx, id, principal, action, now).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// [`apply_call_action`]'s rules inside the caller's open transaction: locks and re-reads the
+/// call, checks the transition, writes it compare-and-set; the caller commits.
+async fn apply_action_in<C: Db>(
+    c: &C,
+    id: &str,
+    principal: Option<&Principal>,
+    action: Action,
+    now: i64,
+) -> Result<(CallRecord, Transition), Error> {
+    let call = lock(c, id).await?.ok_or(Error::NotFound("call"))?;
     let actor = match principal {
         Some(p) => call.actor(p)?,
         None => Actor::System,
     };
     let t = call::transition(call.status, actor, action)?;
-    write_transition(&*tx, &call, principal.map(|p| p.id.as_str()), t, now).await?;
-    let call = get(&*tx, id).await?.ok_or(Error::NotFound("call"))?;
-    tx.commit().await?;
+    write_transition(c, &call, principal.map(|p| p.id.as_str()), t, now).await?;
+    let call = get(c, id).await?.ok_or(Error::NotFound("call"))?;
     Ok((call, t))
+}
+
+/// Claims the oldest ringing direct calls created at or before `cutoff` (at most `limit`) with
+/// `FOR UPDATE SKIP LOCKED`, so a call whose row another transaction holds (another node's
+/// sweeper, or a user's accept of it) is passed by, not waited for; then times each out as the
+/// server through the same code as [`apply_call_action`], all in one transaction. A row changed
+/// and committed by someone else after this statement's snapshot is re-checked against the
+/// `WHERE` before it is locked, so every claimed call is still ringing.
+pub async fn expire_ringing_before(
+    pg: &Pg,
+    cutoff: i64,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<(CallRecord, Transition)>, Error> {
+    let mut conn = pg.conn().await?;
+    let tx = conn.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= $1
+             ORDER BY created_at, rowid LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&cutoff, &i64::from(limit)],
+        )
+        .await?;
+    let mut expired = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get(0)?;
+        expired.push(apply_action_in(&*tx, &id, None, Action::Timeout, now).await?);
+    }
+    tx.commit().await?;
+    Ok(expired)
 }
 
 pub async fn join_call_as_guest(
