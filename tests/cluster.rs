@@ -29,6 +29,7 @@ struct Cluster {
 
 fn node_env(ring_timeout: &str, grace: &str) -> Vec<(String, String)> {
     vec![
+        ("SIGNALBOX_LOGIN_RATE_PER_MINUTE".into(), "3".into()),
         ("SIGNALBOX_JWT_SECRET".into(), JWT_SECRET.into()),
         ("SIGNALBOX_TURN_SECRET".into(), TURN_SECRET.into()),
         ("SIGNALBOX_RING_TIMEOUT".into(), ring_timeout.into()),
@@ -219,11 +220,17 @@ async fn a_call_across_nodes_rings_every_device_signals_and_ends_everywhere() {
     );
 }
 
-/// A Socket.IO caller (Node's socket.io-client) on `a` calls a `/rtc` callee on `b`.
+/// A Socket.IO caller (Node's socket.io-client) on `a` calls a `/rtc` callee on `b`. Login
+/// attempts are counted by both nodes together (3 a minute per client here).
 #[tokio::test]
 async fn a_socketio_caller_on_one_node_calls_an_rtc_callee_on_another() {
     let c = start_cluster(2, "45s", "20s").await;
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let login = json!({"username": "nobody", "password": "wrong"});
+    for (node, status) in [(a, 401), (b, 401), (a, 401), (b, 429)] {
+        let r = node.anonymous().post("/api/auth/login", login.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "login attempt on {}: {:?}", node.base, r.body);
+    }
     let mut bob = Rtc::connect(b, "bob").await;
     let cmd = node_script("sio_caller.mjs");
     let client = tokio::process::Command::new(&cmd[0])

@@ -55,6 +55,9 @@ impl Origin {
     }
 }
 
+/// Ringing calls past their timeout that one sweep ends at most (the rest wait a second).
+const SWEEP_BATCH: u32 = 100;
+
 /// Deliveries an operation decided on; carried out when this is dropped.
 #[must_use = "deliveries go out when this is dropped: hold it until the sender was answered"]
 pub struct Followups {
@@ -315,11 +318,23 @@ impl Signaling {
             }
             let outputs = self.board().tick(crate::clock::monotonic());
             self.dispatch(outputs);
-            let cutoff = now_ms() - timeout_ms;
-            match self.store.ringing_calls_before(cutoff).await {
-                Ok(ids) => {
-                    for id in ids {
-                        self.clone().expire(id, Action::Timeout).await;
+            // Every node sweeps; each due call is claimed by exactly one of them (on
+            // PostgreSQL with FOR UPDATE SKIP LOCKED), which then tells its users, wherever
+            // they are connected.
+            let now = now_ms();
+            match self
+                .store
+                .expire_ringing_before(now - timeout_ms, now, SWEEP_BATCH)
+                .await
+            {
+                Ok(ended) => {
+                    for (call, t) in ended {
+                        let reason = t.reason.map(|r| r.as_str()).unwrap_or("timeout");
+                        tracing::info!(call = %call.id, %reason, "ringing call swept");
+                        let outputs =
+                            self.board()
+                                .ended(&call.id, &participants(&call), reason, None);
+                        self.dispatch(outputs);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "ring timeout sweep failed"),

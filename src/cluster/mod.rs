@@ -2,12 +2,13 @@
 //! This module owns the connection to Redis and the node's view of the cluster: its registry
 //! entry and its users' presence ([`registry`], refreshed every [`keys::BEAT`] with TTLs), and
 //! the bus that carries [`crate::signaling::remote::Remote`] changes to the nodes holding the
-//! users they concern ([`bus`]). Lasting state stays in the store (PostgreSQL in a cluster).
+//! users they concern ([`bus`]), and the limits every node counts together ([`limits`]). Lasting state stays in the store (PostgreSQL in a cluster).
 //! When Redis is away the node keeps serving its own users, says so in `/healthz` and
 //! `/metrics`, and reconnects with backoff.
 
 pub mod bus;
 pub mod keys;
+pub mod limits;
 pub mod registry;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -58,11 +58,23 @@ pub async fn login(
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<LoginReply>, Error> {
     let client = client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
-    if let Err(not_until) = app.login_limiter.check_key(&client) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(Error::RateLimited(wait.as_secs().max(1)));
+    // In a cluster the attempts are counted on every node together; without Redis (or when it
+    // does not answer), by this node alone.
+    let shared = match app.signaling.cluster() {
+        Some(c) => c.login_attempt(client, app.config.login_rate_per_minute).await,
+        None => None,
+    };
+    match shared {
+        Some(Err(wait)) => return Err(Error::RateLimited(wait)),
+        Some(Ok(())) => {}
+        None => {
+            if let Err(not_until) = app.login_limiter.check_key(&client) {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                return Err(Error::RateLimited(wait.as_secs().max(1)));
+            }
+        }
     }
     if body.username.chars().count() > 64 || body.password.chars().count() > 1024 {
         return Err(Error::Unauthorized {

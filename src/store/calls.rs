@@ -617,15 +617,6 @@ pub(super) fn count_by_status(conn: &Connection) -> Result<Vec<(CallStatus, u64)
     Ok(out)
 }
 
-/// Ringing calls created before `cutoff` (for the ring-timeout sweeper).
-pub(super) fn ringing_before(conn: &Connection, cutoff: i64) -> Result<Vec<String>, Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= ?1",
-    )?;
-    let rows = stmt.query_map([cutoff], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Ringing and active calls `user` takes part in, newest first (for `welcome`).
 pub(super) fn live_for(conn: &Connection, user: &str) -> Result<Vec<CallRecord>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -844,17 +835,6 @@ impl Store {
         self.run(|c| count_by_status(c)).await
     }
 
-    /// Ids of ringing direct calls created before `cutoff` (for the ring-timeout sweeper). Every
-    /// node sees the same ids; [`Store::expire_ringing_before`] claims and ends them instead, so
-    /// that nodes sharing one database never take the same call.
-    pub async fn ringing_calls_before(&self, cutoff: i64) -> Result<Vec<String>, Error> {
-        if let Some(pg) = self.pg() {
-            return self
-                .timed(pg::calls::ringing_calls_before(pg, cutoff))
-                .await;
-        }
-        self.run(move |c| ringing_before(c, cutoff)).await
-    }
 
     /// Ends ringing direct calls created at or before `cutoff` as timed out (missed), at most
     /// `limit` per invocation, each in the same transaction that claimed it; on PostgreSQL the

@@ -553,17 +553,6 @@ pub async fn call_counts_by_status(pg: &Pg) -> Result<Vec<(CallStatus, u64)>, Er
     Ok(out)
 }
 
-pub async fn ringing_calls_before(pg: &Pg, cutoff: i64) -> Result<Vec<String>, Error> {
-    let c = pg.conn().await?;
-    let rows = c
-        .query(
-            "SELECT id FROM calls WHERE status = 'ringing' AND kind = 'direct' AND created_at <= $1",
-            &[&cutoff],
-        )
-        .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
-}
-
 pub async fn live_calls_for(pg: &Pg, user: &str) -> Result<Vec<CallRecord>, Error> {
     let c = pg.conn().await?;
     let rows = c
