@@ -20,8 +20,8 @@
 # callers send ICE candidates at each --rates total in turn for --secs seconds; the callees
 # measure forward latency; server CPU (/proc, summed over the nodes) from the first send to the
 # last receipt, per 1000 messages; Redis's CPU over the same window apart. The cluster nodes'
-# `signalbox_cluster_messages_*` counters (/metrics) are printed after each setup. One Markdown table at
-# the end.
+# `signalbox_cluster_messages_*` counters (/metrics) are printed after each setup. One Markdown
+# table at the end.
 # Only 127.0.0.1 is contacted; every client run is capped (timeout) and every server (signalbox,
 # Redis, PostgreSQL) is stopped by its PID, also when the script is interrupted.
 # Environment: CARGO_TARGET_DIR builds elsewhere; OUT=file keeps the full output (default: a temp
