@@ -18,16 +18,26 @@
 //!
 //! `--report FILE` prints the side-by-side table (markdown, with ratios to the Node anchor) from
 //! a file of `LABEL {json}` lines (LABEL: node, socketio or rtc; the json from RESULT lines).
+//! `--report-runs FILE` prints one row per load round instead, from `LABEL {json}` lines whose
+//! LABEL is free text (the setup, e.g. in `bench/cluster/run.sh`).
+//!
+//! Several servers (`bench/cluster/run.sh`): `--callee-addr` connects the callees to another
+//! server than the callers (default: `--addr`, all on one), so every forwarded message crosses
+//! from one node to the other; `--server-pid` takes a comma-separated list whose CPU time is
+//! summed (memory is read from the first); `--aux-pid` names further processes (e.g. Redis)
+//! whose CPU time is reported apart, also per 1000 messages.
 //!
 //! Tokens are minted here from `<data-dir>/jwt-secret` (the secret the server generated, or the
 //! one run.sh gave the Node anchor), so no process is spawned per token. Every loop is bounded in
 //! count and time; only the given address (loopback in run.sh) is contacted.
 //!
 //! ```text
-//! rtc_bench --addr 127.0.0.1:PORT --data-dir DIR [--server-pid PID] [--transport rtc|socketio]
+//! rtc_bench --addr 127.0.0.1:PORT --data-dir DIR [--server-pid PID[,PID]] [--transport rtc|socketio]
 //!           [--phases idle,load] [--conns 10000] [--pairs 200] [--rates 10000[,20000]]
 //!           [--secs 10] [--warmup 1] [--parallel 200] [--threads T]
+//!           [--callee-addr 127.0.0.1:PORT] [--aux-pid PID[,PID]]
 //! rtc_bench --report RESULTS_FILE
+//! rtc_bench --report-runs RESULTS_FILE
 //! ```
 #![allow(clippy::disallowed_methods)] // benchmarks are an edge: they read the clock
 
@@ -74,7 +84,12 @@ impl Transport {
 struct Opts {
     addr: String,
     data_dir: PathBuf,
-    server_pid: Option<u32>,
+    /// The servers whose CPU time is summed (memory: the first's).
+    server_pids: Vec<u32>,
+    /// Where the callees connect (empty: `addr`).
+    callee_addr: String,
+    /// Further processes whose CPU time is reported apart (e.g. Redis).
+    aux_pids: Vec<u32>,
     transport: Transport,
     idle: bool,
     load: bool,
@@ -86,14 +101,17 @@ struct Opts {
     parallel: usize,
     threads: usize,
     report: Option<PathBuf>,
+    report_runs: Option<PathBuf>,
 }
 
 fn usage() -> String {
-    "usage: rtc_bench --addr HOST:PORT --data-dir DIR [--server-pid PID] \
+    "usage: rtc_bench --addr HOST:PORT --data-dir DIR [--server-pid PID[,PID...]] \
      [--transport rtc|socketio] [--phases idle,load] [--conns N] [--pairs P] \
      [--rates MSG_PER_S[,MSG_PER_S...]] (or --rate R) [--secs S] [--warmup S] [--parallel K] \
-     [--threads T (client runtime workers; 0 = one per core)]\n\
-     \x20      rtc_bench --report RESULTS_FILE"
+     [--threads T (client runtime workers; 0 = one per core)] \
+     [--callee-addr HOST:PORT (default: --addr)] [--aux-pid PID[,PID...]]\n\
+     \x20      rtc_bench --report RESULTS_FILE\n\
+     \x20      rtc_bench --report-runs RESULTS_FILE"
         .to_string()
 }
 
@@ -101,7 +119,9 @@ fn parse_opts() -> Res<Opts> {
     let mut o = Opts {
         addr: String::new(),
         data_dir: PathBuf::new(),
-        server_pid: None,
+        server_pids: Vec::new(),
+        callee_addr: String::new(),
+        aux_pids: Vec::new(),
         transport: Transport::Rtc,
         idle: true,
         load: true,
@@ -113,6 +133,7 @@ fn parse_opts() -> Res<Opts> {
         parallel: 200,
         threads: 0,
         report: None,
+        report_runs: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -126,7 +147,18 @@ fn parse_opts() -> Res<Opts> {
         match flag.as_str() {
             "--addr" => o.addr = value,
             "--data-dir" => o.data_dir = PathBuf::from(value),
-            "--server-pid" => o.server_pid = Some(num(&value)? as u32),
+            "--server-pid" | "--aux-pid" => {
+                let pids = value
+                    .split(',')
+                    .map(|p| num(p.trim()).map(|p| p as u32))
+                    .collect::<Res<Vec<_>>>()?;
+                if flag == "--server-pid" {
+                    o.server_pids = pids;
+                } else {
+                    o.aux_pids = pids;
+                }
+            }
+            "--callee-addr" => o.callee_addr = value,
             "--transport" => {
                 o.transport = match value.as_str() {
                     "rtc" => Transport::Rtc,
@@ -158,14 +190,18 @@ fn parse_opts() -> Res<Opts> {
             "--parallel" => o.parallel = num(&value)?.max(1) as usize,
             "--threads" => o.threads = num(&value)? as usize,
             "--report" => o.report = Some(PathBuf::from(value)),
+            "--report-runs" => o.report_runs = Some(PathBuf::from(value)),
             _ => return Err(format!("unknown flag {flag}\n{}", usage())),
         }
     }
-    if o.report.is_some() {
+    if o.report.is_some() || o.report_runs.is_some() {
         return Ok(o);
     }
     if o.addr.is_empty() || o.data_dir.as_os_str().is_empty() {
         return Err(usage());
+    }
+    if o.callee_addr.is_empty() {
+        o.callee_addr = o.addr.clone();
     }
     if o.rates.is_empty() || o.rates.contains(&0) {
         return Err("--rates: one or more rates above 0".into());
@@ -265,12 +301,18 @@ async fn connect_many(
     tokens: Vec<String>,
     parallel: usize,
 ) -> Vec<Res<Ws>> {
-    let addr = addr.to_string();
-    futures_util::stream::iter(tokens)
-        .map(|tok| {
-            let addr = addr.clone();
-            async move { open(t, &addr, &tok).await }
-        })
+    let targets = tokens.into_iter().map(|tok| (addr.to_string(), tok));
+    connect_each(t, targets.collect(), parallel).await
+}
+
+/// Opens one connection per (address, token), in order, at most `parallel` handshakes at a time.
+async fn connect_each(
+    t: Transport,
+    targets: Vec<(String, String)>,
+    parallel: usize,
+) -> Vec<Res<Ws>> {
+    futures_util::stream::iter(targets)
+        .map(|(addr, tok)| async move { open(t, &addr, &tok).await })
         .buffered(parallel)
         .collect()
         .await
@@ -587,8 +629,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Some(path) = &opts.report {
-        match report(path) {
+    if let Some((path, f)) = opts
+        .report
+        .as_ref()
+        .map(|p| (p, report as fn(&std::path::Path) -> Res<String>))
+        .or_else(|| opts.report_runs.as_ref().map(|p| (p, report_runs as _)))
+    {
+        match f(path) {
             Ok(table) => print!("{table}"),
             Err(e) => {
                 eprintln!("rtc_bench: {e}");
@@ -607,6 +654,8 @@ fn main() {
 /// Server, client and machine CPU readings (clock ticks) at one moment.
 struct CpuMark {
     server: Option<u64>,
+    /// The `--aux-pid` processes together.
+    aux: Option<u64>,
     client: Option<u64>,
     machine: Option<MachineTicks>,
     at: Instant,
@@ -647,14 +696,24 @@ struct CpuUse {
 }
 
 impl CpuMark {
-    fn now(server_pid: Option<&str>, me: &str) -> CpuMark {
+    fn now(server_pids: &[String], aux_pids: &[String], me: &str) -> CpuMark {
         CpuMark {
-            server: server_pid.and_then(proc_cpu_ticks),
+            server: ticks_of(server_pids),
+            aux: ticks_of(aux_pids),
             client: proc_cpu_ticks(me),
             machine: machine_split(),
             at: Instant::now(),
         }
     }
+}
+
+/// The CPU time of all of `pids` together, in clock ticks; `None` if there are none or one is
+/// gone.
+fn ticks_of(pids: &[String]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| proc_cpu_ticks(p)).sum()
 }
 
 /// The machine's cores as /proc/stat counts them (its `cpuN` lines), which its first line sums.
@@ -708,8 +767,9 @@ fn cpu_between(a: &CpuMark, b: &CpuMark) -> CpuUse {
 
 async fn run(o: Opts) -> Res<()> {
     let minter = Minter::from_data_dir(&o.data_dir)?;
-    let pid = o.server_pid.map(|p| p.to_string());
-    let rss = |field: &str| pid.as_deref().and_then(|p| proc_kib(p, field));
+    let pids: Vec<String> = o.server_pids.iter().map(u32::to_string).collect();
+    let aux_pids: Vec<String> = o.aux_pids.iter().map(u32::to_string).collect();
+    let rss = |field: &str| pids.first().and_then(|p| proc_kib(p, field));
     let me = std::process::id().to_string();
     let t = o.transport;
     println!(
@@ -843,12 +903,15 @@ async fn run(o: Opts) -> Res<()> {
             ""
         }
     );
-    let mut tokens = Vec::with_capacity(o.pairs * 2);
-    for i in 0..o.pairs {
-        tokens.push(minter.token(&format!("caller-{i}"))?);
-        tokens.push(minter.token(&format!("callee-{i}"))?);
+    if o.callee_addr != o.addr {
+        println!("  callers on {}, callees on {}", o.addr, o.callee_addr);
     }
-    let mut socks = connect_many(t, &o.addr, tokens, o.parallel)
+    let mut targets = Vec::with_capacity(o.pairs * 2);
+    for i in 0..o.pairs {
+        targets.push((o.addr.clone(), minter.token(&format!("caller-{i}"))?));
+        targets.push((o.callee_addr.clone(), minter.token(&format!("callee-{i}"))?));
+    }
+    let mut socks = connect_each(t, targets, o.parallel)
         .await
         .into_iter()
         .collect::<Res<Vec<_>>>()?
@@ -957,7 +1020,7 @@ async fn run(o: Opts) -> Res<()> {
             )));
         }
         tokio::time::sleep_until(start).await;
-        let cpu0 = CpuMark::now(pid.as_deref(), &me);
+        let cpu0 = CpuMark::now(&pids, &aux_pids, &me);
         let mut sent = 0;
         let mut max_late = 0;
         for s in senders {
@@ -965,7 +1028,7 @@ async fn run(o: Opts) -> Res<()> {
             sent += st.sent;
             max_late = max_late.max(st.late_ns);
         }
-        let cpu1 = CpuMark::now(pid.as_deref(), &me);
+        let cpu1 = CpuMark::now(&pids, &aux_pids, &me);
         let mut lat = Vec::new();
         let mut received = 0;
         let mut max_gap = 0;
@@ -977,7 +1040,7 @@ async fn run(o: Opts) -> Res<()> {
             lat.extend(r.latencies_ns);
         }
         // Until the last forwarded message arrived: the server's CPU for all of them.
-        let cpu2 = CpuMark::now(pid.as_deref(), &me);
+        let cpu2 = CpuMark::now(&pids, &aux_pids, &me);
         let _ = stop_tx.send(true);
         let mut ack_count = 0;
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -1020,6 +1083,13 @@ async fn run(o: Opts) -> Res<()> {
             _ => None,
         };
         let per_1k = server_cpu_secs
+            .filter(|_| sent > 0)
+            .map(|s| s / (sent as f64 / 1000.0));
+        let aux_cpu_secs = match (cpu0.aux, cpu2.aux) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 100.0),
+            _ => None,
+        };
+        let aux_per_1k = aux_cpu_secs
             .filter(|_| sent > 0)
             .map(|s| s / (sent as f64 / 1000.0));
         let (p50, p90, p99, p999, max) = (
@@ -1069,6 +1139,14 @@ async fn run(o: Opts) -> Res<()> {
             server_cpu_secs.map_or("?".into(), |v| format!("{v:.2}")),
             per_1k.map_or("?".into(), |v| format!("{v:.4}"))
         );
+        if !aux_pids.is_empty() {
+            println!(
+                "  CPU of --aux-pid {} over the same window: {} s = {} s per 1000 messages",
+                aux_pids.join(","),
+                aux_cpu_secs.map_or("?".into(), |v| format!("{v:.2}")),
+                aux_per_1k.map_or("?".into(), |v| format!("{v:.4}"))
+            );
+        }
         println!(
             "  server VmRSS {} KiB (peak {} KiB); idle connections closed by the server so far: \
              {}",
@@ -1098,6 +1176,9 @@ async fn run(o: Opts) -> Res<()> {
             "server_cpu_pct": server_cpu,
             "server_cpu_secs": server_cpu_secs,
             "server_cpu_s_per_1k": per_1k,
+            "servers": pids.len(),
+            "aux_cpu_secs": aux_cpu_secs,
+            "aux_cpu_s_per_1k": aux_per_1k,
             "client_cpu_pct": client_cpu,
             "machine_cpu_pct": machine_cpu,
             "others_cpu_pct": others_cpu,
@@ -1279,4 +1360,46 @@ fn table_row(
         out.push_str(&format!(" {c} |"));
     }
     out.push('\n');
+}
+
+/// One row per load round (markdown) from a file of `LABEL {json}` lines, LABEL being free
+/// text up to the json: the setup, the target rate, what was delivered and how fast, and the
+/// servers' CPU (summed over `--server-pid`) and the `--aux-pid` processes' CPU per 1000
+/// messages sent.
+fn report_runs(path: &std::path::Path) -> Res<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = String::from(
+        "| setup | target msg/s | delivered msg/s | sent / received / lost | latency p50 | \
+         latency p99 | server CPU per 1k msgs | Redis CPU per 1k msgs | server CPU while \
+         sending (100% = one core) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let at = line
+            .find('{')
+            .ok_or_else(|| format!("{}: bad line {line:?}", path.display()))?;
+        let (label, body) = line.split_at(at);
+        let v: Value = serde_json::from_str(body).map_err(|e| format!("{line:?}: {e}"))?;
+        if v["phase"] != "load" {
+            continue;
+        }
+        let f = |k: &str, digits: usize, unit: &str| {
+            v[k].as_f64()
+                .map_or("–".into(), |x| format!("{x:.digits$}{unit}"))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} |\n",
+            label.trim(),
+            v["rate_target"],
+            f("achieved_rate", 0, ""),
+            v["sent"],
+            v["received"],
+            v["lost"],
+            f("p50_ms", 2, " ms"),
+            f("p99_ms", 2, " ms"),
+            f("server_cpu_s_per_1k", 3, " s"),
+            f("aux_cpu_s_per_1k", 3, " s"),
+            f("server_cpu_pct", 0, "%"),
+        ));
+    }
+    Ok(out)
 }
