@@ -228,8 +228,17 @@ async fn a_socketio_caller_on_one_node_calls_an_rtc_callee_on_another() {
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     let login = json!({"username": "nobody", "password": "wrong"});
     for (node, status) in [(a, 401), (b, 401), (a, 401), (b, 429)] {
-        let r = node.anonymous().post("/api/auth/login", login.clone()).await;
-        assert_eq!(r.status.as_u16(), status, "login attempt on {}: {:?}", node.base, r.body);
+        let r = node
+            .anonymous()
+            .post("/api/auth/login", login.clone())
+            .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "login attempt on {}: {:?}",
+            node.base,
+            r.body
+        );
     }
     let mut bob = Rtc::connect(b, "bob").await;
     let cmd = node_script("sio_caller.mjs");

@@ -61,7 +61,10 @@ pub async fn login(
     // In a cluster the attempts are counted on every node together; without Redis (or when it
     // does not answer), by this node alone.
     let shared = match app.signaling.cluster() {
-        Some(c) => c.login_attempt(client, app.config.login_rate_per_minute).await,
+        Some(c) => {
+            c.login_attempt(client, app.config.login_rate_per_minute)
+                .await
+        }
         None => None,
     };
     match shared {

@@ -835,7 +835,6 @@ impl Store {
         self.run(|c| count_by_status(c)).await
     }
 
-
     /// Ends ringing direct calls created at or before `cutoff` as timed out (missed), at most
     /// `limit` per invocation, each in the same transaction that claimed it; on PostgreSQL the
     /// rows are claimed with `FOR UPDATE SKIP LOCKED`, so several nodes sweeping at once never
