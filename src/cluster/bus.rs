@@ -20,6 +20,9 @@ use crate::signaling::remote::Envelope;
 /// Changes taken from the queue into one pair of Redis round trips.
 const BATCH: usize = 64;
 
+/// How long a batch that failed waits before its one retry.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
 /// The largest message a node accepts from the bus.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -82,11 +85,25 @@ pub(crate) async fn publish(
                 Err(_) => break,
             }
         }
-        let result = tokio::time::timeout(
+        let mut result = tokio::time::timeout(
             COMMAND_TIMEOUT * 2,
             send_batch(&mut conn, &cluster.node, &batch),
         )
         .await;
+        if !matches!(result, Ok(Ok(_))) {
+            // The first command over a connection Redis dropped fails and makes the manager
+            // reconnect: one more try, shortly after, carries the batch over a Redis that is
+            // back (still in order: nothing else is sent meanwhile).
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_AFTER) => {}
+                _ = stop.changed() => return,
+            }
+            result = tokio::time::timeout(
+                COMMAND_TIMEOUT * 2,
+                send_batch(&mut conn, &cluster.node, &batch),
+            )
+            .await;
+        }
         match result {
             Ok(Ok(sent)) => {
                 cluster

@@ -160,7 +160,13 @@ impl Cluster {
     /// Whether `user` has sessions on another live node (one Redis round trip; `false` when
     /// Redis does not answer).
     pub async fn present_elsewhere(&self, user: &str) -> bool {
-        match registry::nodes_of(&mut self.conn.clone(), user).await {
+        let mut conn = self.conn.clone();
+        let mut found = registry::nodes_of(&mut conn, user).await;
+        if found.is_err() {
+            // A connection Redis dropped fails once, then the manager has reconnected.
+            found = registry::nodes_of(&mut conn, user).await;
+        }
+        match found {
             Ok(nodes) => !keys::other_nodes(&self.node, nodes.iter()).is_empty(),
             Err(e) => {
                 tracing::debug!(error = %e, "presence lookup failed");

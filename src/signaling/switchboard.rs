@@ -439,22 +439,7 @@ impl Switchboard {
             call.bind_local(&callee, session);
         }
         let call = call.clone();
-        let accept = Arc::new(Event::new(
-            "call-accept",
-            json!({ "callId": call.id, "from": call.callee }),
-        ));
-        for s in self.side_sessions(&call, &call.caller) {
-            deliver(&mut out, s, &accept);
-        }
-        let elsewhere = Arc::new(Event::new(
-            "call-accepted-elsewhere",
-            json!({ "callId": call.id }),
-        ));
-        for s in self.sessions_of(&call.callee) {
-            if Some(s) != session {
-                deliver(&mut out, s, &elsewhere);
-            }
-        }
+        self.tell_accepted(&call, session, &mut out);
         let remote = Remote::Accepted {
             call_id: call.id.clone(),
             caller: call.caller.clone(),
@@ -462,6 +447,27 @@ impl Switchboard {
         };
         self.relay(&mut out, vec![call.caller, call.callee], remote);
         out
+    }
+
+    /// `call-accept` to the caller's side; `call-accepted-elsewhere` to the callee's sessions
+    /// here other than `accepting` (the one that accepted, when it is on this node).
+    fn tell_accepted(&self, call: &LiveCall, accepting: Option<SessionId>, out: &mut Vec<Output>) {
+        let accept = Arc::new(Event::new(
+            "call-accept",
+            json!({ "callId": call.id, "from": call.callee }),
+        ));
+        for s in self.side_sessions(call, &call.caller) {
+            deliver(out, s, &accept);
+        }
+        let elsewhere = Arc::new(Event::new(
+            "call-accepted-elsewhere",
+            json!({ "callId": call.id }),
+        ));
+        for s in self.sessions_of(&call.callee) {
+            if Some(s) != accepting {
+                deliver(out, s, &elsewhere);
+            }
+        }
     }
 
     /// Forwards a signaling message (`call-answer`, `ice-candidate`, `call-sdp-update`,
@@ -645,20 +651,7 @@ impl Switchboard {
                 call.ring_deadline = None;
                 call.bind_remote(&callee, node);
                 let call = call.clone();
-                let accept = Arc::new(Event::new(
-                    "call-accept",
-                    json!({ "callId": call.id, "from": call.callee }),
-                ));
-                for s in self.side_sessions(&call, &call.caller) {
-                    deliver(&mut out, s, &accept);
-                }
-                let elsewhere = Arc::new(Event::new(
-                    "call-accepted-elsewhere",
-                    json!({ "callId": call.id }),
-                ));
-                for s in self.sessions_of(&call.callee) {
-                    deliver(&mut out, s, &elsewhere);
-                }
+                self.tell_accepted(&call, None, &mut out);
             }
             Remote::Forward {
                 call_id,
