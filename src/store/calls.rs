@@ -145,33 +145,79 @@ fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     )
 }
 
-fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
-    let kind: String = r.get("kind")?;
-    let call_type: String = r.get("call_type")?;
-    let status: String = r.get("status")?;
-    let end_reason: Option<String> = r.get("end_reason")?;
-    Ok(CallRecord {
-        id: r.get("id")?,
-        kind: match kind.as_str() {
+/// A `calls` row as either backend reads it, before its text columns are checked: the one
+/// place that knows which values `kind`, `call_type`, `status` and `end_reason` may hold.
+pub(crate) struct CallRow {
+    pub id: String,
+    pub kind: String,
+    pub call_type: String,
+    pub caller_id: String,
+    pub callee_id: Option<String>,
+    pub room_id: Option<String>,
+    pub room_name: Option<String>,
+    pub status: String,
+    pub end_reason: Option<String>,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+impl CallRow {
+    /// The record (without participants), or the column and value that cannot be one.
+    pub(crate) fn decode(self) -> Result<CallRecord, (&'static str, String)> {
+        let kind = match self.kind.as_str() {
             "direct" => CallKind::Direct,
             "room" => CallKind::Room,
-            other => return Err(corrupt("call kind", other)),
-        },
-        call_type: CallType::parse(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+            _ => return Err(("call kind", self.kind)),
+        };
+        let Some(call_type) = CallType::parse(&self.call_type) else {
+            return Err(("call type", self.call_type));
+        };
+        let Some(status) = CallStatus::parse(&self.status) else {
+            return Err(("status", self.status));
+        };
+        let end_reason = match self.end_reason {
+            Some(s) => match EndReason::parse(&s) {
+                Some(r) => Some(r),
+                None => return Err(("end reason", s)),
+            },
+            None => None,
+        };
+        Ok(CallRecord {
+            id: self.id,
+            kind,
+            call_type,
+            caller_id: self.caller_id,
+            callee_id: self.callee_id,
+            room_id: self.room_id,
+            room_name: self.room_name,
+            status,
+            end_reason,
+            created_at: self.created_at,
+            answered_at: self.answered_at,
+            ended_at: self.ended_at,
+            participants: Vec::new(),
+        })
+    }
+}
+
+fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
+    CallRow {
+        id: r.get("id")?,
+        kind: r.get("kind")?,
+        call_type: r.get("call_type")?,
         caller_id: r.get("caller_id")?,
         callee_id: r.get("callee_id")?,
         room_id: r.get("room_id")?,
         room_name: r.get("room_name")?,
-        status: CallStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        end_reason: match end_reason {
-            Some(s) => Some(EndReason::parse(&s).ok_or_else(|| corrupt("end reason", &s))?),
-            None => None,
-        },
+        status: r.get("status")?,
+        end_reason: r.get("end_reason")?,
         created_at: r.get("created_at")?,
         answered_at: r.get("answered_at")?,
         ended_at: r.get("ended_at")?,
-        participants: Vec::new(),
-    })
+    }
+    .decode()
+    .map_err(|(what, value)| corrupt(what, &value))
 }
 
 fn participants(conn: &Connection, call_id: &str) -> rusqlite::Result<Vec<Participant>> {

@@ -18,7 +18,7 @@ use crate::signaling::call::{
     self, Action, Actor, CallStatus, CallType, EndReason, Role, Transition,
 };
 use crate::store::calls::{
-    guest_join_step, CallEvent, CallKind, CallRecord, GuestJoin, HistoryFilter, LiveCalls,
+    guest_join_step, CallEvent, CallKind, CallRecord, CallRow, GuestJoin, HistoryFilter, LiveCalls,
     MediaChange, NewCall, Participant,
 };
 use crate::store::pg::{corrupt, rooms, unsigned, users, webhooks, Db, Pg};
@@ -28,32 +28,22 @@ const CALL_COLUMNS: &str = "id, kind, call_type, caller_id, callee_id, room_id, 
                             status, end_reason, created_at, answered_at, ended_at";
 
 fn row_to_call(r: &Row) -> Result<CallRecord, Error> {
-    let kind: String = r.try_get("kind")?;
-    let call_type: String = r.try_get("call_type")?;
-    let status: String = r.try_get("status")?;
-    let end_reason: Option<String> = r.try_get("end_reason")?;
-    Ok(CallRecord {
+    CallRow {
         id: r.try_get("id")?,
-        kind: match kind.as_str() {
-            "direct" => CallKind::Direct,
-            "room" => CallKind::Room,
-            other => return Err(corrupt("call kind", other)),
-        },
-        call_type: CallType::parse(&call_type).ok_or_else(|| corrupt("call type", &call_type))?,
+        kind: r.try_get("kind")?,
+        call_type: r.try_get("call_type")?,
         caller_id: r.try_get("caller_id")?,
         callee_id: r.try_get("callee_id")?,
         room_id: r.try_get("room_id")?,
         room_name: r.try_get("room_name")?,
-        status: CallStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        end_reason: match end_reason {
-            Some(s) => Some(EndReason::parse(&s).ok_or_else(|| corrupt("end reason", &s))?),
-            None => None,
-        },
+        status: r.try_get("status")?,
+        end_reason: r.try_get("end_reason")?,
         created_at: r.try_get("created_at")?,
         answered_at: r.try_get("answered_at")?,
         ended_at: r.try_get("ended_at")?,
-        participants: Vec::new(),
-    })
+    }
+    .decode()
+    .map_err(|(what, value)| corrupt(what, &value))
 }
 
 async fn participants<C: Db>(c: &C, call_id: &str) -> Result<Vec<Participant>, Error> {
