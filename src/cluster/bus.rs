@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::RedisResult;
 use tokio::sync::{mpsc, watch};
 
@@ -20,19 +19,12 @@ use crate::signaling::remote::Envelope;
 /// Changes taken from the queue into one pair of Redis round trips.
 const BATCH: usize = 64;
 
-/// How long a batch that failed waits before its one retry.
-const RETRY_AFTER: Duration = Duration::from_millis(200);
-
 /// The largest message a node accepts from the bus.
 const MAX_MESSAGE: usize = 1 << 20;
 
 /// Looks up the nodes of every message's users, then publishes each message to those nodes,
 /// in order: two pipelined round trips for the whole batch.
-async fn send_batch(
-    conn: &mut ConnectionManager,
-    me: &str,
-    batch: &[Outgoing],
-) -> RedisResult<usize> {
+async fn send_batch(cluster: &Cluster, batch: &[Outgoing]) -> RedisResult<usize> {
     let now = now_ms();
     let mut lookup = redis::pipe();
     for m in batch {
@@ -44,13 +36,13 @@ async fn send_batch(
                 .arg("+inf");
         }
     }
-    let found: Vec<Vec<String>> = lookup.query_async(conn).await?;
+    let found: Vec<Vec<String>> = cluster.query(&lookup).await?;
     let mut found = found.into_iter();
     let mut publish = redis::pipe();
     let mut sent = 0;
     for m in batch {
         let members: Vec<String> = found.by_ref().take(m.users.len()).flatten().collect();
-        for node in keys::other_nodes(me, members.iter()) {
+        for node in keys::other_nodes(&cluster.node, members.iter()) {
             publish
                 .cmd("PUBLISH")
                 .arg(keys::inbox(&node))
@@ -60,7 +52,7 @@ async fn send_batch(
         }
     }
     if sent > 0 {
-        publish.query_async::<()>(conn).await?;
+        cluster.query::<()>(&publish).await?;
     }
     Ok(sent)
 }
@@ -71,7 +63,6 @@ pub(crate) async fn publish(
     mut queue: mpsc::Receiver<Outgoing>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut conn = cluster.conn.clone();
     loop {
         let first = tokio::select! {
             m = queue.recv() => m,
@@ -85,45 +76,21 @@ pub(crate) async fn publish(
                 Err(_) => break,
             }
         }
-        let mut result = tokio::time::timeout(
-            COMMAND_TIMEOUT * 2,
-            send_batch(&mut conn, &cluster.node, &batch),
-        )
-        .await;
-        if !matches!(result, Ok(Ok(_))) {
-            // The first command over a connection Redis dropped fails and makes the manager
-            // reconnect: one more try, shortly after, carries the batch over a Redis that is
-            // back (still in order: nothing else is sent meanwhile).
-            tokio::select! {
-                _ = tokio::time::sleep(RETRY_AFTER) => {}
-                _ = stop.changed() => return,
-            }
-            result = tokio::time::timeout(
-                COMMAND_TIMEOUT * 2,
-                send_batch(&mut conn, &cluster.node, &batch),
-            )
-            .await;
-        }
-        match result {
-            Ok(Ok(sent)) => {
+        // A batch Redis does not take (after one retry) is dropped and counted: local
+        // sessions already got theirs.
+        match send_batch(&cluster, &batch).await {
+            Ok(sent) => {
                 cluster
                     .counters
                     .sent
                     .fetch_add(sent as u64, Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 cluster
                     .counters
                     .dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 tracing::debug!(error = %e, n = batch.len(), "cluster messages not published");
-            }
-            Err(_) => {
-                cluster
-                    .counters
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::debug!(n = batch.len(), "cluster publish timed out");
             }
         }
     }

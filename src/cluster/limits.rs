@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::cluster::{Cluster, COMMAND_TIMEOUT};
+use crate::cluster::Cluster;
 
 /// The window login attempts are counted in.
 const WINDOW_MS: u64 = 60_000;
@@ -35,17 +35,18 @@ impl Cluster {
     /// Counts a login attempt from `client` across the cluster. `Some(Err(secs))` when it is
     /// over `per_minute`; `None` when Redis does not answer.
     pub async fn login_attempt(&self, client: IpAddr, per_minute: u32) -> Option<Result<(), u64>> {
-        let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(COUNT).arg(1).arg(login_key(client)).arg(WINDOW_MS);
-        let count = cmd.query_async::<(i64, i64)>(&mut conn);
-        match tokio::time::timeout(COMMAND_TIMEOUT, count).await {
-            Ok(Ok((attempts, left_ms))) => Some(verdict(attempts, left_ms, per_minute)),
-            Ok(Err(e)) => {
+        let mut p = redis::pipe();
+        p.cmd("EVAL")
+            .arg(COUNT)
+            .arg(1)
+            .arg(login_key(client))
+            .arg(WINDOW_MS);
+        match self.query::<((i64, i64),)>(&p).await {
+            Ok(((attempts, left_ms),)) => Some(verdict(attempts, left_ms, per_minute)),
+            Err(e) => {
                 tracing::debug!(error = %e, "shared login limit unavailable");
                 None
             }
-            Err(_) => None,
         }
     }
 }

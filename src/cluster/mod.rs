@@ -28,6 +28,9 @@ use crate::signaling::remote::{Envelope, Remote};
 /// How long one Redis command (or connection attempt) may take before it counts as failed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a failed Redis request waits before its one retry.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
 /// Changes waiting for the bus before new ones are dropped (Redis is too slow or away).
 const OUTGOING_CAPACITY: usize = 8192;
 
@@ -160,13 +163,7 @@ impl Cluster {
     /// Whether `user` has sessions on another live node (one Redis round trip; `false` when
     /// Redis does not answer).
     pub async fn present_elsewhere(&self, user: &str) -> bool {
-        let mut conn = self.conn.clone();
-        let mut found = registry::nodes_of(&mut conn, user).await;
-        if found.is_err() {
-            // A connection Redis dropped fails once, then the manager has reconnected.
-            found = registry::nodes_of(&mut conn, user).await;
-        }
-        match found {
+        match registry::nodes_of(self, user).await {
             Ok(nodes) => !keys::other_nodes(&self.node, nodes.iter()).is_empty(),
             Err(e) => {
                 tracing::debug!(error = %e, "presence lookup failed");
@@ -175,10 +172,48 @@ impl Cluster {
         }
     }
 
+    /// Starts the heartbeat, the inbox subscriber and the publisher; they end at `stop`.
+    pub fn start(
+        self: &Arc<Self>,
+        app: Arc<crate::app::Signaling>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![
+            tokio::spawn(registry::run(self.clone(), app.clone(), stop.clone())),
+            tokio::spawn(bus::subscribe(self.clone(), app, stop.clone())),
+        ];
+        let queue = self
+            .outgoing_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(queue) = queue {
+            tasks.push(tokio::spawn(bus::publish(self.clone(), queue, stop)));
+        }
+        tasks
+    }
+
+    /// Runs `pipe` against Redis, each try bounded by [`COMMAND_TIMEOUT`]. A failure is tried
+    /// once more shortly after: the first request over a connection Redis dropped fails and
+    /// makes the connection manager reconnect, so the retry reaches a Redis that is back.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        let mut conn = self.conn.clone();
+        match try_query(&mut conn, pipe).await {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                tokio::time::sleep(RETRY_AFTER).await;
+                try_query(&mut conn, pipe).await
+            }
+        }
+    }
+
     /// Records at once that `user` has a session here (the heartbeat keeps it fresh), so a
     /// call placed on another node right after this connection opened finds it.
     pub async fn announce(&self, user: &str) {
-        if let Err(e) = registry::announce(&mut self.conn.clone(), &self.node, user).await {
+        if let Err(e) = registry::announce(self, user).await {
             tracing::debug!(error = %e, "presence announce failed");
         }
     }
@@ -241,25 +276,12 @@ impl Collector for ClusterMetrics {
     }
 }
 
-impl Cluster {
-    /// Starts the heartbeat, the inbox subscriber and the publisher; they end at `stop`.
-    pub fn start(
-        self: &Arc<Self>,
-        app: Arc<crate::app::Signaling>,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![
-            tokio::spawn(registry::run(self.clone(), app.clone(), stop.clone())),
-            tokio::spawn(bus::subscribe(self.clone(), app, stop.clone())),
-        ];
-        let queue = self
-            .outgoing_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(queue) = queue {
-            tasks.push(tokio::spawn(bus::publish(self.clone(), queue, stop)));
-        }
-        tasks
+async fn try_query<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(conn)).await {
+        Ok(result) => result,
+        Err(_) => Err((redis::ErrorKind::Io, "Redis did not answer in time").into()),
     }
 }

@@ -6,49 +6,48 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::RedisResult;
 use tokio::sync::watch;
 
 use crate::app::Signaling;
 use crate::clock::now_ms;
-use crate::cluster::{keys, Cluster, NodeInfo, COMMAND_TIMEOUT};
+use crate::cluster::{keys, Cluster, NodeInfo};
 
 fn ttl_ms() -> u64 {
     u64::try_from(keys::ENTRY_TTL.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The nodes whose presence entry for `user` has not expired.
-pub async fn nodes_of(conn: &mut ConnectionManager, user: &str) -> RedisResult<Vec<String>> {
-    redis::cmd("ZRANGEBYSCORE")
+pub async fn nodes_of(cluster: &Cluster, user: &str) -> RedisResult<Vec<String>> {
+    let mut p = redis::pipe();
+    p.cmd("ZRANGEBYSCORE")
         .arg(keys::presence(user))
         .arg(now_ms())
-        .arg("+inf")
-        .query_async(conn)
-        .await
+        .arg("+inf");
+    let (nodes,) = cluster.query(&p).await?;
+    Ok(nodes)
 }
 
-/// Marks `user` present on `node` now.
-pub async fn announce(conn: &mut ConnectionManager, node: &str, user: &str) -> RedisResult<()> {
+/// Marks `user` present on this node now.
+pub async fn announce(cluster: &Cluster, user: &str) -> RedisResult<()> {
     let key = keys::presence(user);
-    redis::pipe()
-        .cmd("ZADD")
+    let mut p = redis::pipe();
+    p.cmd("ZADD")
         .arg(&key)
         .arg(keys::expiry(now_ms()))
-        .arg(node)
+        .arg(&cluster.node)
         .ignore()
         .cmd("PEXPIRE")
         .arg(&key)
         .arg(ttl_ms())
-        .ignore()
-        .query_async(conn)
-        .await
+        .ignore();
+    cluster.query(&p).await
 }
 
 /// One heartbeat: renews `me` and the presence of `users`, drops the presence of `gone`,
 /// and returns the names of the live nodes and the entries of the others.
 pub async fn beat(
-    conn: &mut ConnectionManager,
+    cluster: &Cluster,
     me: &NodeInfo,
     users: &[String],
     gone: &[String],
@@ -97,19 +96,18 @@ pub async fn beat(
             .ignore();
     }
     p.cmd("ZRANGEBYSCORE").arg(keys::NODES).arg(now).arg("+inf");
-    let (alive,): (Vec<String>,) = p.query_async(conn).await?;
+    let (alive,): (Vec<String>,) = cluster.query(&p).await?;
     let others: Vec<&String> = alive.iter().filter(|n| **n != me.node).collect();
     let mut peers = Vec::new();
     if !others.is_empty() {
-        let entries: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(
-                others
-                    .iter()
-                    .map(|n| keys::node_info(n))
-                    .collect::<Vec<_>>(),
-            )
-            .query_async(conn)
-            .await?;
+        let mut get = redis::pipe();
+        get.cmd("MGET").arg(
+            others
+                .iter()
+                .map(|n| keys::node_info(n))
+                .collect::<Vec<_>>(),
+        );
+        let (entries,): (Vec<Option<String>>,) = cluster.query(&get).await?;
         for (name, entry) in others.iter().zip(entries) {
             let info = entry
                 .and_then(|e| serde_json::from_str::<NodeInfo>(&e).ok())
@@ -126,21 +124,23 @@ pub async fn beat(
 }
 
 /// Removes this node's entries at shutdown, so the others stop routing to it at once.
-async fn depart(conn: &mut ConnectionManager, node: &str, users: &[String]) -> RedisResult<()> {
+async fn depart(cluster: &Cluster, users: &[String]) -> RedisResult<()> {
     let mut p = redis::pipe();
-    p.cmd("ZREM").arg(keys::NODES).arg(node).ignore();
-    p.cmd("DEL").arg(keys::node_info(node)).ignore();
+    p.cmd("ZREM").arg(keys::NODES).arg(&cluster.node).ignore();
+    p.cmd("DEL").arg(keys::node_info(&cluster.node)).ignore();
     for user in users {
-        p.cmd("ZREM").arg(keys::presence(user)).arg(node).ignore();
+        p.cmd("ZREM")
+            .arg(keys::presence(user))
+            .arg(&cluster.node)
+            .ignore();
     }
-    p.query_async(conn).await
+    cluster.query(&p).await
 }
 
 /// Beats until `stop`, then departs.
 pub async fn run(cluster: Arc<Cluster>, app: Arc<Signaling>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(keys::BEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn = cluster.conn.clone();
     let mut announced: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
@@ -151,10 +151,8 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<Signaling>, mut stop: watch::Re
         let now_set: HashSet<String> = users.iter().cloned().collect();
         let gone: Vec<String> = announced.difference(&now_set).cloned().collect();
         let me = cluster.view().me.clone();
-        let beat =
-            tokio::time::timeout(COMMAND_TIMEOUT * 2, beat(&mut conn, &me, &users, &gone)).await;
-        match beat {
-            Ok(Ok((alive, peers))) => {
+        match beat(&cluster, &me, &users, &gone).await {
+            Ok((alive, peers)) => {
                 if !cluster.beating.swap(true, Ordering::Relaxed) {
                     tracing::info!(node = %cluster.node, nodes = alive.len(), "cluster heartbeat reaches Redis");
                 }
@@ -162,20 +160,13 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<Signaling>, mut stop: watch::Re
                 app.nodes_alive(&alive);
                 announced = now_set;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if cluster.beating.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "cluster heartbeat failed: Redis is away; serving local users only");
-                }
-            }
-            Err(_) => {
-                if cluster.beating.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "cluster heartbeat timed out: Redis is away; serving local users only"
-                    );
                 }
             }
         }
     }
     let users: Vec<String> = announced.into_iter().collect();
-    let _ = tokio::time::timeout(COMMAND_TIMEOUT, depart(&mut conn, &cluster.node, &users)).await;
+    let _ = depart(&cluster, &users).await;
 }

@@ -134,21 +134,16 @@ pub fn ice_config(
     let ttl = turn.credential_ttl.as_secs();
     let cred = signalbox_turn::credentials::mint(secret, user, now_secs, ttl);
     let (mut stun, mut turn_uris) = relay_uris(host, relay);
+    fn add_new(to: &mut Vec<String>, uris: &[String]) {
+        for uri in uris {
+            if !to.contains(uri) {
+                to.push(uri.clone());
+            }
+        }
+    }
     for (peer_stun, peer_turn) in peers {
-        stun.extend(
-            peer_stun
-                .iter()
-                .filter(|u| !stun.contains(u))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-        turn_uris.extend(
-            peer_turn
-                .iter()
-                .filter(|u| !turn_uris.contains(u))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        add_new(&mut stun, peer_stun);
+        add_new(&mut turn_uris, peer_turn);
     }
     turn_uris.extend(turn.external_urls.iter().cloned());
     let mut servers = Vec::new();
