@@ -334,16 +334,7 @@ async fn accounts_are_managed_and_bad_input_changes_nothing() {
     assert_eq!(created["user"]["id"], "carol");
     assert_eq!(created["user"]["name"], "Carol");
     assert_eq!(created["user"]["admin"], false);
-    let login = |password: &'static str| {
-        let anon = s.anonymous();
-        async move {
-            anon.post(
-                "/api/auth/login",
-                json!({"username": "carol", "password": password}),
-            )
-            .await
-        }
-    };
+    let login = |password: &'static str| s.login("carol", password);
     assert_eq!(
         login("first password").await.expect(200)["user"]["id"],
         "carol"

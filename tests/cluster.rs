@@ -226,12 +226,8 @@ async fn a_call_across_nodes_rings_every_device_signals_and_ends_everywhere() {
 async fn a_socketio_caller_on_one_node_calls_an_rtc_callee_on_another() {
     let c = start_cluster(2, "45s", "20s").await;
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    let login = json!({"username": "nobody", "password": "wrong"});
     for (node, status) in [(a, 401), (b, 401), (a, 401), (b, 429)] {
-        let r = node
-            .anonymous()
-            .post("/api/auth/login", login.clone())
-            .await;
+        let r = node.login("nobody", "wrong").await;
         assert_eq!(
             r.status.as_u16(),
             status,

@@ -206,16 +206,7 @@ async fn accounts_and_login(db: Backend) {
         .expect(201);
     let dup = admin.post("/api/admin/users", body).await.expect(409);
     assert_eq!(code(&dup), "user_exists");
-    let login = |password: &'static str| {
-        let anon = s.anonymous();
-        async move {
-            anon.post(
-                "/api/auth/login",
-                json!({"username": "carol", "password": password}),
-            )
-            .await
-        }
-    };
+    let login = |password: &'static str| s.login("carol", password);
     assert_eq!(
         login("first password").await.expect(200)["user"]["id"],
         "carol"
@@ -343,19 +334,7 @@ async fn webhook_outbox_delivers_call_events(db: Backend) {
         .put_empty(&format!("/calls/{id}/hangup"))
         .await
         .expect(200);
-    let admin = s.admin();
-    let list = eventually("both deliveries delivered", Duration::from_secs(20), || {
-        let admin = admin.clone();
-        async move {
-            let body = admin
-                .get("/api/admin/webhooks/deliveries")
-                .await
-                .expect(200);
-            let d = body["deliveries"].as_array().cloned().unwrap_or_default();
-            (d.len() == 2 && d.iter().all(|x| x["status"] == "delivered")).then_some(d)
-        }
-    })
-    .await;
+    let list = s.delivered_webhooks(2, Duration::from_secs(20)).await;
     assert_eq!(list[0]["event"], "call.ended");
     assert_eq!(list[1]["event"], "call.started");
     assert_eq!(list[1]["lastStatus"], 204);

@@ -299,6 +299,34 @@ impl Server {
         }
     }
 
+    /// `POST /api/auth/login` as `username` with `password`, without a token.
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.anonymous()
+            .post(
+                "/api/auth/login",
+                serde_json::json!({ "username": username, "password": password }),
+            )
+            .await
+    }
+
+    /// The admin's webhook deliveries (newest first) once there are `n` and all are delivered;
+    /// fails after `limit`.
+    pub async fn delivered_webhooks(&self, n: usize, limit: Duration) -> Vec<Value> {
+        let admin = self.admin();
+        eventually(&format!("{n} webhook deliveries delivered"), limit, || {
+            let admin = admin.clone();
+            async move {
+                let body = admin
+                    .get("/api/admin/webhooks/deliveries")
+                    .await
+                    .expect(200);
+                let d = body["deliveries"].as_array().cloned().unwrap_or_default();
+                (d.len() == n && d.iter().all(|x| x["status"] == "delivered")).then_some(d)
+            }
+        })
+        .await
+    }
+
     /// Opens the SQLite file directly (read-only checks).
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.data_dir.join("signalbox.db")).expect("open db")
